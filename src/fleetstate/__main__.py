@@ -1,0 +1,3 @@
+from fleetstate.cli import main
+
+raise SystemExit(main())

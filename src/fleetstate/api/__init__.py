@@ -1,0 +1,1 @@
+"""aiohttp adapters: decode the request, call the domain, encode the answer."""

@@ -1,0 +1,23 @@
+"""What every handler reaches through the application: the store and the device gateway."""
+
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from fleetstate.config import Config
+from fleetstate.gateway import Gateway
+from fleetstate.store import Store
+
+
+@dataclass
+class Services:
+    store: Store
+    gateway: Gateway
+    config: Config
+
+
+SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
+
+
+def services(request: web.Request) -> Services:
+    return request.app[SERVICES]

@@ -1,0 +1,108 @@
+"""Request decoding, JSON answers, the error middleware and token authentication."""
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import msgspec
+from aiohttp import web
+
+from fleetstate.errors import (
+    Conflict,
+    FleetstateError,
+    Forbidden,
+    Invalid,
+    NotFound,
+    SchemaInvalid,
+    TooLarge,
+    Unauthorized,
+)
+from fleetstate.pagination import Page, parse_page
+from fleetstate.tenancy import Authenticator, Principal
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+STATUS = {
+    Invalid: 400,
+    Unauthorized: 401,
+    Forbidden: 403,
+    NotFound: 404,
+    Conflict: 409,
+    TooLarge: 413,
+    SchemaInvalid: 422,
+}
+PRINCIPAL: web.AppKey[Authenticator] = web.AppKey("authenticator", Authenticator)
+CALLER: web.RequestKey[Principal] = web.RequestKey("caller", Principal)
+_encoder = msgspec.json.Encoder()
+
+
+def json_response(body: Any, status: int = 200) -> web.Response:
+    return web.Response(body=_encoder.encode(body), status=status, content_type="application/json")
+
+
+def error_response(status: int, code: str, message: str, details: Any = None) -> web.Response:
+    body = {"error": {"code": code, "message": message, "details": details}}
+    return json_response(body, status)
+
+
+async def decode(request: web.Request, kind: type[T]) -> T:
+    body = await request.read()
+    if not body:
+        raise Invalid("a JSON body is required")
+    try:
+        return msgspec.json.decode(body, type=kind)
+    except msgspec.ValidationError as exc:
+        raise Invalid(f"invalid body: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise Invalid(f"malformed JSON: {exc}") from exc
+
+
+def page(request: web.Request) -> Page:
+    return parse_page(request.query.get("limit"), request.query.get("cursor"))
+
+
+def principal(request: web.Request) -> Principal:
+    return request[CALLER]
+
+
+def org_id(request: web.Request) -> str:
+    return principal(request).org_id
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except FleetstateError as exc:
+        status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 500)
+        return error_response(status, exc.code, exc.message, exc.details)
+    except web.HTTPException as exc:
+        if exc.status < 400 or not request.path.startswith(("/api/", "/v1/")):
+            raise
+        return error_response(exc.status, _code_for(exc), exc.reason)
+
+
+def _code_for(exc: web.HTTPException) -> str:
+    return {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(exc.status, "error")
+
+
+def auth_middleware(public: set[str]) -> Any:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith("/api/") and request.path not in public:
+            request[CALLER] = await _authenticate(request)
+        return await handler(request)
+
+    return middleware
+
+
+async def _authenticate(request: web.Request) -> Principal:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("send 'Authorization: Bearer <api token>'")
+    return await request.app[PRINCIPAL].authenticate(token.strip())

@@ -1,0 +1,450 @@
+"""The management REST API (`/api/v1/...`): thin handlers over the domain modules."""
+
+from aiohttp import web
+
+from fleetstate import artefacts, bindings, devices, groups, profiles, tenancy
+from fleetstate.api.context import services
+from fleetstate.api.http import decode, json_response, org_id, page, principal
+from fleetstate.api.routing import RouteTable
+from fleetstate.errors import Forbidden, Invalid
+
+routes = RouteTable()
+API = "/api/v1"
+
+
+# -- tenancy -----------------------------------------------------------------------------------
+
+
+@routes.add(
+    "POST",
+    f"{API}/organizations",
+    "Create an organization (operator token only)",
+    "tenancy",
+    body=tenancy.NewOrganization,
+    status=201,
+)
+async def create_organization(request: web.Request) -> web.Response:
+    if not principal(request).is_operator:
+        raise Forbidden("only the operator token may create organizations")
+    new = await decode(request, tenancy.NewOrganization)
+    return json_response(await tenancy.create_organization(services(request).store, new), 201)
+
+
+@routes.add("GET", f"{API}/organizations/current", "The token's organization", "tenancy")
+async def current_organization(request: web.Request) -> web.Response:
+    return json_response(await tenancy.get_organization(services(request).store, org_id(request)))
+
+
+@routes.add("GET", f"{API}/tokens", "List API tokens", "tenancy")
+async def list_tokens(request: web.Request) -> web.Response:
+    items = await tenancy.list_tokens(services(request).store, org_id(request))
+    return json_response({"items": items, "next_cursor": None})
+
+
+@routes.add(
+    "POST",
+    f"{API}/tokens",
+    "Create an API token (secret shown once)",
+    "tenancy",
+    body=tenancy.NewToken,
+    status=201,
+)
+async def create_token(request: web.Request) -> web.Response:
+    new = await decode(request, tenancy.NewToken)
+    return json_response(
+        await tenancy.create_token(services(request).store, org_id(request), new), 201
+    )
+
+
+@routes.add("DELETE", f"{API}/tokens/{{token_id}}", "Revoke an API token", "tenancy", status=204)
+async def delete_token(request: web.Request) -> web.Response:
+    await tenancy.delete_token(
+        services(request).store, org_id(request), request.match_info["token_id"]
+    )
+    return web.Response(status=204)
+
+
+# -- profiles ----------------------------------------------------------------------------------
+
+
+def _profile_routes(
+    kind: profiles.Kind,
+    path: str,
+    body: type[profiles.NewDeviceProfile | profiles.NewSensorProfile],
+) -> None:
+    label = f"{kind} profile"
+
+    @routes.add("GET", f"{API}/{path}", f"List {label}s", "profiles", query=("limit", "cursor"))
+    async def list_(request: web.Request) -> web.Response:
+        result = await profiles.list_page(
+            services(request).store, org_id(request), kind, page(request)
+        )
+        return json_response(result)
+
+    @routes.add(
+        "POST",
+        f"{API}/{path}",
+        f"Create a {label} with its JSON Schema",
+        "profiles",
+        body=body,
+        status=201,
+    )
+    async def create(request: web.Request) -> web.Response:
+        new = await decode(request, body)
+        created = await profiles.create(services(request).store, org_id(request), kind, new)
+        return json_response(created, 201)
+
+    @routes.add("GET", f"{API}/{path}/{{profile_id}}", f"Get a {label}", "profiles")
+    async def get(request: web.Request) -> web.Response:
+        found = await profiles.get(
+            services(request).store, org_id(request), kind, request.match_info["profile_id"]
+        )
+        return json_response(found)
+
+    @routes.add(
+        "DELETE",
+        f"{API}/{path}/{{profile_id}}",
+        f"Delete an unused {label}",
+        "profiles",
+        status=204,
+    )
+    async def delete(request: web.Request) -> web.Response:
+        await profiles.delete(
+            services(request).store, org_id(request), kind, request.match_info["profile_id"]
+        )
+        return web.Response(status=204)
+
+
+_profile_routes("device", "device-profiles", profiles.NewDeviceProfile)
+_profile_routes("sensor", "sensor-profiles", profiles.NewSensorProfile)
+
+
+# -- devices -----------------------------------------------------------------------------------
+
+
+@routes.add("GET", f"{API}/devices", "List devices", "devices", query=("limit", "cursor", "q"))
+async def list_devices(request: web.Request) -> web.Response:
+    result = await devices.list_page(
+        services(request).store, org_id(request), page(request), request.query.get("q")
+    )
+    return json_response(result)
+
+
+@routes.add(
+    "POST",
+    f"{API}/devices",
+    "Create a device (access_key shown once)",
+    "devices",
+    body=devices.NewDevice,
+    status=201,
+)
+async def create_device(request: web.Request) -> web.Response:
+    svc = services(request)
+    new = await decode(request, devices.NewDevice)
+    created = await devices.create(svc.store, org_id(request), new)
+    svc.gateway.deliver(created.changes)
+    device = await devices.get(svc.store, org_id(request), created.device_id)
+    return json_response({**device, "access_key": created.access_key}, 201)
+
+
+@routes.add("GET", f"{API}/devices/{{device_id}}", "Get a device", "devices")
+async def get_device(request: web.Request) -> web.Response:
+    found = await devices.get(
+        services(request).store, org_id(request), request.match_info["device_id"]
+    )
+    return json_response(found)
+
+
+@routes.add(
+    "PATCH",
+    f"{API}/devices/{{device_id}}",
+    "Rename a device, set its groups or components",
+    "devices",
+    body=devices.DevicePatch,
+)
+async def patch_device(request: web.Request) -> web.Response:
+    svc, device_id = services(request), request.match_info["device_id"]
+    change = await decode(request, devices.DevicePatch)
+    svc.gateway.deliver(await devices.patch(svc.store, org_id(request), device_id, change))
+    return json_response(await devices.get(svc.store, org_id(request), device_id))
+
+
+@routes.add("DELETE", f"{API}/devices/{{device_id}}", "Delete a device", "devices", status=204)
+async def delete_device(request: web.Request) -> web.Response:
+    svc, device_id = services(request), request.match_info["device_id"]
+    await devices.delete(svc.store, org_id(request), device_id)
+    if svc.gateway.bus is not None:
+        await svc.gateway.bus.disconnect(device_id)
+    return web.Response(status=204)
+
+
+@routes.add(
+    "POST",
+    f"{API}/devices/{{device_id}}/access-key",
+    "Rotate the access key (the old one stops working at once)",
+    "devices",
+)
+async def rotate_key(request: web.Request) -> web.Response:
+    svc, device_id = services(request), request.match_info["device_id"]
+    key = await devices.rotate_key(svc.store, org_id(request), device_id)
+    if svc.gateway.bus is not None:
+        await svc.gateway.bus.disconnect(device_id)
+    return json_response({"device_id": device_id, "access_key": key})
+
+
+@routes.add(
+    "GET",
+    f"{API}/devices/{{device_id}}/desired-state",
+    "Effective desired document; with explain=true, every candidate per slot and why",
+    "desired state",
+    query=("explain",),
+)
+async def desired_state(request: web.Request) -> web.Response:
+    svc, device_id = services(request), request.match_info["device_id"]
+    resolution = await bindings.resolution(svc.store, org_id(request), device_id)
+    explain = request.query.get("explain", "false").lower()
+    if explain not in ("true", "false", "1", "0"):
+        raise Invalid("explain must be true or false")
+    if explain in ("true", "1"):
+        return json_response(resolution)
+    return json_response(resolution["document"])
+
+
+# -- groups ------------------------------------------------------------------------------------
+
+
+@routes.add(
+    "GET", f"{API}/device-groups", "List device groups", "groups", query=("limit", "cursor")
+)
+async def list_groups(request: web.Request) -> web.Response:
+    return json_response(
+        await groups.list_page(services(request).store, org_id(request), page(request))
+    )
+
+
+@routes.add(
+    "POST",
+    f"{API}/device-groups",
+    "Create a device group",
+    "groups",
+    body=groups.NewGroup,
+    status=201,
+)
+async def create_group(request: web.Request) -> web.Response:
+    svc = services(request)
+    new = await decode(request, groups.NewGroup)
+    group_id, changes = await groups.create(svc.store, org_id(request), new)
+    svc.gateway.deliver(changes)
+    return json_response(await groups.get(svc.store, org_id(request), group_id), 201)
+
+
+@routes.add("GET", f"{API}/device-groups/{{group_id}}", "Get a device group", "groups")
+async def get_group(request: web.Request) -> web.Response:
+    found = await groups.get(
+        services(request).store, org_id(request), request.match_info["group_id"]
+    )
+    return json_response(found)
+
+
+@routes.add(
+    "DELETE", f"{API}/device-groups/{{group_id}}", "Delete a device group", "groups", status=204
+)
+async def delete_group(request: web.Request) -> web.Response:
+    svc = services(request)
+    svc.gateway.deliver(
+        await groups.delete(svc.store, org_id(request), request.match_info["group_id"])
+    )
+    return web.Response(status=204)
+
+
+async def _membership(request: web.Request, *, member: bool) -> web.Response:
+    svc = services(request)
+    changes = await groups.set_member(
+        svc.store,
+        org_id(request),
+        request.match_info["group_id"],
+        request.match_info["device_id"],
+        member=member,
+    )
+    svc.gateway.deliver(changes)
+    return web.Response(status=204)
+
+
+@routes.add(
+    "PUT",
+    f"{API}/device-groups/{{group_id}}/devices/{{device_id}}",
+    "Add a device to a group",
+    "groups",
+    status=204,
+)
+async def add_member(request: web.Request) -> web.Response:
+    return await _membership(request, member=True)
+
+
+@routes.add(
+    "DELETE",
+    f"{API}/device-groups/{{group_id}}/devices/{{device_id}}",
+    "Remove a device from a group",
+    "groups",
+    status=204,
+)
+async def remove_member(request: web.Request) -> web.Response:
+    return await _membership(request, member=False)
+
+
+# -- artefacts ---------------------------------------------------------------------------------
+
+
+@routes.add(
+    "GET",
+    f"{API}/config-artefacts",
+    "List config artefacts",
+    "artefacts",
+    query=("limit", "cursor", "name"),
+)
+async def list_artefacts(request: web.Request) -> web.Response:
+    result = await artefacts.list_page(
+        services(request).store, org_id(request), page(request), request.query.get("name")
+    )
+    return json_response(result)
+
+
+@routes.add(
+    "POST",
+    f"{API}/config-artefacts",
+    "Create the next version of a config artefact (validated against its profile)",
+    "artefacts",
+    body=artefacts.NewArtefact,
+    status=201,
+)
+async def create_artefact(request: web.Request) -> web.Response:
+    new = await decode(request, artefacts.NewArtefact)
+    created = await artefacts.create_inline(services(request).store, org_id(request), new)
+    return json_response(created, 201)
+
+
+@routes.add("GET", f"{API}/config-artefacts/{{artefact_id}}", "Get a config artefact", "artefacts")
+async def get_artefact(request: web.Request) -> web.Response:
+    found = await artefacts.get(
+        services(request).store, org_id(request), request.match_info["artefact_id"]
+    )
+    return json_response(found)
+
+
+@routes.add(
+    "GET",
+    f"{API}/config-artefacts/{{artefact_id}}/content",
+    "The artefact's exact stored bytes",
+    "artefacts",
+)
+async def artefact_content(request: web.Request) -> web.Response:
+    found = await artefacts.inline_content(
+        services(request).store, org_id(request), request.match_info["artefact_id"]
+    )
+    if found is None:
+        raise Invalid("this artefact is kept in the blob store; download it through a device")
+    data, content_type = found
+    return web.Response(body=data, content_type=content_type)
+
+
+@routes.add(
+    "DELETE",
+    f"{API}/config-artefacts/{{artefact_id}}",
+    "Delete an artefact that nothing uses (409 while bound)",
+    "artefacts",
+    status=204,
+)
+async def delete_artefact(request: web.Request) -> web.Response:
+    await artefacts.delete(
+        services(request).store, org_id(request), request.match_info["artefact_id"]
+    )
+    return web.Response(status=204)
+
+
+# -- bindings ----------------------------------------------------------------------------------
+
+
+@routes.add(
+    "GET",
+    f"{API}/desired-state-bindings",
+    "List bindings with counts of device status per binding",
+    "bindings",
+    query=("limit", "cursor", "target_type", "target_id"),
+)
+async def list_bindings(request: web.Request) -> web.Response:
+    target = _target_query(request, required=False)
+    result = await bindings.list_page(
+        services(request).store, org_id(request), page(request), target
+    )
+    return json_response(result)
+
+
+def _target_query(request: web.Request, *, required: bool) -> tuple[str, str] | None:
+    target_type, target_id = request.query.get("target_type"), request.query.get("target_id")
+    if target_type is None and target_id is None and not required:
+        return None
+    if not target_type or not target_id:
+        raise Invalid("give both target_type and target_id")
+    return target_type, target_id
+
+
+@routes.add(
+    "PUT",
+    f"{API}/desired-state-bindings",
+    "Bind an artefact to a target (upsert per target and slot)",
+    "bindings",
+    body=bindings.BindingSpec,
+    responses={201: "created", 200: "replaced"},
+)
+async def put_binding(request: web.Request) -> web.Response:
+    svc = services(request)
+    spec = await decode(request, bindings.BindingSpec)
+    result = await bindings.upsert(svc.store, org_id(request), spec)
+    svc.gateway.deliver(result.changes)
+    found = await bindings.get(svc.store, org_id(request), result.binding_id)
+    return json_response(found, 201 if result.created else 200)
+
+
+@routes.add(
+    "DELETE",
+    f"{API}/desired-state-bindings",
+    "Delete every binding of one target",
+    "bindings",
+    status=204,
+    query=("target_type", "target_id"),
+)
+async def delete_target_bindings(request: web.Request) -> web.Response:
+    svc = services(request)
+    target = _target_query(request, required=True)
+    assert target is not None
+    listed = await bindings.list_page(svc.store, org_id(request), page(request), target)
+    for item in listed["items"]:
+        svc.gateway.deliver(await bindings.delete(svc.store, org_id(request), item["id"]))
+    return web.Response(status=204)
+
+
+@routes.add(
+    "GET",
+    f"{API}/desired-state-bindings/{{binding_id}}",
+    "A binding with each device's reported version, status and hash",
+    "bindings",
+)
+async def get_binding(request: web.Request) -> web.Response:
+    found = await bindings.get(
+        services(request).store, org_id(request), request.match_info["binding_id"]
+    )
+    return json_response(found)
+
+
+@routes.add(
+    "DELETE",
+    f"{API}/desired-state-bindings/{{binding_id}}",
+    "Delete a binding",
+    "bindings",
+    status=204,
+)
+async def delete_binding(request: web.Request) -> web.Response:
+    svc = services(request)
+    changes = await bindings.delete(svc.store, org_id(request), request.match_info["binding_id"])
+    svc.gateway.deliver(changes)
+    return web.Response(status=204)

@@ -1,0 +1,26 @@
+"""Builds the aiohttp application: middlewares, route tables, and the services they use."""
+
+from aiohttp import web
+
+from fleetstate.api import management, operations
+from fleetstate.api.context import SERVICES, Services
+from fleetstate.api.http import PRINCIPAL, auth_middleware, errors_middleware
+from fleetstate.api.routing import RouteTable
+from fleetstate.tenancy import Authenticator
+
+MAX_BODY = 1024 * 1024
+
+
+def build_app(svc: Services) -> web.Application:
+    table = RouteTable()
+    for part in (management.routes, operations.routes):
+        table.routes.extend(part.routes)
+    public = {path for _method, path in table.public_paths()}
+    app = web.Application(
+        middlewares=[errors_middleware, auth_middleware(public)], client_max_size=MAX_BODY
+    )
+    app[SERVICES] = svc
+    app[PRINCIPAL] = Authenticator(svc.store)
+    app[operations.ALL_ROUTES] = table
+    table.install(app)
+    return app

@@ -1,0 +1,101 @@
+"""The service's lifecycle: `start(config)` builds store → broker → HTTP on one exit stack.
+
+Teardown runs in reverse and only for what started: HTTP stops accepting, the broker closes its
+sessions, then the store commits what is queued and closes. Background loops run as named tasks in
+one TaskGroup, so an unexpected crash in any of them ends the service loudly.
+"""
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from fleetstate import devices, tenancy
+from fleetstate.api.context import Services
+from fleetstate.api.server import build_app
+from fleetstate.bus.embedded import EmbeddedBroker
+from fleetstate.config import Config, split_hostport
+from fleetstate.gateway import Gateway
+from fleetstate.store import Store
+
+log = logging.getLogger(__name__)
+DATABASE = "fleetstate.db"
+ADMIN_TOKEN_FILE = "admin-token"
+
+
+@dataclass
+class Service:
+    config: Config
+    store: Store
+    gateway: Gateway
+    broker: EmbeddedBroker
+    http_url: str
+    mqtt_url: str
+    admin_token_file: Path | None
+
+    @property
+    def mqtt_port(self) -> int:
+        return int(self.mqtt_url.rsplit(":", 1)[1])
+
+
+@contextlib.asynccontextmanager
+async def start(config: Config) -> AsyncIterator[Service]:
+    async with contextlib.AsyncExitStack() as stack:
+        tasks = await stack.enter_async_context(asyncio.TaskGroup())
+        store = await Store.open(config.data_dir / DATABASE, config.batch_max)
+        stack.push_async_callback(store.close)
+        tasks.create_task(store.writer_loop(), name="store-writer")
+        await devices.mark_all_offline(store)
+        token_file = await _bootstrap(store, config)
+
+        gateway = Gateway(store, tasks, config.max_forbidden_publishes)
+        broker = EmbeddedBroker(*split_hostport(config.mqtt), gateway)
+        mqtt_host, mqtt_port = await broker.start()
+        stack.push_async_callback(broker.stop)
+        gateway.bus = broker
+
+        app = build_app(Services(store=store, gateway=gateway, config=config))
+        http_host, http_port = await _serve_http(stack, app, config)
+        yield Service(
+            config=config,
+            store=store,
+            gateway=gateway,
+            broker=broker,
+            http_url=f"http://{_url_host(http_host)}:{http_port}",
+            mqtt_url=f"mqtt://{_url_host(mqtt_host)}:{mqtt_port}",
+            admin_token_file=token_file,
+        )
+        log.info("shutting down")
+
+
+async def _serve_http(
+    stack: contextlib.AsyncExitStack, app: web.Application, config: Config
+) -> tuple[str, int]:
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    stack.push_async_callback(runner.cleanup)
+    host, port = split_hostport(config.http)
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    bound = runner.addresses[0]
+    return str(bound[0]), int(bound[1])
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+async def _bootstrap(store: Store, config: Config) -> Path | None:
+    generated = await tenancy.bootstrap(store, config.admin_token)
+    path = config.data_dir / ADMIN_TOKEN_FILE
+    if generated is not None:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(generated + "\n")
+        return path
+    return path if path.exists() and not config.admin_token else None

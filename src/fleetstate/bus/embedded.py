@@ -1,0 +1,285 @@
+"""The embedded amqtt 0.12.1 broker, and every workaround that touches amqtt internals.
+
+amqtt defects we design around (each pinned by a test in tests/test_bus_embedded.py):
+- Its retained store leaks: on connect a client receives every retained message matching *any*
+  client's subscription, and each SUBSCRIBE scans all retained messages. We never use it: desired
+  documents are delivered by the service from SQLite, retained publishes are dropped, and the
+  connect path is re-implemented without the retained replay (which also removes its
+  `dictionary changed size during iteration` race).
+- It acknowledges inbound QoS 1 before anyone processed the message. We PUBACK only once the
+  service has committed the message (`_qos1_flow`), so a PUBACK means "in the database".
+- It forwards every device message to every matching subscription, scanning all subscriptions per
+  message. Devices only talk to the service here, so device messages are not re-broadcast.
+- It does not redeliver unacknowledged QoS 1 within a session. The protocol is level-triggered
+  instead: every connect and subscribe re-sends current state (see gateway.py).
+"""
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from amqtt.broker import Broker
+from amqtt.contexts import Action
+from amqtt.errors import AMQTTError
+from amqtt.events import BrokerEvents
+from amqtt.mqtt.constants import QOS_1
+from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+from amqtt.mqtt.protocol.handler import INCOMING, ProtocolHandler
+from amqtt.mqtt.puback import PubackPacket
+from amqtt.plugins.base import BaseAuthPlugin, BasePlugin, BaseTopicPlugin
+from amqtt.session import ApplicationMessage, Session
+from transitions import MachineError
+
+from fleetstate.bus import (
+    MAX_PAYLOAD,
+    DeviceEvents,
+    device_topic,
+    may_publish,
+    may_subscribe,
+    subtopic_of,
+)
+
+log = logging.getLogger(__name__)
+
+PROCESSING_TIMEOUT = 30.0
+_processed: dict[int, "asyncio.Future[bool]"] = {}
+
+
+# -- PUBACK only after the service processed the message ------------------------------------------
+
+_original_qos1_flow = ProtocolHandler._handle_qos1_message_flow
+
+
+async def _qos1_flow(self: ProtocolHandler[Any], app_message: ApplicationMessage) -> None:
+    if getattr(app_message, "direction", None) != INCOMING or self.session is None:
+        await _original_qos1_flow(self, app_message)
+        return
+    done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+    _processed[id(app_message)] = done
+    try:
+        await self.session.delivered_message_queue.put(app_message)
+        ok = await asyncio.wait_for(done, PROCESSING_TIMEOUT)
+    except TimeoutError:
+        log.warning("message on %s not processed in time; no PUBACK", app_message.topic)
+        return
+    finally:
+        _processed.pop(id(app_message), None)
+    if ok and app_message.packet_id is not None:
+        puback = PubackPacket.build(app_message.packet_id)
+        await self._send_packet(puback)
+        app_message.puback_packet = puback
+
+
+BrokerProtocolHandler._handle_qos1_message_flow = _qos1_flow
+
+
+def _settle(message: ApplicationMessage, ok: bool) -> None:
+    done = _processed.get(id(message))
+    if done is not None and not done.done():
+        done.set_result(ok)
+
+
+# -- the broker --------------------------------------------------------------------------------
+
+
+class FleetBroker(Broker):  # type: ignore[misc]
+    """amqtt's Broker without its retained store and without device-to-device forwarding."""
+
+    async def retain_message(self, *_args: Any, **_kwargs: Any) -> None:
+        return
+
+    async def _publish_retained_messages_for_subscription(self, *_args: Any) -> None:
+        return
+
+    async def _broadcast_message(self, session: Session | None, *_args: Any, **_kw: Any) -> None:
+        return
+
+    async def _handle_client_session(
+        self,
+        reader: Any,
+        writer: Any,
+        client_session: Session,
+        handler: BrokerProtocolHandler,
+        server: Any,
+        listener_name: str,
+    ) -> None:
+        """amqtt's own connect path, less the replay of retained messages over all filters."""
+        authenticated = await self._authenticate(
+            client_session, self.listeners_config[listener_name]
+        )
+        while True:
+            try:
+                client_session.transitions.connect()
+                break
+            except (MachineError, ValueError):
+                if client_session.transitions.is_connected():
+                    old_session = self._sessions[client_session.client_id]
+                    await old_session[1].handle_connection_closed()
+                    await old_session[1].stop()
+                    break
+                await asyncio.sleep(1)
+        handler.attach(client_session, reader, writer)
+        self._sessions[client_session.client_id] = (client_session, handler)
+        await handler.mqtt_connack_authorize(authenticated)
+        if not authenticated:
+            await writer.close()
+            return
+        await self.plugins_manager.fire_event(
+            BrokerEvents.CLIENT_CONNECTED,
+            client_id=client_session.client_id,
+            client_session=client_session,
+        )
+        await handler.start()
+        await self._client_message_loop(client_session, handler)
+
+
+# -- plugins: amqtt builds them from dotted paths, so they find their hub through a registry ------
+
+_hubs: dict[str, "EmbeddedBroker"] = {}
+
+
+@dataclass
+class _HubConfig:
+    hub: str = ""
+
+
+class DeviceAuthPlugin(BaseAuthPlugin):  # type: ignore[misc]
+    Config = _HubConfig
+
+    async def authenticate(self, *, session: Session) -> bool:
+        hub = _hubs[self.context.config.hub]
+        username, password = session.username, session.password
+        if not username or password is None or username != session.client_id:
+            return False
+        secret = password.decode() if isinstance(password, bytes) else str(password)
+        return await hub.events.authenticate(username, secret)
+
+
+class DeviceTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]
+    Config = _HubConfig
+
+    async def topic_filtering(
+        self, *, session: Session | None = None, topic: str | None = None, action: Any = None
+    ) -> bool:
+        if session is None or topic is None or session.client_id is None:
+            return False
+        device_id = session.client_id
+        if action == Action.SUBSCRIBE:
+            return may_subscribe(device_id, topic)
+        if action == Action.PUBLISH:
+            allowed = may_publish(device_id, topic)
+            if not allowed:
+                _hubs[self.context.config.hub].events.forbidden(device_id, topic)
+            return allowed
+        return subtopic_of(device_id, topic) is not None
+
+
+class DeviceEventsPlugin(BasePlugin[Any]):  # type: ignore[misc]
+    Config = _HubConfig
+
+    @property
+    def _events(self) -> DeviceEvents:
+        return _hubs[self.context.config.hub].events
+
+    async def on_broker_client_connected(self, *, client_id: str, client_session: Session) -> None:
+        self._events.connected(client_id)
+
+    async def on_broker_client_disconnected(
+        self, *, client_id: str, client_session: Session
+    ) -> None:
+        self._events.disconnected(client_id)
+
+    async def on_broker_client_subscribed(self, *, client_id: str, topic: str, qos: int) -> None:
+        self._events.subscribed(client_id, topic)
+
+    async def on_broker_message_received(self, *, client_id: str, message: Any) -> None:
+        if message is None:
+            return
+        ok = True
+        try:
+            ok = await self._handle(client_id, message)
+        finally:
+            _settle(message, ok)
+
+    async def _handle(self, client_id: str, message: ApplicationMessage) -> bool:
+        if not may_publish(client_id, message.topic):
+            return True  # dropped and counted by the topic plugin; PUBACK so the client moves on
+        sub = subtopic_of(client_id, message.topic)
+        assert sub is not None
+        return await self._events.message(client_id, sub, bytes(message.data))
+
+
+class EmbeddedBroker:
+    """The `Bus` on top of amqtt. Build inside the running loop; `start()`, then `stop()`."""
+
+    PLUGINS: ClassVar[tuple[type, ...]] = (DeviceAuthPlugin, DeviceTopicPlugin, DeviceEventsPlugin)
+
+    def __init__(self, host: str, port: int, events: DeviceEvents) -> None:
+        self.events = events
+        self._key = f"hub-{id(self):x}"
+        plugins = {
+            f"{cls.__module__}.{cls.__qualname__}": {"hub": self._key} for cls in self.PLUGINS
+        }
+        config = {
+            "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}"}},
+            "plugins": plugins,
+        }
+        _hubs[self._key] = self
+        self._broker = FleetBroker(config)
+
+    async def start(self) -> tuple[str, int]:
+        await self._broker.start()
+        server = self._broker._servers["default"].instance
+        host, port = server.sockets[0].getsockname()[:2]
+        return str(host), int(port)
+
+    async def stop(self) -> None:
+        try:
+            await self._broker.shutdown()
+        finally:
+            _hubs.pop(self._key, None)
+
+    def _connected_handler(self, device_id: str) -> BrokerProtocolHandler | None:
+        session, handler = self._broker.sessions.get(device_id, (None, None))
+        if session is None or session.transitions.state != "connected":
+            return None
+        return handler
+
+    def is_subscribed(self, device_id: str, subtopic: str) -> bool:
+        subscriptions = self._broker.subscriptions
+        prefix = device_topic(device_id, "")
+        for topic_filter in (prefix + subtopic, prefix + "#", prefix + "+"):
+            if topic_filter == prefix + "+" and "/" in subtopic:
+                continue
+            if any(s.client_id == device_id for s, _ in subscriptions.get(topic_filter, ())):
+                return True
+        return False
+
+    async def publish(self, device_id: str, subtopic: str, payload: bytes) -> bool:
+        handler = self._connected_handler(device_id)
+        if handler is None or not self.is_subscribed(device_id, subtopic):
+            return False
+        if len(payload) > MAX_PAYLOAD:
+            log.error("refusing to publish %d bytes to %s", len(payload), device_id)
+            return False
+        try:
+            await handler.mqtt_publish(device_topic(device_id, subtopic), payload, QOS_1, False)
+        except (TimeoutError, AMQTTError, ConnectionError, asyncio.CancelledError) as exc:
+            if isinstance(exc, asyncio.CancelledError) and asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                raise
+            log.info("publish to %s/%s not acknowledged: %r", device_id, subtopic, exc)
+            return False
+        return True
+
+    def connected_devices(self) -> list[str]:
+        return [
+            cid
+            for cid, (session, _h) in self._broker.sessions.items()
+            if session.transitions.state == "connected"
+        ]
+
+    async def disconnect(self, device_id: str) -> None:
+        handler = self._connected_handler(device_id)
+        if handler is not None:
+            await handler.handle_connection_closed()

@@ -1,0 +1,85 @@
+"""Service configuration: defaults, then the TOML file, then flags, then `FLEETSTATE_*` env.
+
+The order is the SPEC's (section 1): flags override the file, environment variables override both.
+"""
+
+import os
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from fleetstate.errors import Invalid
+
+ENV_PREFIX = "FLEETSTATE_"
+
+
+class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    data: str = "./data"
+    """Directory holding the SQLite database, the admin token file and local blobs."""
+    http: str = "127.0.0.1:8080"
+    """HOST:PORT of the HTTP server (REST, device API, web app); port 0 picks a free port."""
+    mqtt: str = "127.0.0.1:1883"
+    """HOST:PORT of the embedded MQTT broker; port 0 picks a free port."""
+    admin_token: str | None = None
+    """Value of the bootstrap operator token; generated into DATA/admin-token when unset."""
+    hub_url: str | None = None
+    """Public base URL of the HTTP server as devices reach it (defaults to the bound address)."""
+    mqtt_hub_url: str | None = None
+    """Public URL of the MQTT broker as devices reach it (defaults to the bound address)."""
+    log_level: str = "INFO"
+    max_forbidden_publishes: int = 20
+    """A device that publishes this many times on topics it may not use is disconnected."""
+    batch_max: int = 512
+    """Most writes committed together in one SQLite transaction (group commit)."""
+
+    @property
+    def data_dir(self) -> Path:
+        return Path(self.data)
+
+
+def load(
+    path: str | Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    environ: dict[str, str] | None = None,
+) -> Config:
+    """Build the configuration from a TOML file, explicit overrides (flags) and the environment."""
+    merged: dict[str, Any] = {}
+    if path is not None:
+        merged.update(_read_toml(Path(path)))
+    merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    merged.update(_from_env(os.environ if environ is None else environ))
+    try:
+        return msgspec.convert(merged, Config, strict=False)
+    except msgspec.ValidationError as exc:
+        raise Invalid(f"configuration: {exc}") from exc
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        raw = msgspec.toml.decode(path.read_bytes())
+    except FileNotFoundError as exc:
+        raise Invalid(f"configuration file {path} does not exist") from exc
+    except msgspec.DecodeError as exc:
+        raise Invalid(f"configuration file {path}: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise Invalid(f"configuration file {path} must be a TOML table")
+    return raw
+
+
+def _from_env(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
+    fields = set(Config.__struct_fields__)
+    found: dict[str, Any] = {}
+    for key, value in environ.items():
+        if key.startswith(ENV_PREFIX):
+            name = key.removeprefix(ENV_PREFIX).lower()
+            if name in fields:
+                found[name] = value
+    return found
+
+
+def split_hostport(value: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit():
+        raise Invalid(f"expected HOST:PORT, got {value!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)

@@ -1,0 +1,334 @@
+"""Effective desired state: which binding wins each slot of a device, and the document it yields.
+
+Resolution is done in bulk: for any set of devices it loads the facts (profiles, groups,
+components), the organization's bindings and the existing documents in a handful of queries, picks
+the winners in one pass in Python and writes only the documents that changed, each with the next
+`version`. It runs inside the caller's write job, so the change and the documents it implies
+commit together.
+"""
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import msgspec
+
+from fleetstate.clock import now_text
+from fleetstate.store import Connection
+
+RANK = {"component": 4, "device": 3, "device_group": 2, "device_profile": 1, "sensor_profile": 1}
+DEVICE_SLOT = "device"
+_CHUNK = 800
+
+
+class Binding(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    target_type: str
+    target_id: str
+    slot_key: str
+    artefact_id: str
+    priority: int
+    seq: int
+    artefact_name: str
+    artefact_version: int
+    hash: str
+    size: int
+    is_blob: bool
+
+    @property
+    def order(self) -> tuple[int, int, int]:
+        """Most specific first, then higher priority, then the newer binding."""
+        return (RANK[self.target_type], self.priority, self.seq)
+
+
+class DeviceFacts(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    profile_id: str
+    groups: tuple[str, ...]
+    components: tuple[tuple[str, str], ...]
+
+
+class DesiredConfig(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    slot: str
+    artefact_id: str
+    name: str
+    artefact_version: int
+    hash: str
+    size: int
+    content: msgspec.Raw | None = None
+    download: str | None = None
+
+
+class DesiredDocument(msgspec.Struct, frozen=True, kw_only=True):
+    version: int
+    issued_at: str
+    configs: list[DesiredConfig]
+
+
+class DesiredChange(msgspec.Struct, frozen=True, kw_only=True):
+    """A device whose document changed: what to deliver now."""
+
+    device_id: str
+    version: int
+    document: bytes
+
+
+_encoder = msgspec.json.Encoder()
+document_decoder = msgspec.json.Decoder(DesiredDocument)
+
+
+def chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start : start + _CHUNK]
+
+
+def marks(items: Sequence[str]) -> str:
+    return ",".join("?" * len(items))
+
+
+async def load_bindings(conn: Connection, org_id: str) -> dict[tuple[str, str], list[Binding]]:
+    """All bindings of the organization, indexed by target."""
+    index: dict[tuple[str, str], list[Binding]] = defaultdict(list)
+    async with conn.execute(
+        "SELECT b.id, b.target_type, b.target_id, b.slot_key, b.artefact_id, b.priority, b.seq,"
+        " a.name, a.version, a.hash, a.size, a.blob_key IS NOT NULL"
+        " FROM bindings b JOIN config_artefacts a ON a.id = b.artefact_id WHERE b.org_id = ?",
+        (org_id,),
+    ) as cur:
+        async for r in cur:
+            binding = Binding(
+                id=r[0],
+                target_type=r[1],
+                target_id=r[2],
+                slot_key=r[3],
+                artefact_id=r[4],
+                priority=r[5],
+                seq=r[6],
+                artefact_name=r[7],
+                artefact_version=r[8],
+                hash=r[9],
+                size=r[10],
+                is_blob=bool(r[11]),
+            )
+            index[(binding.target_type, binding.target_id)].append(binding)
+    return index
+
+
+async def load_facts(conn: Connection, device_ids: Sequence[str]) -> list[DeviceFacts]:
+    profiles: dict[str, str] = {}
+    groups: dict[str, list[str]] = defaultdict(list)
+    components: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for part in chunks(device_ids):
+        q = marks(part)
+        async with conn.execute(f"SELECT id, profile_id FROM devices WHERE id IN ({q})", part) as c:
+            profiles.update({r[0]: r[1] async for r in c})
+        async with conn.execute(
+            f"SELECT device_id, group_id FROM group_members WHERE device_id IN ({q})", part
+        ) as c:
+            async for r in c:
+                groups[r[0]].append(r[1])
+        async with conn.execute(
+            f"SELECT device_id, name, sensor_profile_id FROM components WHERE device_id IN ({q})"
+            " ORDER BY device_id, name",
+            part,
+        ) as c:
+            async for r in c:
+                components[r[0]].append((r[1], r[2]))
+    return [
+        DeviceFacts(
+            id=device_id,
+            profile_id=profile_id,
+            groups=tuple(groups[device_id]),
+            components=tuple(components[device_id]),
+        )
+        for device_id, profile_id in profiles.items()
+    ]
+
+
+def candidates(
+    device: DeviceFacts, index: dict[tuple[str, str], list[Binding]]
+) -> dict[str, list[Binding]]:
+    """Every binding that applies to each slot of the device, the winner first."""
+    shared = [("device", device.id), *(("device_group", g) for g in device.groups)]
+    slots: dict[str, list[Binding]] = {}
+    device_keys = [*shared, ("device_profile", device.profile_id)]
+    slots[DEVICE_SLOT] = _matching(index, device_keys, DEVICE_SLOT)
+    for name, sensor_profile in device.components:
+        keys = [("component", f"{device.id}/{name}"), *shared, ("sensor_profile", sensor_profile)]
+        slots[f"component:{name}"] = _matching(index, keys, f"sensor:{sensor_profile}")
+    return slots
+
+
+def _matching(
+    index: dict[tuple[str, str], list[Binding]], keys: list[tuple[str, str]], slot_key: str
+) -> list[Binding]:
+    found = [b for key in keys for b in index.get(key, ()) if b.slot_key == slot_key]
+    return sorted(found, key=lambda b: b.order, reverse=True)
+
+
+def winners(device: DeviceFacts, index: dict[tuple[str, str], list[Binding]]) -> dict[str, Binding]:
+    return {slot: found[0] for slot, found in candidates(device, index).items() if found}
+
+
+def _fingerprint(chosen: dict[str, Binding]) -> str:
+    text = ";".join(f"{slot}={b.artefact_id}" for slot, b in sorted(chosen.items()))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+async def resolve(conn: Connection, org_id: str, device_ids: Iterable[str]) -> list[DesiredChange]:
+    """Re-resolve these devices; write and return the documents that changed."""
+    ids = sorted(set(device_ids))
+    if not ids:
+        return []
+    index = await load_bindings(conn, org_id)
+    facts = await load_facts(conn, ids)
+    current = await _current_fingerprints(conn, ids)
+    chosen_by_device: dict[str, dict[str, Binding]] = {}
+    for device in facts:
+        chosen = winners(device, index)
+        previous = current.get(device.id)
+        if previous is None or previous[1] != _fingerprint(chosen):
+            chosen_by_device[device.id] = chosen
+    if not chosen_by_device:
+        return []
+    contents = await _inline_contents(conn, chosen_by_device.values())
+    issued_at = now_text()
+    changes = []
+    for device_id, chosen in chosen_by_device.items():
+        version = current.get(device_id, (0, ""))[0] + 1
+        document = _render(device_id, version, issued_at, chosen, contents)
+        changes.append(DesiredChange(device_id=device_id, version=version, document=document))
+    await _store(conn, changes, chosen_by_device, issued_at)
+    return changes
+
+
+async def _current_fingerprints(conn: Connection, ids: Sequence[str]) -> dict[str, tuple[int, str]]:
+    found: dict[str, tuple[int, str]] = {}
+    for part in chunks(ids):
+        async with conn.execute(
+            f"SELECT device_id, version, fingerprint FROM desired_documents"
+            f" WHERE device_id IN ({marks(part)})",
+            part,
+        ) as cur:
+            found.update({r[0]: (r[1], r[2]) async for r in cur})
+    return found
+
+
+async def _inline_contents(
+    conn: Connection, chosen: Iterable[dict[str, Binding]]
+) -> dict[str, bytes]:
+    wanted = sorted({b.artefact_id for slots in chosen for b in slots.values() if not b.is_blob})
+    contents: dict[str, bytes] = {}
+    for part in chunks(wanted):
+        async with conn.execute(
+            f"SELECT id, content FROM config_artefacts WHERE id IN ({marks(part)})", part
+        ) as cur:
+            contents.update({r[0]: bytes(r[1]) async for r in cur})
+    return contents
+
+
+def _render(
+    device_id: str,
+    version: int,
+    issued_at: str,
+    chosen: dict[str, Binding],
+    contents: dict[str, bytes],
+) -> bytes:
+    configs = [
+        DesiredConfig(
+            slot=slot,
+            artefact_id=b.artefact_id,
+            name=b.artefact_name,
+            artefact_version=b.artefact_version,
+            hash=b.hash,
+            size=b.size,
+            content=None if b.is_blob else msgspec.Raw(contents[b.artefact_id]),
+            download=f"/v1/devices/{device_id}/artefacts/{b.artefact_id}" if b.is_blob else None,
+        )
+        for slot, b in sorted(chosen.items(), key=lambda item: _slot_order(item[0]))
+    ]
+    return _encoder.encode(DesiredDocument(version=version, issued_at=issued_at, configs=configs))
+
+
+def _slot_order(slot: str) -> tuple[bool, str]:
+    return (slot != DEVICE_SLOT, slot)
+
+
+async def _store(
+    conn: Connection,
+    changes: list[DesiredChange],
+    chosen_by_device: dict[str, dict[str, Binding]],
+    issued_at: str,
+) -> None:
+    await conn.executemany(
+        "INSERT INTO desired_documents (device_id, version, issued_at, fingerprint, document)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET version = excluded.version,"
+        " issued_at = excluded.issued_at, fingerprint = excluded.fingerprint,"
+        " document = excluded.document",
+        [
+            (
+                c.device_id,
+                c.version,
+                issued_at,
+                _fingerprint(chosen_by_device[c.device_id]),
+                c.document,
+            )
+            for c in changes
+        ],
+    )
+    await conn.executemany(
+        "DELETE FROM desired_slots WHERE device_id = ?", [(c.device_id,) for c in changes]
+    )
+    await conn.executemany(
+        "INSERT INTO desired_slots (device_id, slot, binding_id, artefact_id, hash)"
+        " VALUES (?, ?, ?, ?, ?)",
+        [
+            (device_id, slot, b.id, b.artefact_id, b.hash)
+            for device_id, chosen in chosen_by_device.items()
+            for slot, b in chosen.items()
+        ],
+    )
+
+
+def explain(
+    device: DeviceFacts, index: dict[tuple[str, str], list[Binding]]
+) -> list[dict[str, Any]]:
+    """Per slot: every candidate binding, the winner, and why it beat each of the others."""
+    out = []
+    for slot, found in sorted(candidates(device, index).items(), key=lambda i: _slot_order(i[0])):
+        winner = found[0] if found else None
+        out.append(
+            {
+                "slot": slot,
+                "winner": winner.id if winner else None,
+                "candidates": [_candidate(b, winner) for b in found],
+            }
+        )
+    return out
+
+
+def _candidate(binding: Binding, winner: Binding | None) -> dict[str, Any]:
+    return {
+        "binding_id": binding.id,
+        "target_type": binding.target_type,
+        "target_id": binding.target_id,
+        "priority": binding.priority,
+        "artefact_id": binding.artefact_id,
+        "artefact_name": binding.artefact_name,
+        "artefact_version": binding.artefact_version,
+        "won": binding is winner,
+        "reason": _reason(binding, winner),
+    }
+
+
+def _reason(binding: Binding, winner: Binding | None) -> str:
+    if winner is None or binding is winner:
+        return "most specific binding for this slot" if binding is winner else ""
+    if RANK[winner.target_type] != RANK[binding.target_type]:
+        return (
+            f"a {winner.target_type} binding is more specific than a {binding.target_type} binding"
+        )
+    if winner.priority != binding.priority:
+        return f"lower priority ({binding.priority} < {winner.priority} of {winner.id})"
+    return f"older binding: {winner.id} of equal specificity and priority is newer"

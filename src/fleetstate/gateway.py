@@ -1,0 +1,140 @@
+"""The service side of the device protocol: what happens when a device connects, subscribes,
+publishes, and how desired documents reach it.
+
+Level-triggered by design: every connect and every subscribe to `desired` re-sends the device's
+current document from SQLite, and every change is pushed to the connected session. The broker's
+retained store is never used. Writes are submitted to the store's single writer without waiting,
+so their order is the order the broker reported the events in.
+"""
+
+import asyncio
+import logging
+from collections import Counter
+from collections.abc import Coroutine, Iterable
+from typing import Any
+
+import msgspec
+
+from fleetstate import credentials, devices, reports
+from fleetstate.bus import MAX_PAYLOAD, Bus, device_topic
+from fleetstate.desired import DesiredChange
+from fleetstate.errors import FleetstateError
+from fleetstate.store import Store
+
+log = logging.getLogger(__name__)
+
+
+class DeviceError(msgspec.Struct, frozen=True, kw_only=True):
+    """Published on `devices/{id}/errors` whenever the service rejects a device's message."""
+
+    topic: str
+    error: str
+    detail: str
+
+
+_error_encoder = msgspec.json.Encoder()
+
+
+class Gateway:
+    def __init__(self, store: Store, tasks: asyncio.TaskGroup, max_forbidden: int) -> None:
+        self._store = store
+        self._tasks = tasks
+        self._max_forbidden = max_forbidden
+        self._verifier = credentials.Verifier()
+        self._forbidden: Counter[str] = Counter()
+        self.bus: Bus | None = None
+        self.forbidden_total = 0
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        self._tasks.create_task(coro, name=name)
+
+    # -- DeviceEvents ---------------------------------------------------------------------------
+
+    async def authenticate(self, device_id: str, access_key: str) -> bool:
+        stored = await devices.key_hash(self._store, device_id)
+        return stored is not None and await self._verifier.verify(access_key, stored)
+
+    def connected(self, device_id: str) -> None:
+        self._forbidden.pop(device_id, None)
+        self._store.submit(devices.presence_job(device_id, online=True))
+        # A persistent session keeps its subscriptions and sends no SUBSCRIBE on reconnect.
+        self._spawn(self.send_current(device_id), f"deliver-on-connect:{device_id}")
+
+    def disconnected(self, device_id: str) -> None:
+        self._store.submit(devices.presence_job(device_id, online=False))
+
+    def subscribed(self, device_id: str, topic_filter: str) -> None:
+        if topic_filter.rsplit("/", 1)[-1] in ("desired", "#", "+"):
+            self._spawn(self.send_current(device_id), f"deliver-on-subscribe:{device_id}")
+
+    def forbidden(self, device_id: str, topic: str) -> None:
+        self.forbidden_total += 1
+        self._forbidden[device_id] += 1
+        log.info("device %s may not publish on %s", device_id, topic)
+        if self._forbidden[device_id] == self._max_forbidden and self.bus is not None:
+            log.warning(
+                "disconnecting %s after %d forbidden publishes", device_id, self._max_forbidden
+            )
+            self._spawn(self.bus.disconnect(device_id), f"disconnect:{device_id}")
+
+    async def message(self, device_id: str, subtopic: str, payload: bytes) -> bool:
+        topic = device_topic(device_id, subtopic)
+        if len(payload) > MAX_PAYLOAD:
+            self.reject(
+                device_id, topic, "too_large", f"{len(payload)} bytes; at most {MAX_PAYLOAD}"
+            )
+            return True
+        try:
+            await self._dispatch(device_id, subtopic, payload)
+        except msgspec.DecodeError as exc:
+            self.reject(device_id, topic, _decode_error_code(exc), str(exc))
+        except FleetstateError as exc:
+            self.reject(device_id, topic, exc.code, exc.message)
+        except Exception:
+            log.exception("processing %s failed; not acknowledging it", topic)
+            return False
+        return True
+
+    async def _dispatch(self, device_id: str, subtopic: str, payload: bytes) -> None:
+        match subtopic:
+            case "reported":
+                report = reports.report_decoder.decode(payload)
+                await reports.record(self._store, device_id, report, payload)
+            case _:
+                self.reject(
+                    device_id,
+                    device_topic(device_id, subtopic),
+                    "not_supported",
+                    f"messages on {subtopic!r} are not handled by this service yet",
+                )
+
+    # -- delivery --------------------------------------------------------------------------------
+
+    def reject(self, device_id: str, topic: str, code: str, detail: str) -> None:
+        payload = _error_encoder.encode(DeviceError(topic=topic, error=code, detail=detail))
+        if self.bus is not None:
+            self._spawn(self.bus.publish(device_id, "errors", payload), f"error-to:{device_id}")
+
+    async def send_current(self, device_id: str) -> bool:
+        if self.bus is None or not self.bus.is_subscribed(device_id, "desired"):
+            return False
+        document = await devices.desired_document(self._store, device_id)
+        if document is None:
+            return False
+        return await self.bus.publish(device_id, "desired", document)
+
+    def deliver(self, changes: Iterable[DesiredChange]) -> None:
+        """Push changed documents to the sessions that are connected now; the rest get theirs
+        when they next connect or subscribe."""
+        if self.bus is None:
+            return
+        for change in changes:
+            if self.bus.is_subscribed(change.device_id, "desired"):
+                self._spawn(
+                    self.bus.publish(change.device_id, "desired", change.document),
+                    f"deliver:{change.device_id}:{change.version}",
+                )
+
+
+def _decode_error_code(exc: msgspec.DecodeError) -> str:
+    return "schema" if isinstance(exc, msgspec.ValidationError) else "invalid_json"

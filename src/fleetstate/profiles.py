@@ -1,0 +1,150 @@
+"""Device and sensor profiles: a named JSON Schema (draft 2020-12) that configuration must satisfy.
+
+The schema is checked when the profile is created; one validator per profile is built once and
+cached (profiles are immutable, so the cache never goes stale).
+"""
+
+import json
+from typing import Any, Literal
+
+import msgspec
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from fleetstate.canonical import canonical_bytes
+from fleetstate.clock import now_text
+from fleetstate.errors import Conflict, NotFound, SchemaInvalid
+from fleetstate.ids import new_id
+from fleetstate.pagination import Page, page_of
+from fleetstate.store import Connection, Store
+
+Kind = Literal["device", "sensor"]
+_COLUMNS = "id, kind, name, config_schema, command_delivery, created_at"
+
+
+class NewDeviceProfile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    name: str
+    config_schema: dict[str, Any]
+    command_delivery: Literal["burst", "sequential"] = "burst"
+
+
+class NewSensorProfile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    name: str
+    config_schema: dict[str, Any]
+
+
+_validators: dict[str, Draft202012Validator] = {}
+
+
+def validator_for(profile_id: str, schema_text: str) -> Draft202012Validator:
+    validator = _validators.get(profile_id)
+    if validator is None:
+        validator = Draft202012Validator(json.loads(schema_text))
+        _validators[profile_id] = validator
+    return validator
+
+
+def violations(validator: Draft202012Validator, document: Any) -> list[dict[str, str]]:
+    """Every violation with its JSON path, sorted so the answer is stable."""
+    found = [
+        {"path": error.json_path, "message": error.message}
+        for error in validator.iter_errors(document)
+    ]
+    return sorted(found, key=lambda v: (v["path"], v["message"]))
+
+
+def _check_schema(schema: dict[str, Any]) -> None:
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        raise SchemaInvalid(
+            "config_schema is not a valid JSON Schema (draft 2020-12)",
+            details=[{"path": "$.config_schema" + _suffix(exc), "message": exc.message}],
+        ) from exc
+
+
+def _suffix(exc: SchemaError) -> str:
+    return "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in exc.absolute_path)
+
+
+def _row(row: Any) -> dict[str, Any]:
+    out = dict(row)
+    out["config_schema"] = json.loads(out["config_schema"])
+    if out["kind"] == "sensor":
+        out.pop("command_delivery")
+    out.pop("kind")
+    return out
+
+
+async def create(
+    store: Store, org_id: str, kind: Kind, new: NewDeviceProfile | NewSensorProfile
+) -> dict[str, Any]:
+    _check_schema(new.config_schema)
+    profile_id = new_id()
+    delivery = new.command_delivery if isinstance(new, NewDeviceProfile) else "burst"
+
+    async def job(conn: Connection) -> None:
+        async with conn.execute(
+            "SELECT 1 FROM profiles WHERE org_id = ? AND kind = ? AND name = ?",
+            (org_id, kind, new.name),
+        ) as cur:
+            if await cur.fetchone():
+                raise Conflict(f"a {kind} profile named {new.name!r} already exists")
+        await conn.execute(
+            f"INSERT INTO profiles (org_id, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                org_id,
+                profile_id,
+                kind,
+                new.name,
+                canonical_bytes(new.config_schema).decode(),
+                delivery,
+                now_text(),
+            ),
+        )
+
+    await store.write(job)
+    return await get(store, org_id, kind, profile_id)
+
+
+async def get(store: Store, org_id: str, kind: Kind, profile_id: str) -> dict[str, Any]:
+    row = await store.fetchone(
+        f"SELECT {_COLUMNS} FROM profiles WHERE id = ? AND org_id = ? AND kind = ?",
+        (profile_id, org_id, kind),
+    )
+    if row is None:
+        raise NotFound(f"{kind} profile", profile_id)
+    return _row(row)
+
+
+async def list_page(store: Store, org_id: str, kind: Kind, page: Page) -> dict[str, Any]:
+    rows = await store.fetchall(
+        f"SELECT {_COLUMNS} FROM profiles WHERE org_id = ? AND kind = ? AND id > ?"
+        " ORDER BY id LIMIT ?",
+        (org_id, kind, page.cursor or "", page.limit + 1),
+    )
+    return page_of([_row(r) for r in rows], page)
+
+
+async def delete(store: Store, org_id: str, kind: Kind, profile_id: str) -> None:
+    await get(store, org_id, kind, profile_id)
+
+    async def job(conn: Connection) -> None:
+        for table, column in (
+            ("devices", "profile_id"),
+            ("components", "sensor_profile_id"),
+            ("config_artefacts", "profile_id"),
+        ):
+            async with conn.execute(
+                f"SELECT 1 FROM {table} WHERE {column} = ? LIMIT 1", (profile_id,)
+            ) as cur:
+                if await cur.fetchone():
+                    raise Conflict(f"the profile is still used by {table.replace('_', ' ')}")
+        target_type = "device_profile" if kind == "device" else "sensor_profile"
+        await conn.execute(
+            "DELETE FROM bindings WHERE target_type = ? AND target_id = ?",
+            (target_type, profile_id),
+        )
+        await conn.execute("DELETE FROM profiles WHERE id = ?", (profile_id,))
+
+    await store.write(job)

@@ -1,0 +1,158 @@
+"""What a device reports about the desired state it applied.
+
+A report for the current version sets the device's status per slot and overall; a hash that
+differs from the desired one turns ACCEPTED into FAILED with a message saying so. A report for an
+older version is kept as history only; one for a version that never existed is refused.
+"""
+
+from typing import Literal
+
+import msgspec
+
+from fleetstate.clock import now_text
+from fleetstate.errors import Invalid, NotFound
+from fleetstate.store import Connection, Store
+
+Status = Literal["IN_PROGRESS", "ACCEPTED", "REJECTED", "FAILED"]
+
+
+class SlotReport(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    slot: str
+    status: Status
+    artefact_id: str | None = None
+    hash: str | None = None
+    message: str | None = None
+
+
+class Report(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    version: int
+    status: Status
+    configs: list[SlotReport] = []
+    message: str | None = None
+
+
+class Outcome(msgspec.Struct, frozen=True, kw_only=True):
+    """The result of a report: `current` is False when it only went into history."""
+
+    device_id: str
+    version: int
+    status: str
+    message: str | None
+    current: bool
+
+
+SlotRow = tuple[str, str | None, str, str | None, str | None]
+report_decoder = msgspec.json.Decoder(Report)
+
+
+async def record(store: Store, device_id: str, report: Report, raw: bytes) -> Outcome:
+    async def job(conn: Connection) -> Outcome:
+        return await apply(conn, device_id, report, raw.decode(errors="replace"))
+
+    return await store.write(job)
+
+
+async def apply(conn: Connection, device_id: str, report: Report, raw: str) -> Outcome:
+    async with conn.execute(
+        "SELECT version FROM desired_documents WHERE device_id = ?", (device_id,)
+    ) as cur:
+        row = await cur.fetchone()
+    if row is None:
+        raise NotFound("device", device_id)
+    desired_version = int(row[0])
+    if not 1 <= report.version <= desired_version:
+        raise Invalid(
+            f"report for version {report.version}, but desired versions run from 1 to"
+            f" {desired_version}"
+        )
+    now = now_text()
+    current = report.version == desired_version
+    status: str = report.status
+    message = report.message
+    slots: list[SlotRow] = []
+    if current:
+        expected = await _expected_hashes(conn, device_id)
+        status, message, slots = _judge(report, expected)
+    await conn.execute(
+        "INSERT INTO report_history (device_id, version, status, current, received_at, payload)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (device_id, report.version, status, int(current), now, raw),
+    )
+    if current:
+        await _store_current(conn, device_id, report.version, status, message, slots, now)
+    return Outcome(
+        device_id=device_id, version=report.version, status=status, message=message, current=current
+    )
+
+
+async def _expected_hashes(conn: Connection, device_id: str) -> dict[str, tuple[str, str]]:
+    async with conn.execute(
+        "SELECT slot, artefact_id, hash FROM desired_slots WHERE device_id = ?", (device_id,)
+    ) as cur:
+        return {r[0]: (r[1], r[2]) async for r in cur}
+
+
+def _judge(
+    report: Report, expected: dict[str, tuple[str, str]]
+) -> tuple[str, str | None, list[SlotRow]]:
+    """Overall status, message and per-slot rows (slot, artefact, status, hash, message)."""
+    by_slot = {c.slot: c for c in report.configs}
+    problems = [f"slot {s!r} is not in the desired state" for s in by_slot if s not in expected]
+    slots: list[SlotRow] = []
+    for slot, (artefact_id, want) in sorted(expected.items()):
+        given = by_slot.get(slot)
+        if given is None:
+            # A report without per-slot detail speaks for every slot.
+            slots.append((slot, artefact_id, report.status, want, report.message))
+            continue
+        status, message = given.status, given.message
+        if given.status == "ACCEPTED" and given.hash != want:
+            status = "FAILED"
+            message = f"hash mismatch on slot {slot!r}: expected {want}, reported {given.hash}"
+            problems.append(message)
+        slots.append((slot, given.artefact_id or artefact_id, status, given.hash, message))
+    if problems and report.status in ("ACCEPTED", "IN_PROGRESS"):
+        return "FAILED", "; ".join(problems), slots
+    worst = _overall(report.status, [s[2] for s in slots])
+    return worst, report.message, slots
+
+
+def _overall(reported: str, slot_statuses: list[str]) -> str:
+    for bad in ("FAILED", "REJECTED"):
+        if bad in slot_statuses and reported == "ACCEPTED":
+            return bad
+    return reported
+
+
+async def _store_current(
+    conn: Connection,
+    device_id: str,
+    version: int,
+    status: str,
+    message: str | None,
+    slots: list[SlotRow],
+    now: str,
+) -> None:
+    await conn.execute(
+        "INSERT INTO device_reports (device_id, version, status, message, reported_at)"
+        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET version = excluded.version,"
+        " status = excluded.status, message = excluded.message, reported_at = excluded.reported_at",
+        (device_id, version, status, message, now),
+    )
+    await conn.executemany(
+        "INSERT INTO slot_reports (device_id, slot, version, artefact_id, status, hash, message,"
+        " reported_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device_id, slot) DO UPDATE SET"
+        " version = excluded.version, artefact_id = excluded.artefact_id,"
+        " status = excluded.status, hash = excluded.hash, message = excluded.message,"
+        " reported_at = excluded.reported_at",
+        [(device_id, s[0], version, s[1], s[2], s[3], s[4], now) for s in slots],
+    )
+
+
+async def history(store: Store, device_id: str, limit: int = 100) -> list[dict[str, object]]:
+    rows = await store.fetchall(
+        "SELECT version, status, current, received_at, payload FROM report_history"
+        " WHERE device_id = ? ORDER BY id DESC LIMIT ?",
+        (device_id, limit),
+    )
+    return [{**dict(r), "current": bool(r["current"])} for r in rows]

@@ -1,0 +1,211 @@
+"""Organizations and API tokens: who may see what.
+
+The bootstrap organization `default` and its admin token (also the operator token that may create
+organizations) are made on first start. Tokens are shown once and stored only as scrypt hashes.
+"""
+
+import re
+from typing import Any
+
+import msgspec
+
+from fleetstate import credentials
+from fleetstate.clock import now_text
+from fleetstate.errors import Conflict, Invalid, NotFound, Unauthorized
+from fleetstate.ids import new_id
+from fleetstate.store import Connection, Store
+
+DEFAULT_SLUG = "default"
+BOOTSTRAP_TOKEN_ID = "admin"
+_SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+class Principal(msgspec.Struct, frozen=True, kw_only=True):
+    """The caller behind an API token."""
+
+    org_id: str
+    org_slug: str
+    token_id: str
+    is_operator: bool
+
+
+class NewOrganization(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    slug: str
+    name: str
+
+
+class NewToken(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    name: str = "api"
+
+
+async def bootstrap(store: Store, admin_token: str | None) -> str | None:
+    """Create the default organization and its admin token on first start.
+
+    Returns the generated token when one had to be made (the caller writes it to a file), None
+    when the database was already bootstrapped or the value was given.
+    """
+    generated = None if admin_token else credentials.new_secret()
+    secret = admin_token or generated
+    assert secret is not None
+
+    async def job(conn: Connection) -> bool:
+        async with conn.execute("SELECT 1 FROM organizations LIMIT 1") as cur:
+            if await cur.fetchone():
+                return False
+        org_id = new_id()
+        await _insert_org(conn, org_id, DEFAULT_SLUG, "Default organization")
+        await _insert_token(conn, BOOTSTRAP_TOKEN_ID, org_id, "admin", secret, operator=True)
+        return True
+
+    created = await store.write(job)
+    if not created and admin_token:
+        await _reset_bootstrap_token(store, admin_token)
+    return generated if created else None
+
+
+async def _reset_bootstrap_token(store: Store, admin_token: str) -> None:
+    """An explicit FLEETSTATE_ADMIN_TOKEN always wins, also on an existing database."""
+    secret_hash = credentials.hash_secret(admin_token)
+
+    async def job(conn: Connection) -> None:
+        await conn.execute(
+            "UPDATE api_tokens SET secret_hash = ? WHERE id = ?", (secret_hash, BOOTSTRAP_TOKEN_ID)
+        )
+
+    await store.write(job)
+
+
+async def _insert_org(conn: Connection, org_id: str, slug: str, name: str) -> None:
+    await conn.execute(
+        "INSERT INTO organizations (id, slug, name, created_at) VALUES (?, ?, ?, ?)",
+        (org_id, slug, name, now_text()),
+    )
+
+
+async def _insert_token(
+    conn: Connection, token_id: str, org_id: str, name: str, secret: str, *, operator: bool
+) -> None:
+    await conn.execute(
+        "INSERT INTO api_tokens (id, org_id, name, secret_hash, is_operator, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (token_id, org_id, name, credentials.hash_secret(secret), int(operator), now_text()),
+    )
+
+
+class Authenticator:
+    """Turns a bearer token into a Principal, remembering verified tokens."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._verifier = credentials.Verifier()
+
+    async def authenticate(self, token: str) -> Principal:
+        parsed = credentials.parse_token(token)
+        token_id, secret = parsed if parsed else (BOOTSTRAP_TOKEN_ID, token)
+        row = await self._store.fetchone(
+            "SELECT t.id, t.secret_hash, t.is_operator, o.id AS org_id, o.slug"
+            " FROM api_tokens t JOIN organizations o ON o.id = t.org_id WHERE t.id = ?",
+            (token_id,),
+        )
+        if row is None and parsed:
+            return await self._bootstrap_fallback(token)
+        if row is None or not await self._verifier.verify(secret, row["secret_hash"]):
+            raise Unauthorized("invalid API token")
+        return Principal(
+            org_id=row["org_id"],
+            org_slug=row["slug"],
+            token_id=row["id"],
+            is_operator=bool(row["is_operator"]),
+        )
+
+    async def _bootstrap_fallback(self, token: str) -> Principal:
+        # A configured admin token may itself look like a generated one.
+        row = await self._store.fetchone(
+            "SELECT t.secret_hash, o.id AS org_id, o.slug FROM api_tokens t"
+            " JOIN organizations o ON o.id = t.org_id WHERE t.id = ?",
+            (BOOTSTRAP_TOKEN_ID,),
+        )
+        if row is None or not await self._verifier.verify(token, row["secret_hash"]):
+            raise Unauthorized("invalid API token")
+        return Principal(
+            org_id=row["org_id"],
+            org_slug=row["slug"],
+            token_id=BOOTSTRAP_TOKEN_ID,
+            is_operator=True,
+        )
+
+
+async def create_organization(store: Store, new: NewOrganization) -> dict[str, Any]:
+    if not _SLUG.match(new.slug):
+        raise Invalid("slug must be 1-63 lowercase letters, digits or '-', starting alphanumeric")
+    if not new.name.strip():
+        raise Invalid("name must not be empty")
+    org_id, token_id, secret = new_id(), new_id(), credentials.new_secret()
+
+    async def job(conn: Connection) -> None:
+        async with conn.execute("SELECT 1 FROM organizations WHERE slug = ?", (new.slug,)) as cur:
+            if await cur.fetchone():
+                raise Conflict(f"organization {new.slug!r} already exists")
+        await _insert_org(conn, org_id, new.slug, new.name)
+        await _insert_token(conn, token_id, org_id, "admin", secret, operator=False)
+
+    await store.write(job)
+    org = await get_organization(store, org_id)
+    return {**org, "token": credentials.format_token(token_id, secret)}
+
+
+async def get_organization(store: Store, org_id: str) -> dict[str, Any]:
+    row = await store.fetchone(
+        "SELECT id, slug, name, created_at FROM organizations WHERE id = ?", (org_id,)
+    )
+    if row is None:
+        raise NotFound("organization", org_id)
+    return dict(row)
+
+
+async def create_token(store: Store, org_id: str, new: NewToken) -> dict[str, Any]:
+    token_id, secret = new_id(), credentials.new_secret()
+
+    async def job(conn: Connection) -> None:
+        await _insert_token(conn, token_id, org_id, new.name, secret, operator=False)
+
+    await store.write(job)
+    token = await get_token(store, org_id, token_id)
+    return {**token, "token": credentials.format_token(token_id, secret)}
+
+
+async def create_token_by_slug(store: Store, slug: str, name: str) -> str:
+    row = await store.fetchone("SELECT id FROM organizations WHERE slug = ?", (slug,))
+    if row is None:
+        raise NotFound("organization", slug)
+    created = await create_token(store, row["id"], NewToken(name=name))
+    return str(created["token"])
+
+
+async def get_token(store: Store, org_id: str, token_id: str) -> dict[str, Any]:
+    row = await store.fetchone(
+        "SELECT id, name, is_operator, created_at FROM api_tokens WHERE id = ? AND org_id = ?",
+        (token_id, org_id),
+    )
+    if row is None:
+        raise NotFound("token", token_id)
+    return {**dict(row), "is_operator": bool(row["is_operator"])}
+
+
+async def list_tokens(store: Store, org_id: str) -> list[dict[str, Any]]:
+    rows = await store.fetchall(
+        "SELECT id, name, is_operator, created_at FROM api_tokens WHERE org_id = ? ORDER BY id",
+        (org_id,),
+    )
+    return [{**dict(r), "is_operator": bool(r["is_operator"])} for r in rows]
+
+
+async def delete_token(store: Store, org_id: str, token_id: str) -> None:
+    async def job(conn: Connection) -> int:
+        cur = await conn.execute(
+            "DELETE FROM api_tokens WHERE id = ? AND org_id = ?", (token_id, org_id)
+        )
+        return cur.rowcount
+
+    if await store.write(job) == 0:
+        raise NotFound("token", token_id)
