@@ -58,6 +58,8 @@ async def start(config: Config) -> AsyncIterator[Service]:
         mqtt_host, mqtt_port = await broker.start()
         stack.push_async_callback(broker.stop)
         gateway.bus = broker
+        # Features hook in here: MQTT handlers (gateway.inbound), connect and delivery hooks,
+        # and their background loops as named tasks of `tasks`.
 
         app = build_app(Services(store=store, gateway=gateway, config=config))
         http_host, http_port = await _serve_http(stack, app, config)

@@ -284,8 +284,8 @@ async def mark_all_offline(store: Store) -> None:
     await store.write(job)
 
 
-async def desired_document(store: Store, device_id: str) -> bytes | None:
+async def desired_document(store: Store, device_id: str) -> tuple[int, bytes] | None:
     row = await store.fetchone(
-        "SELECT document FROM desired_documents WHERE device_id = ?", (device_id,)
+        "SELECT version, document FROM desired_documents WHERE device_id = ?", (device_id,)
     )
-    return None if row is None else bytes(row[0])
+    return None if row is None else (int(row[0]), bytes(row[1]))

@@ -10,7 +10,7 @@ so their order is the order the broker reported the events in.
 import asyncio
 import logging
 from collections import Counter
-from collections.abc import Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 import msgspec
@@ -34,6 +34,13 @@ class DeviceError(msgspec.Struct, frozen=True, kw_only=True):
 
 _error_encoder = msgspec.json.Encoder()
 
+InboundHandler = Callable[[str, bytes], Awaitable[None]]
+"""Handles one device message on a subtopic: (device_id, payload). Raises FleetstateError or
+msgspec.DecodeError for bad input; returns once the effect is committed."""
+ConnectHook = Callable[[str], Awaitable[None]]
+DeliveredHook = Callable[[str, int, bool], Awaitable[None]]
+"""Called after a desired document was published: (device_id, version, acknowledged)."""
+
 
 class Gateway:
     def __init__(self, store: Store, tasks: asyncio.TaskGroup, max_forbidden: int) -> None:
@@ -44,9 +51,16 @@ class Gateway:
         self._forbidden: Counter[str] = Counter()
         self.bus: Bus | None = None
         self.forbidden_total = 0
+        self.inbound: dict[str, InboundHandler] = {"reported": self._reported}
+        self.on_connect: list[ConnectHook] = []
+        self.on_delivered: list[DeliveredHook] = []
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
-        self._tasks.create_task(coro, name=name)
+        try:
+            self._tasks.create_task(coro, name=name)
+        except RuntimeError:
+            coro.close()  # shutting down: the device gets current state when it reconnects
+            log.debug("not starting %s during shutdown", name)
 
     # -- DeviceEvents ---------------------------------------------------------------------------
 
@@ -58,7 +72,12 @@ class Gateway:
         self._forbidden.pop(device_id, None)
         self._store.submit(devices.presence_job(device_id, online=True))
         # A persistent session keeps its subscriptions and sends no SUBSCRIBE on reconnect.
-        self._spawn(self.send_current(device_id), f"deliver-on-connect:{device_id}")
+        self._spawn(self._after_connect(device_id), f"on-connect:{device_id}")
+
+    async def _after_connect(self, device_id: str) -> None:
+        await self.send_current(device_id)
+        for hook in self.on_connect:
+            await hook(device_id)
 
     def disconnected(self, device_id: str) -> None:
         self._store.submit(devices.presence_job(device_id, online=False))
@@ -96,17 +115,16 @@ class Gateway:
         return True
 
     async def _dispatch(self, device_id: str, subtopic: str, payload: bytes) -> None:
-        match subtopic:
-            case "reported":
-                report = reports.report_decoder.decode(payload)
-                await reports.record(self._store, device_id, report, payload)
-            case _:
-                self.reject(
-                    device_id,
-                    device_topic(device_id, subtopic),
-                    "not_supported",
-                    f"messages on {subtopic!r} are not handled by this service yet",
-                )
+        handler = self.inbound.get(subtopic)
+        if handler is None:
+            detail = f"messages on {subtopic!r} are not handled by this service yet"
+            self.reject(device_id, device_topic(device_id, subtopic), "not_supported", detail)
+            return
+        await handler(device_id, payload)
+
+    async def _reported(self, device_id: str, payload: bytes) -> None:
+        report = reports.report_decoder.decode(payload)
+        await reports.record(self._store, device_id, report, payload)
 
     # -- delivery --------------------------------------------------------------------------------
 
@@ -118,10 +136,18 @@ class Gateway:
     async def send_current(self, device_id: str) -> bool:
         if self.bus is None or not self.bus.is_subscribed(device_id, "desired"):
             return False
-        document = await devices.desired_document(self._store, device_id)
-        if document is None:
+        found = await devices.desired_document(self._store, device_id)
+        if found is None:
             return False
-        return await self.bus.publish(device_id, "desired", document)
+        version, document = found
+        return await self._publish_desired(device_id, version, document)
+
+    async def _publish_desired(self, device_id: str, version: int, document: bytes) -> bool:
+        assert self.bus is not None
+        acknowledged = await self.bus.publish(device_id, "desired", document)
+        for hook in self.on_delivered:
+            await hook(device_id, version, acknowledged)
+        return acknowledged
 
     def deliver(self, changes: Iterable[DesiredChange]) -> None:
         """Push changed documents to the sessions that are connected now; the rest get theirs
@@ -131,7 +157,7 @@ class Gateway:
         for change in changes:
             if self.bus.is_subscribed(change.device_id, "desired"):
                 self._spawn(
-                    self.bus.publish(change.device_id, "desired", change.document),
+                    self._publish_desired(change.device_id, change.version, change.document),
                     f"deliver:{change.device_id}:{change.version}",
                 )
 

@@ -13,6 +13,7 @@ MAX_BODY = 1024 * 1024
 
 def build_app(svc: Services) -> web.Application:
     table = RouteTable()
+    # Each feature's route table is listed here.
     for part in (management.routes, operations.routes):
         table.routes.extend(part.routes)
     public = {path for _method, path in table.public_paths()}
