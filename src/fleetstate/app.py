@@ -37,6 +37,7 @@ class Service:
     http_url: str
     mqtt_url: str
     admin_token_file: Path | None
+    http_app: web.Application
 
     @property
     def mqtt_port(self) -> int:
@@ -71,6 +72,7 @@ async def start(config: Config) -> AsyncIterator[Service]:
             http_url=f"http://{_url_host(http_host)}:{http_port}",
             mqtt_url=f"mqtt://{_url_host(mqtt_host)}:{mqtt_port}",
             admin_token_file=token_file,
+            http_app=app,
         )
         log.info("shutting down")
 

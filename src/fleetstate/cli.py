@@ -64,10 +64,10 @@ async def _serve(settings: config.Config) -> None:
         loop.add_signal_handler(signum, stop.set)
     try:
         async with app.start(settings) as service:
-            print(f"http listening on {service.http_url}", flush=True)
-            print(f"mqtt listening on {service.mqtt_url}", flush=True)
             if service.admin_token_file is not None:
                 print(f"admin token in {service.admin_token_file}", flush=True)
+            print(f"http listening on {service.http_url}", flush=True)
+            print(f"mqtt listening on {service.mqtt_url}", flush=True)
             await stop.wait()
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):
