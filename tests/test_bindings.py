@@ -166,5 +166,5 @@ async def test_bindings_bad_inputs_are_refused_and_change_nothing(api: Api, flee
         assert answer["error"]["message"]
     listed = await api.ok("GET", "/api/v1/desired-state-bindings")
     assert listed["items"] == []
-    status, answer = await api.delete(f"/api/v1/artefacts-that-do-not-exist")
+    status, answer = await api.delete("/api/v1/artefacts-that-do-not-exist")
     assert status == 404

@@ -54,8 +54,8 @@ async def serve(data: Path, env: dict[str, str] | None = None) -> AsyncIterator[
                 line = (await proc.stdout.readline()).decode()
                 assert line, f"serve exited early: {lines}"
                 lines.append(line.strip())
-        http_url = next(l for l in lines if l.startswith("http ")).split()[-1]
-        mqtt_url = next(l for l in lines if l.startswith("mqtt ")).split()[-1]
+        http_url = next(x for x in lines if x.startswith("http ")).split()[-1]
+        mqtt_url = next(x for x in lines if x.startswith("mqtt ")).split()[-1]
         yield Running(proc, http_url, int(mqtt_url.rsplit(":", 1)[1]), lines)
     finally:
         if proc.returncode is None:
