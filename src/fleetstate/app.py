@@ -20,6 +20,7 @@ from fleetstate.api.context import Services
 from fleetstate.api.server import build_app
 from fleetstate.bus.embedded import EmbeddedBroker
 from fleetstate.config import Config, split_hostport
+from fleetstate.events import EventHub
 from fleetstate.gateway import Gateway
 from fleetstate.store import Store
 
@@ -54,7 +55,8 @@ async def start(config: Config) -> AsyncIterator[Service]:
         await devices.mark_all_offline(store)
         token_file = await _bootstrap(store, config)
 
-        gateway = Gateway(store, tasks, config.max_forbidden_publishes)
+        events = EventHub()
+        gateway = Gateway(store, tasks, events, config.max_forbidden_publishes)
         broker = EmbeddedBroker(*split_hostport(config.mqtt), gateway)
         mqtt_host, mqtt_port = await broker.start()
         stack.push_async_callback(broker.stop)
@@ -62,7 +64,7 @@ async def start(config: Config) -> AsyncIterator[Service]:
         # Features hook in here: MQTT handlers (gateway.inbound), connect and delivery hooks,
         # and their background loops as named tasks of `tasks`.
 
-        app = build_app(Services(store=store, gateway=gateway, config=config))
+        app = build_app(Services(store=store, gateway=gateway, config=config, events=events))
         http_host, http_port = await _serve_http(stack, app, config)
         yield Service(
             config=config,
@@ -80,7 +82,8 @@ async def start(config: Config) -> AsyncIterator[Service]:
 async def _serve_http(
     stack: contextlib.AsyncExitStack, app: web.Application, config: Config
 ) -> tuple[str, int]:
-    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    # Open event streams never finish on their own: give requests a short grace, not a minute.
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
     host, port = split_hostport(config.http)

@@ -262,15 +262,20 @@ async def key_hash(store: Store, device_id: str) -> str | None:
     return None if row is None else str(row[0])
 
 
-def presence_job(device_id: str, *, online: bool) -> "WriteJob[None]":
-    """A write recording a connect or disconnect, timestamped when the broker reported it."""
+def presence_job(device_id: str, *, online: bool) -> "WriteJob[dict[str, Any] | None]":
+    """A write recording a connect or disconnect, timestamped when the broker reported it.
+    Returns the presence event (with the device's organization), None for an unknown device."""
     seen = now_text()
 
-    async def job(conn: Connection) -> None:
-        await conn.execute(
-            "UPDATE devices SET online = ?, last_seen = ? WHERE id = ?",
+    async def job(conn: Connection) -> dict[str, Any] | None:
+        async with conn.execute(
+            "UPDATE devices SET online = ?, last_seen = ? WHERE id = ? RETURNING org_id",
             (int(online), seen, device_id),
-        )
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            return None
+        return {"org_id": row[0], "device_id": device_id, "online": online, "last_seen": seen}
 
     return job
 

@@ -19,6 +19,7 @@ from fleetstate import credentials, devices, reports
 from fleetstate.bus import MAX_PAYLOAD, Bus, device_topic
 from fleetstate.desired import DesiredChange
 from fleetstate.errors import FleetstateError
+from fleetstate.events import EventHub
 from fleetstate.store import Store
 
 log = logging.getLogger(__name__)
@@ -43,8 +44,11 @@ DeliveredHook = Callable[[str, int, bool], Awaitable[None]]
 
 
 class Gateway:
-    def __init__(self, store: Store, tasks: asyncio.TaskGroup, max_forbidden: int) -> None:
+    def __init__(
+        self, store: Store, tasks: asyncio.TaskGroup, events: EventHub, max_forbidden: int
+    ) -> None:
         self._store = store
+        self.events = events
         self._tasks = tasks
         self._max_forbidden = max_forbidden
         self._verifier = credentials.Verifier()
@@ -70,7 +74,7 @@ class Gateway:
 
     def connected(self, device_id: str) -> None:
         self._forbidden.pop(device_id, None)
-        self._store.submit(devices.presence_job(device_id, online=True))
+        self._record_presence(device_id, online=True)
         # A persistent session keeps its subscriptions and sends no SUBSCRIBE on reconnect.
         self._spawn(self._after_connect(device_id), f"on-connect:{device_id}")
 
@@ -80,7 +84,22 @@ class Gateway:
             await hook(device_id)
 
     def disconnected(self, device_id: str) -> None:
-        self._store.submit(devices.presence_job(device_id, online=False))
+        self._record_presence(device_id, online=False)
+
+    def _record_presence(self, device_id: str, *, online: bool) -> None:
+        written = self._store.submit(devices.presence_job(device_id, online=online))
+        written.add_done_callback(self._presence_written)
+
+    def _presence_written(self, written: "asyncio.Future[dict[str, Any] | None]") -> None:
+        if written.cancelled() or written.exception() is not None:
+            log.error(
+                "recording presence failed: %r",
+                None if written.cancelled() else written.exception(),
+            )
+            return
+        event = written.result()
+        if event is not None:
+            self.events.publish(event.pop("org_id"), "presence", event)
 
     def subscribed(self, device_id: str, topic_filter: str) -> None:
         if topic_filter.rsplit("/", 1)[-1] in ("desired", "#", "+"):
@@ -124,7 +143,12 @@ class Gateway:
 
     async def _reported(self, device_id: str, payload: bytes) -> None:
         report = reports.report_decoder.decode(payload)
-        await reports.record(self._store, device_id, report, payload)
+        outcome = await reports.record(self._store, device_id, report, payload)
+        self.publish_report(outcome)
+
+    def publish_report(self, outcome: reports.Outcome) -> None:
+        data = msgspec.structs.asdict(outcome)
+        self.events.publish(data.pop("org_id"), "report", data)
 
     # -- delivery --------------------------------------------------------------------------------
 

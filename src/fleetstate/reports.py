@@ -34,6 +34,7 @@ class Report(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     """The result of a report: `current` is False when it only went into history."""
 
+    org_id: str
     device_id: str
     version: int
     status: str
@@ -54,12 +55,15 @@ async def record(store: Store, device_id: str, report: Report, raw: bytes) -> Ou
 
 async def apply(conn: Connection, device_id: str, report: Report, raw: str) -> Outcome:
     async with conn.execute(
-        "SELECT version FROM desired_documents WHERE device_id = ?", (device_id,)
+        "SELECT dd.version, d.org_id FROM desired_documents dd"
+        " JOIN devices d ON d.id = dd.device_id"
+        " WHERE dd.device_id = ?",
+        (device_id,),
     ) as cur:
         row = await cur.fetchone()
     if row is None:
         raise NotFound("device", device_id)
-    desired_version = int(row[0])
+    desired_version, org_id = int(row[0]), str(row[1])
     if not 1 <= report.version <= desired_version:
         raise Invalid(
             f"report for version {report.version}, but desired versions run from 1 to"
@@ -81,7 +85,12 @@ async def apply(conn: Connection, device_id: str, report: Report, raw: str) -> O
     if current:
         await _store_current(conn, device_id, report.version, status, message, slots, now)
     return Outcome(
-        device_id=device_id, version=report.version, status=status, message=message, current=current
+        org_id=org_id,
+        device_id=device_id,
+        version=report.version,
+        status=status,
+        message=message,
+        current=current,
     )
 
 

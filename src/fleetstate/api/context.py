@@ -5,6 +5,7 @@ from dataclasses import dataclass
 from aiohttp import web
 
 from fleetstate.config import Config
+from fleetstate.events import EventHub
 from fleetstate.gateway import Gateway
 from fleetstate.store import Store
 
@@ -14,6 +15,7 @@ class Services:
     store: Store
     gateway: Gateway
     config: Config
+    events: EventHub
 
 
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)
