@@ -1,8 +1,11 @@
 """Secrets shown once and stored only as hashes: API tokens and device access keys.
 
-Both are 256-bit random values, hashed with scrypt. Verification costs tens of milliseconds by
-design, so a successful verification is remembered (keyed by the stored hash, so a rotated key
-misses at once) and runs in a worker thread, off the event loop.
+Generated secrets are 256-bit random values; all are hashed with scrypt, and the cost is stored
+with the hash. API tokens use a high cost because the operator may choose the admin token's
+value. Device access keys are always generated, so stretching adds nothing against guessing a
+2^256 space while a high cost would make a reconnect storm of 10,000 devices cost minutes of CPU:
+they use a low cost. Verification runs in a worker thread, off the event loop, and a successful
+one is remembered (keyed by the stored hash, so a rotated key misses at once).
 """
 
 import asyncio
@@ -11,7 +14,10 @@ import hashlib
 import hmac
 import secrets
 
-_SCRYPT_N = 2**14
+TOKEN_COST = 14
+"""log2 of scrypt's N for API tokens (about 40 ms)."""
+DEVICE_KEY_COST = 10
+"""log2 of scrypt's N for generated device access keys (about 2 ms)."""
 _SCRYPT_R = 8
 _SCRYPT_P = 1
 _TOKEN_PREFIX = "fst"
@@ -21,16 +27,14 @@ def new_secret() -> str:
     return secrets.token_urlsafe(32)
 
 
-def hash_secret(secret: str) -> str:
+def hash_secret(secret: str, cost: int = TOKEN_COST) -> str:
     salt = secrets.token_bytes(16)
-    digest = _scrypt(secret, salt)
-    return "scrypt$" + _b64(salt) + "$" + _b64(digest)
+    digest = _scrypt(secret, salt, cost)
+    return f"scrypt${cost}$" + _b64(salt) + "$" + _b64(digest)
 
 
-def _scrypt(secret: str, salt: bytes) -> bytes:
-    return hashlib.scrypt(
-        secret.encode(), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32
-    )
+def _scrypt(secret: str, salt: bytes, cost: int) -> bytes:
+    return hashlib.scrypt(secret.encode(), salt=salt, n=2**cost, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32)
 
 
 def _b64(raw: bytes) -> str:
@@ -43,12 +47,12 @@ def _unb64(text: str) -> bytes:
 
 def verify_secret_sync(secret: str, stored: str) -> bool:
     try:
-        scheme, salt, digest = stored.split("$")
+        scheme, cost, salt, digest = stored.split("$")
     except ValueError:
         return False
-    if scheme != "scrypt":
+    if scheme != "scrypt" or not cost.isdigit() or not 1 <= int(cost) <= 20:
         return False
-    return hmac.compare_digest(_scrypt(secret, _unb64(salt)), _unb64(digest))
+    return hmac.compare_digest(_scrypt(secret, _unb64(salt), int(cost)), _unb64(digest))
 
 
 class Verifier:

@@ -88,7 +88,7 @@ async def create(store: Store, org_id: str, new: NewDevice) -> Created:
     if not new.name.strip():
         raise Invalid("name must not be empty")
     device_id, access_key = new_id(), credentials.new_secret()
-    key_hash = credentials.hash_secret(access_key)
+    key_hash = credentials.hash_secret(access_key, credentials.DEVICE_KEY_COST)
 
     async def job(conn: Connection) -> list[desired.DesiredChange]:
         await _check_profile(conn, org_id, new.profile_id, "device")
@@ -189,7 +189,7 @@ def _like_prefix(text: str) -> str:
 
 async def rotate_key(store: Store, org_id: str, device_id: str) -> str:
     access_key = credentials.new_secret()
-    key_hash = credentials.hash_secret(access_key)
+    key_hash = credentials.hash_secret(access_key, credentials.DEVICE_KEY_COST)
 
     async def job(conn: Connection) -> None:
         await _require_device(conn, org_id, device_id)
