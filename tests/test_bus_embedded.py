@@ -146,3 +146,14 @@ async def test_bus_puback_means_the_report_is_committed(
             await device.publish("reported", {"version": doc["version"], "status": status})
             row = await api.ok("GET", f"/api/v1/devices/{device_id}")  # no waiting, no polling
             assert row["reported_status"] == status
+
+
+async def test_bus_clean_session_drops_the_devices_subscriptions(
+    fleet: Fleet, connect: DeviceFactory
+) -> None:
+    """Subscription cleanup is confined to the device's own filters; it must still be complete."""
+    device_id, key = await fleet.device(await fleet.profile())
+    async with connect(device_id, key, subscribe=("desired", "#", "+")) as device:
+        await device.desired()
+    async with connect(device_id, key, subscribe=()) as device:
+        await device.nothing(0.5)

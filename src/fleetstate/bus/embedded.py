@@ -10,6 +10,9 @@ amqtt defects we design around (each pinned by a test in tests/test_bus_embedded
   service has committed the message (`_qos1_flow`), so a PUBACK means "in the database".
 - It forwards every device message to every matching subscription, scanning all subscriptions per
   message. Devices only talk to the service here, so device messages are not re-broadcast.
+- It removes a session's subscriptions by scanning every filter of every client, on each
+  clean-session connect and each cleanup: O(fleet) per connection. Our ACL confines a device to
+  five filters under its own prefix, so cleanup looks only at those.
 - It does not redeliver unacknowledged QoS 1 within a session. The protocol is level-triggered
   instead: every connect and subscribe re-sends current state (see gateway.py).
 """
@@ -32,6 +35,7 @@ from amqtt.session import ApplicationMessage, Session
 from transitions import MachineError
 
 from fleetstate.bus import (
+    DEVICE_TOPICS_OUT,
     MAX_PAYLOAD,
     DeviceEvents,
     device_topic,
@@ -94,6 +98,17 @@ class FleetBroker(Broker):  # type: ignore[misc]
 
     async def _broadcast_message(self, session: Session | None, *_args: Any, **_kw: Any) -> None:
         return
+
+    async def _del_all_subscriptions(self, session: Session) -> None:
+        if session.client_id is None:
+            return
+        prefix = device_topic(session.client_id, "")
+        for sub in (*DEVICE_TOPICS_OUT, "#", "+"):
+            topic_filter = prefix + sub
+            if self._del_subscription(topic_filter, session) and not self._subscriptions.get(
+                topic_filter
+            ):
+                self._subscriptions.pop(topic_filter, None)
 
     async def _handle_client_session(
         self,
