@@ -157,3 +157,20 @@ async def test_bus_clean_session_drops_the_devices_subscriptions(
         await device.desired()
     async with connect(device_id, key, subscribe=()) as device:
         await device.nothing(0.5)
+
+
+async def test_bus_subscription_table_repr_stays_small(
+    service: Service, fleet: Fleet, connect: DeviceFactory
+) -> None:
+    """amqtt logs repr() of the whole subscription table after every SUBSCRIBE (eagerly)."""
+    import inspect
+
+    from amqtt.broker import Broker
+
+    assert "repr(self._subscriptions)" in inspect.getsource(Broker._client_message_loop)
+    profile = await fleet.profile()
+    devices = [await fleet.device(profile, f"d{i}") for i in range(3)]
+    async with connect(*devices[0]), connect(*devices[1]), connect(*devices[2]):
+        table = service.broker._broker._subscriptions
+        assert len(table) == 9
+        assert repr(table) == "<9 subscription filters>"

@@ -13,6 +13,8 @@ amqtt defects we design around (each pinned by a test in tests/test_bus_embedded
 - It removes a session's subscriptions by scanning every filter of every client, on each
   clean-session connect and each cleanup: O(fleet) per connection. Our ACL confines a device to
   five filters under its own prefix, so cleanup looks only at those.
+- After every SUBSCRIBE it logs `repr()` of the whole subscription table, evaluated even when
+  debug logging is off: O(fleet) per subscribe. Our table's repr is its size.
 - It does not redeliver unacknowledged QoS 1 within a session. The protocol is level-triggered
   instead: every connect and subscribe re-sends current state (see gateway.py).
 """
@@ -87,8 +89,17 @@ def _settle(message: ApplicationMessage, ok: bool) -> None:
 # -- the broker --------------------------------------------------------------------------------
 
 
+class _SubscriptionTable(dict[str, list[tuple[Session, int]]]):
+    def __repr__(self) -> str:
+        return f"<{len(self)} subscription filters>"
+
+
 class FleetBroker(Broker):  # type: ignore[misc]
     """amqtt's Broker without its retained store and without device-to-device forwarding."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        super().__init__(config)
+        self._subscriptions = _SubscriptionTable()
 
     async def retain_message(self, *_args: Any, **_kwargs: Any) -> None:
         return
