@@ -5,6 +5,12 @@ takes as many as are waiting (up to `batch_max`), runs each inside its own SAVEP
 `BEGIN IMMEDIATE` transaction, commits once and then resolves each job's future. So a thousand
 reports arriving together cost one fsync, and a failing job rolls back only itself.
 aiosqlite serialises statements but not transactions, which is why nothing else ever writes.
+
+Reads share one connection, and a SQLite connection keeps one read snapshot while any of its
+statements is active. Concurrent readers interleaving cursors would keep a statement active all
+the time, so the snapshot would never advance and reads would stop seeing commits. Hence each
+single read runs start to finish in one hop to aiosqlite's thread, and multi-statement reads hold
+a lock for their own read transaction.
 """
 
 import asyncio
@@ -45,6 +51,7 @@ class Store:
         self._queue: asyncio.Queue[_Pending | None] = asyncio.Queue()
         self._closed = False
         self._stopped = asyncio.Event()
+        self._read_lock = asyncio.Lock()
         self.commits = 0
         self.jobs_committed = 0
 
@@ -65,18 +72,23 @@ class Store:
 
     async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
         self._check_open()
-        async with self._reader.execute(sql, tuple(params)) as cursor:
-            return list(await cursor.fetchall())
+        async with self._read_lock:
+            rows = await self._reader.execute_fetchall(sql, tuple(params))
+        return list(rows)
 
     async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
-        self._check_open()
-        async with self._reader.execute(sql, tuple(params)) as cursor:
-            return await cursor.fetchone()
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
 
     async def read(self, job: "WriteJob[T]") -> T:
-        """Run a multi-statement read on the reader connection (never writes: query_only)."""
+        """Run a multi-statement read in one read transaction (a consistent snapshot)."""
         self._check_open()
-        return await job(self._reader)
+        async with self._read_lock:
+            await self._reader.execute("BEGIN")
+            try:
+                return await job(self._reader)
+            finally:
+                await self._reader.execute("COMMIT")
 
     # -- writes ------------------------------------------------------------------------------
 
