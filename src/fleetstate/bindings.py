@@ -197,19 +197,33 @@ _SELECT = (
 )
 
 
+# The BIND_CONFIG/UNBIND_CONFIG command tracking the device's current desired version (the newest,
+# should an operator's re-bind that changed nothing have superseded an older one).
+_TRACKING_COMMAND = (
+    "SELECT c.seq FROM commands c WHERE c.device_id = s.device_id"
+    " AND c.tracks_version = dd.version AND c.type IN ('BIND_CONFIG', 'UNBIND_CONFIG')"
+    " ORDER BY c.seq DESC LIMIT 1"
+)
+
+
 async def _device_status(store: Store, binding_id: str) -> list[dict[str, Any]]:
     rows = await store.fetchall(
         "SELECT s.device_id, s.slot, dd.version AS desired_version, r.version, r.status, r.hash,"
-        " r.message, r.reported_at FROM desired_slots s"
+        " r.message, r.reported_at, c.id AS command_id, c.status AS command_status"
+        " FROM desired_slots s"
         " JOIN desired_documents dd ON dd.device_id = s.device_id"
         " LEFT JOIN slot_reports r ON r.device_id = s.device_id AND r.slot = s.slot"
+        f" LEFT JOIN commands c ON c.seq = ({_TRACKING_COMMAND})"
         " WHERE s.binding_id = ? ORDER BY s.device_id, s.slot",
         (binding_id,),
     )
     out = []
     for r in rows:
         current = r["version"] is not None and r["version"] == r["desired_version"]
-        out.append({**dict(r), "status": r["status"] if current else "PENDING"})
+        row = dict(r)
+        command_id, command_status = row.pop("command_id"), row.pop("command_status")
+        command = {"id": command_id, "status": command_status} if command_id else None
+        out.append({**row, "status": r["status"] if current else "PENDING", "command": command})
     return out
 
 

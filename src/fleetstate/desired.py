@@ -9,7 +9,7 @@ commit together.
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import msgspec
@@ -76,6 +76,12 @@ class DesiredChange(msgspec.Struct, frozen=True, kw_only=True):
 
 _encoder = msgspec.json.Encoder()
 document_decoder = msgspec.json.Decoder(DesiredDocument)
+
+ChangeHook = Callable[[Connection, str, list[DesiredChange]], Awaitable[None]]
+on_change: ChangeHook | None = None
+"""Called by `resolve()` in its transaction with the changes, before they are written (so the
+previous documents can still be read). app.py sets it to commands.track_changes: every change is
+tracked by a BIND_CONFIG/UNBIND_CONFIG command (desired.py cannot import commands: a cycle)."""
 
 
 def chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
@@ -199,6 +205,8 @@ async def resolve(conn: Connection, org_id: str, device_ids: Iterable[str]) -> l
         version = current.get(device_id, (0, ""))[0] + 1
         document = _render(device_id, version, issued_at, chosen, contents)
         changes.append(DesiredChange(device_id=device_id, version=version, document=document))
+    if on_change is not None:
+        await on_change(conn, org_id, changes)
     await _store(conn, changes, chosen_by_device, issued_at)
     return changes
 

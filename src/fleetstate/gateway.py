@@ -39,6 +39,9 @@ InboundHandler = Callable[[str, bytes], Awaitable[None]]
 """Handles one device message on a subtopic: (device_id, payload). Raises FleetstateError or
 msgspec.DecodeError for bad input; returns once the effect is committed."""
 ConnectHook = Callable[[str], Awaitable[None]]
+SubscribeHook = Callable[[str, str], Coroutine[Any, Any, None]]
+"""Called after a device subscribed: (device_id, topic_filter). A clean-session device subscribes
+only after it connected, so what must reach it on a topic cannot rely on `on_connect` alone."""
 DeliveredHook = Callable[[str, int, bool], Awaitable[None]]
 """Called after a desired document was published: (device_id, version, acknowledged)."""
 
@@ -57,6 +60,7 @@ class Gateway:
         self.forbidden_total = 0
         self.inbound: dict[str, InboundHandler] = {"reported": self._reported}
         self.on_connect: list[ConnectHook] = []
+        self.on_subscribe: list[SubscribeHook] = []
         self.on_delivered: list[DeliveredHook] = []
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
@@ -104,6 +108,8 @@ class Gateway:
     def subscribed(self, device_id: str, topic_filter: str) -> None:
         if topic_filter.rsplit("/", 1)[-1] in ("desired", "#", "+"):
             self._spawn(self.send_current(device_id), f"deliver-on-subscribe:{device_id}")
+        for hook in self.on_subscribe:
+            self._spawn(hook(device_id, topic_filter), f"on-subscribe:{device_id}")
 
     def forbidden(self, device_id: str, topic: str) -> None:
         self.forbidden_total += 1

@@ -9,6 +9,7 @@ from typing import Literal
 
 import msgspec
 
+from fleetstate import commands
 from fleetstate.clock import now_text
 from fleetstate.errors import Invalid, NotFound
 from fleetstate.store import Connection, Store
@@ -84,6 +85,8 @@ async def apply(conn: Connection, device_id: str, report: Report, raw: str) -> O
     )
     if current:
         await _store_current(conn, device_id, report.version, status, message, slots, now)
+        # Bind and unbind are commands: the report moves the command tracking this version.
+        await commands.converge(conn, device_id, report.version, status, message)
     return Outcome(
         org_id=org_id,
         device_id=device_id,

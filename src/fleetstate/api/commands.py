@@ -1,0 +1,119 @@
+"""Commands in the management REST API: send and track them, to one device or a whole group."""
+
+from aiohttp import web
+
+from fleetstate import commands
+from fleetstate.api.context import services
+from fleetstate.api.http import decode, json_response, org_id, page
+from fleetstate.api.routing import RouteTable
+from fleetstate.scheduler import Dispatcher
+
+routes = RouteTable()
+DISPATCHER: web.AppKey[Dispatcher] = web.AppKey("command_dispatcher", Dispatcher)
+API = "/api/v1"
+DEVICE_COMMANDS = f"{API}/devices/{{device_id}}/commands"
+
+
+@routes.add(
+    "POST",
+    DEVICE_COMMANDS,
+    "Send a command (published at once to a connected device, else when it connects)",
+    "commands",
+    body=commands.NewCommand,
+    status=201,
+)
+async def create_command(request: web.Request) -> web.Response:
+    svc, device_id = services(request), request.match_info["device_id"]
+    new = await decode(request, commands.NewCommand)
+    created = await commands.create(svc.store, org_id(request), device_id, new)
+    svc.gateway.deliver(created.changes)
+    await request.app[DISPATCHER].created(created)
+    (command,) = created.commands
+    return json_response(await commands.get(svc.store, org_id(request), device_id, command.id), 201)
+
+
+@routes.add(
+    "GET",
+    DEVICE_COMMANDS,
+    "List a device's commands, newest first",
+    "commands",
+    query=("limit", "cursor", "status"),
+)
+async def list_commands(request: web.Request) -> web.Response:
+    found = await commands.list_page(
+        services(request).store,
+        org_id(request),
+        request.match_info["device_id"],
+        page(request),
+        request.query.get("status"),
+    )
+    return json_response(found)
+
+
+@routes.add(
+    "GET",
+    f"{DEVICE_COMMANDS}/{{command_id}}",
+    "A command with its timestamps and every ack received",
+    "commands",
+)
+async def get_command(request: web.Request) -> web.Response:
+    found = await commands.get(
+        services(request).store,
+        org_id(request),
+        request.match_info["device_id"],
+        request.match_info["command_id"],
+    )
+    return json_response(found)
+
+
+@routes.add(
+    "POST",
+    f"{DEVICE_COMMANDS}/{{command_id}}/cancel",
+    "Cancel a PENDING or SENT command (409 otherwise)",
+    "commands",
+)
+async def cancel_command(request: web.Request) -> web.Response:
+    svc, device_id = services(request), request.match_info["device_id"]
+    command_id = request.match_info["command_id"]
+    cancelled = await commands.cancel(svc.store, org_id(request), device_id, command_id)
+    request.app[DISPATCHER].changed([cancelled])
+    return json_response(await commands.get(svc.store, org_id(request), device_id, command_id))
+
+
+@routes.add(
+    "POST",
+    f"{API}/device-groups/{{group_id}}/commands",
+    "Send one command to every member of a group, as a batch",
+    "commands",
+    body=commands.NewCommand,
+    status=201,
+)
+async def create_group_command(request: web.Request) -> web.Response:
+    svc = services(request)
+    new = await decode(request, commands.NewCommand)
+    created = await commands.create_for_group(
+        svc.store, org_id(request), request.match_info["group_id"], new
+    )
+    svc.gateway.deliver(created.changes)
+    await request.app[DISPATCHER].created(created)
+    assert created.batch_id is not None
+    found = await commands.batch(svc.store, org_id(request), created.batch_id, page(request), None)
+    return json_response({"batch_id": created.batch_id, **found}, 201)
+
+
+@routes.add(
+    "GET",
+    f"{API}/command-batches/{{batch_id}}",
+    "A group command: counts per status and the per-device commands",
+    "commands",
+    query=("limit", "cursor", "status"),
+)
+async def get_batch(request: web.Request) -> web.Response:
+    found = await commands.batch(
+        services(request).store,
+        org_id(request),
+        request.match_info["batch_id"],
+        page(request),
+        request.query.get("status"),
+    )
+    return json_response({"batch_id": found["id"], **found})

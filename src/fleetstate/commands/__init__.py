@@ -1,0 +1,67 @@
+"""Commands: one-off instructions to one device with a tracked acknowledgement lifecycle.
+
+- `lifecycle`: statuses, the one transition table, cancel and the deadline sweep;
+- `issuing`: the params of each type, a command to one device or a batch to a group;
+- `delivery`: what goes out to a device (MQTT or HTTP) and its acknowledgements;
+- `tracking`: bind and unbind are commands, tracking desired-state convergence;
+- `views`: what the management API shows.
+
+Publishing and deadlines live in `fleetstate.scheduler`; nothing here knows MQTT or HTTP.
+"""
+
+from fleetstate.commands.delivery import (
+    Ack,
+    AckOutcome,
+    Outgoing,
+    ack_decoder,
+    acknowledge,
+    deliverable,
+    has_waiting,
+    mark_sent,
+    record_ack,
+    take_next,
+)
+from fleetstate.commands.issuing import Created, NewCommand, create, create_for_group
+from fleetstate.commands.lifecycle import (
+    TRANSITIONS,
+    Brief,
+    Status,
+    UnknownCommand,
+    cancel,
+    deadlines,
+    epoch,
+    expire_due,
+)
+from fleetstate.commands.tracking import converge, mark_config_sent, track_changes
+from fleetstate.commands.views import batch, get, list_page
+
+__all__ = [
+    "TRANSITIONS",
+    "Ack",
+    "AckOutcome",
+    "Brief",
+    "Created",
+    "NewCommand",
+    "Outgoing",
+    "Status",
+    "UnknownCommand",
+    "ack_decoder",
+    "acknowledge",
+    "batch",
+    "cancel",
+    "converge",
+    "create",
+    "create_for_group",
+    "deadlines",
+    "deliverable",
+    "epoch",
+    "expire_due",
+    "get",
+    "has_waiting",
+    "list_page",
+    "mark_config_sent",
+    "mark_sent",
+    "record_ack",
+    "take_next",
+    "track_changes",
+]

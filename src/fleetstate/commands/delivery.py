@@ -1,0 +1,161 @@
+"""The device's side of commands: what goes out to it, and its acknowledgements.
+
+A command goes out when the device can take it: every waiting one at once (`burst`, the default),
+or the next only once the previous finished (`sequential`, set on the device profile). The same
+queue serves MQTT (scheduler.py publishes) and the device HTTP API (`take_next`).
+"""
+
+from typing import Any, Literal
+
+import msgspec
+
+from fleetstate.commands.lifecycle import (
+    COLUMNS,
+    OPEN_SQL,
+    TRACKING_SQL,
+    WAITING,
+    Brief,
+    Effect,
+    Status,
+    UnknownCommand,
+    answer,
+    brief,
+    fetch_all,
+    fetch_one,
+    move,
+    sql_list,
+    view,
+)
+from fleetstate.errors import Invalid
+from fleetstate.store import Connection, Store
+
+
+class Ack(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """What a device sends on `devices/{id}/commands/ack`."""
+
+    id: str
+    status: Literal["ACKNOWLEDGED", "SUCCESS", "FAILED"]
+    message: str | None = None
+
+
+class CommandMessage(msgspec.Struct, frozen=True, kw_only=True):
+    """What a device receives on `devices/{id}/commands`."""
+
+    id: str
+    type: str
+    params: msgspec.Raw
+    issued_at: str
+    timeout_at: str
+
+
+class Outgoing(msgspec.Struct, frozen=True, kw_only=True):
+    brief: Brief
+    payload: bytes
+
+
+class AckOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    command: dict[str, Any]
+    brief: Brief
+    effect: Effect
+
+
+ack_decoder = msgspec.json.Decoder(Ack)
+_encoder = msgspec.json.Encoder()
+
+
+async def _queue(conn: Connection, device_id: str) -> list[Any]:
+    """The device's commands that may go out now, oldest first: every waiting one (burst), or the
+    oldest unfinished one while it still waits (sequential). Tracking commands never go out."""
+    mode = await fetch_one(
+        conn,
+        "SELECT p.command_delivery FROM devices d JOIN profiles p ON p.id = d.profile_id"
+        " WHERE d.id = ?",
+        (device_id,),
+    )
+    if mode is None:
+        return []
+    mine = f"SELECT {COLUMNS} FROM commands WHERE device_id = ? AND type NOT IN {TRACKING_SQL}"
+    if mode[0] == "sequential":
+        sql = f"{mine} AND status IN {OPEN_SQL} ORDER BY seq LIMIT 1"
+        return [r for r in await fetch_all(conn, sql, (device_id,)) if r["status"] in WAITING]
+    return await fetch_all(
+        conn, f"{mine} AND status IN {sql_list(WAITING)} ORDER BY seq", (device_id,)
+    )
+
+
+async def deliverable(store: Store, device_id: str) -> list[Outgoing]:
+    """What to publish to the device now: its PENDING commands that may go out, oldest first."""
+    rows = await store.read(lambda conn: _queue(conn, device_id))
+    return [
+        Outgoing(brief=brief(r), payload=_encoder.encode(_message(r)))
+        for r in rows
+        if r["status"] == Status.PENDING
+    ]
+
+
+def _message(row: Any) -> CommandMessage:
+    return CommandMessage(
+        id=row["id"],
+        type=row["type"],
+        params=msgspec.Raw(row["params"].encode()),
+        issued_at=row["created_at"],
+        timeout_at=row["timeout_at"],
+    )
+
+
+async def mark_sent(store: Store, command_id: str) -> list[Brief]:
+    async def job(conn: Connection) -> list[Brief]:
+        return await move(conn, "id = ?", (command_id,), Status.SENT, None)
+
+    return await store.write(job)
+
+
+async def take_next(store: Store, device_id: str) -> dict[str, Any] | None:
+    """The oldest waiting command in Xyte's terms (for `GET /v1/devices/{id}/command`), now SENT."""
+
+    async def job(conn: Connection) -> dict[str, Any] | None:
+        rows = await _queue(conn, device_id)
+        if not rows:
+            return None
+        row = rows[0]
+        await move(conn, "id = ?", (row["id"],), Status.SENT, None)
+        return {
+            "id": row["id"],
+            "device_id": device_id,
+            "status": "pending",  # Xyte's name while the device has not started on it
+            "name": row["type"],
+            "parameters": msgspec.json.decode(row["params"]),
+        }
+
+    return await store.write(job)
+
+
+async def has_waiting(store: Store, device_id: str) -> bool:
+    """Whether `take_next` would return a command."""
+    return bool(await store.read(lambda conn: _queue(conn, device_id)))
+
+
+async def record_ack(store: Store, device_id: str, ack: Ack) -> AckOutcome:
+    async def job(conn: Connection) -> AckOutcome:
+        select = f"SELECT {COLUMNS} FROM commands WHERE id = ? AND device_id = ?"
+        row = await fetch_one(conn, select, (ack.id, device_id))
+        if row is None:
+            raise UnknownCommand(ack.id)
+        current, to = Status(row["status"]), Status(ack.status)
+        effect = await answer(conn, ack.id, current, to, ack.message, "device")
+        after = await fetch_one(conn, select, (ack.id, device_id))
+        return AckOutcome(command=view(after), brief=brief(after), effect=effect)
+
+    return await store.write(job)
+
+
+async def acknowledge(
+    store: Store, device_id: str, command_id: str, status: str, message: str | None
+) -> dict[str, Any]:
+    """An ack (ACKNOWLEDGED, SUCCESS or FAILED); for a finished command it only goes into the
+    history. Raises UnknownCommand for an unknown command or another device's."""
+    try:
+        ack = msgspec.convert({"id": command_id, "status": status, "message": message}, Ack)
+    except msgspec.ValidationError as exc:
+        raise Invalid(f"invalid acknowledgement: {exc}") from exc
+    return (await record_ack(store, device_id, ack)).command

@@ -1,0 +1,238 @@
+"""The command lifecycle: statuses, the one transition table, and the moves it allows.
+
+`PENDING → SENT → ACKNOWLEDGED → SUCCESS | FAILED | TIMEOUT`, plus `CANCELLED`. Every status
+UPDATE takes its guard from `TRANSITIONS`, so a finished command never changes again; late and
+duplicate answers from the device only go into `command_history`.
+"""
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any, Literal
+
+import msgspec
+
+from fleetstate import desired
+from fleetstate.canonical import canonical_bytes
+from fleetstate.clock import now_text, rfc3339, utcnow
+from fleetstate.errors import Conflict, NotFound
+from fleetstate.store import Connection, Store
+
+DEFAULT_TIMEOUT_S = 300
+
+
+class Status(StrEnum):
+    PENDING = "PENDING"
+    SENT = "SENT"
+    ACKNOWLEDGED = "ACKNOWLEDGED"
+    SUCCESS = "SUCCESS"
+    FAILED = "FAILED"
+    TIMEOUT = "TIMEOUT"
+    CANCELLED = "CANCELLED"
+
+
+_FINISHED: frozenset[Status] = frozenset()
+TRANSITIONS: dict[Status, frozenset[Status]] = {
+    # An answer from the device proves delivery, so it may come before SENT is recorded.
+    Status.PENDING: frozenset(Status) - {Status.PENDING},
+    Status.SENT: frozenset(Status) - {Status.PENDING, Status.SENT},
+    # Only a newer desired change cancels an ACKNOWLEDGED command; the operator may not.
+    Status.ACKNOWLEDGED: frozenset(
+        {Status.SUCCESS, Status.FAILED, Status.TIMEOUT, Status.CANCELLED}
+    ),
+    Status.SUCCESS: _FINISHED,
+    Status.FAILED: _FINISHED,
+    Status.TIMEOUT: _FINISHED,
+    Status.CANCELLED: _FINISHED,
+}
+OPEN = tuple(s for s, after in TRANSITIONS.items() if after)
+WAITING = (Status.PENDING, Status.SENT)
+CANCELLABLE = WAITING
+_STAMP = {Status.SENT: "sent_at", Status.ACKNOWLEDGED: "acknowledged_at"}
+
+TRACKING = ("BIND_CONFIG", "UNBIND_CONFIG")
+Effect = Literal["applied", "duplicate", "late"]
+
+
+def sources(target: Status) -> list[Status]:
+    """Every status a command may reach `target` from."""
+    return [s for s, after in TRANSITIONS.items() if target in after]
+
+
+def sql_list(values: Iterable[str]) -> str:
+    """A literal IN list of our own constants (a partial index matches only literal terms)."""
+    return "(" + ", ".join(f"'{v}'" for v in values) + ")"
+
+
+OPEN_SQL = sql_list(OPEN)
+TRACKING_SQL = sql_list(TRACKING)
+
+
+class UnknownCommand(NotFound):
+    """An answer about a command this device does not have (unknown, or another device's)."""
+
+    code = "unknown_command"
+
+    def __init__(self, command_id: str) -> None:
+        super().__init__("command", command_id)
+
+
+class Target(msgspec.Struct, frozen=True):
+    """A device a command is issued to."""
+
+    id: str
+    profile_id: str
+
+
+class Brief(msgspec.Struct, frozen=True, kw_only=True):
+    """A command that changed: enough to arm its deadline, announce it and deliver it."""
+
+    id: str
+    org_id: str
+    device_id: str
+    type: str
+    status: str
+    message: str | None
+    timeout_at: str
+
+
+# -- rows --------------------------------------------------------------------------------------
+
+COLUMNS = (
+    "id, org_id, device_id, batch_id, origin, type, params, tracks_version, status, message,"
+    " timeout_s, created_at, timeout_at, sent_at, acknowledged_at, finished_at"
+)
+BRIEF = "id, org_id, device_id, type, status, message, timeout_at"
+INSERT = (
+    "INSERT INTO commands (id, org_id, device_id, batch_id, origin, type, params, tracks_version,"
+    " status, timeout_s, created_at, timeout_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'PENDING', ?, ?, ?)"
+)
+
+
+def view(row: Any) -> dict[str, Any]:
+    out = dict(row)
+    del out["org_id"]
+    out["params"] = msgspec.json.decode(out["params"])
+    out["desired_version"] = out.pop("tracks_version")
+    return out
+
+
+def brief(row: Any) -> Brief:
+    return Brief(**{k: row[k] for k in Brief.__struct_fields__})
+
+
+def to_json(value: Any) -> str:
+    return canonical_bytes(value).decode()
+
+
+def created_and_deadline(timeout_s: int) -> tuple[str, str]:
+    now = utcnow()
+    return rfc3339(now), rfc3339(now + timedelta(seconds=timeout_s))
+
+
+def epoch(text: str) -> float:
+    return datetime.fromisoformat(text).timestamp()
+
+
+async def fetch_one(conn: Connection, sql: str, params: Sequence[Any]) -> Any:
+    async with conn.execute(sql, tuple(params)) as cur:
+        return await cur.fetchone()
+
+
+async def fetch_all(conn: Connection, sql: str, params: Sequence[Any]) -> list[Any]:
+    async with conn.execute(sql, tuple(params)) as cur:
+        return list(await cur.fetchall())
+
+
+async def by_chunks(conn: Connection, sql: str, ids: Sequence[str], *head: Any) -> list[Any]:
+    """`sql`, whose `{ids}` stands for an IN list, run over `ids` in chunks; `head` goes first."""
+    found: list[Any] = []
+    for part in desired.chunks(ids):
+        found += await fetch_all(conn, sql.format(ids=desired.marks(part)), (*head, *part))
+    return found
+
+
+# -- moves -------------------------------------------------------------------------------------
+
+
+async def move(
+    conn: Connection, where: str, params: Sequence[Any], to: Status, message: str | None
+) -> list[Brief]:
+    """Move the commands matching `where` to `to`, each only where TRANSITIONS allows it."""
+    stamp = _STAMP.get(to, "finished_at")
+    async with conn.execute(
+        f"UPDATE commands SET status = ?, {stamp} = ?, message = coalesce(?, message)"
+        f" WHERE {where} AND status IN {sql_list(sources(to))} RETURNING {BRIEF}",
+        (to, now_text(), message, *params),
+    ) as cur:
+        return [brief(r) async for r in cur]
+
+
+def _effect(current: Status, to: Status) -> Effect:
+    if to in TRANSITIONS[current]:
+        return "applied"
+    return "duplicate" if to == current else "late"
+
+
+async def answer(
+    conn: Connection,
+    command_id: str,
+    current: Status,
+    to: Status,
+    message: str | None,
+    source: Literal["device", "report"],
+) -> Effect:
+    """Record an answer of the device in the history, and apply it where the lifecycle allows."""
+    effect = _effect(current, to)
+    await conn.execute(
+        "INSERT INTO command_history (command_id, source, status, message, effect, received_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (command_id, source, to, message, effect, now_text()),
+    )
+    if effect == "applied":
+        await move(conn, "id = ?", (command_id,), to, message)
+    return effect
+
+
+async def cancel(store: Store, org_id: str, device_id: str, command_id: str) -> Brief:
+    """The operator's cancel, while the device has not started on it."""
+
+    async def job(conn: Connection) -> Brief:
+        row = await fetch_one(
+            conn,
+            "SELECT status FROM commands WHERE id = ? AND device_id = ? AND org_id = ?",
+            (command_id, device_id, org_id),
+        )
+        if row is None:
+            raise NotFound("command", command_id)
+        if row[0] not in CANCELLABLE:
+            raise Conflict(
+                f"command {command_id!r} is {row[0]}; only PENDING or SENT commands can be"
+                " cancelled"
+            )
+        cancelled = "cancelled by the operator"
+        (moved,) = await move(conn, "id = ?", (command_id,), Status.CANCELLED, cancelled)
+        return moved
+
+    return await store.write(job)
+
+
+async def expire_due(store: Store) -> list[Brief]:
+    """Every unfinished command whose deadline passed becomes TIMEOUT, in one statement."""
+
+    async def job(conn: Connection) -> list[Brief]:
+        late = "no result before the deadline"
+        return await move(conn, "timeout_at <= ?", (now_text(),), Status.TIMEOUT, late)
+
+    return await store.write(job)
+
+
+async def deadlines(store: Store, after: str, until: str) -> list[str]:
+    """The deadlines of unfinished commands in (after, until]."""
+    rows = await store.fetchall(
+        f"SELECT timeout_at FROM commands WHERE status IN {OPEN_SQL}"
+        " AND timeout_at > ? AND timeout_at <= ?",
+        (after, until),
+    )
+    return [r[0] for r in rows]

@@ -1,0 +1,232 @@
+"""When commands go out and when they time out.
+
+The `Dispatcher` publishes a device's commands over MQTT when it can take them (at once while it is
+connected, oldest first when it connects or subscribes), records SENT once the device PUBACKed,
+handles acks and announces every change as a `command` event. It never holds a transaction across
+a publish: commit, publish, then record the outcome.
+
+`Deadlines` is the one loop over command deadlines, kept in SQLite: a heap of the deadlines due in
+the next `HORIZON_S`, refilled from the database every half horizon, so 100,000 open commands are
+rows, not tasks. A command with a shorter timeout is armed by whoever created it, which wakes the
+loop when its deadline is earlier than the one it sleeps towards.
+"""
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from fleetstate import commands
+from fleetstate.bus import Bus, device_topic
+from fleetstate.clock import rfc3339
+from fleetstate.errors import StoreClosed
+from fleetstate.gateway import Gateway
+from fleetstate.store import Store
+
+log = logging.getLogger(__name__)
+
+HORIZON_S = 60.0
+PUBLISH_TIMEOUT_S = 10.0
+PUSH_CONCURRENCY = 64
+_COMMAND_FILTERS = ("commands", "#", "+")
+
+
+class Deadlines:
+    def __init__(self, store: Store, expired: Callable[[list[commands.Brief]], None]) -> None:
+        self._store = store
+        self._expired = expired
+        self._heap: list[float] = []
+        self._horizon = 0.0  # every open deadline up to here is in the heap
+        self._next = math.inf  # what the loop sleeps towards
+        self._wake = asyncio.Event()
+
+    def arm(self, timeout_at: str) -> None:
+        at = commands.epoch(timeout_at)
+        if at > self._horizon:
+            return  # a refill loads it before it is due
+        heapq.heappush(self._heap, at)
+        if at < self._next:
+            self._wake.set()
+
+    async def start(self) -> None:
+        """At service start: what fell due while we were stopped is TIMEOUT at once; the rest is
+        armed again."""
+        await self._expire()
+        await self._refill()
+
+    async def run(self) -> None:
+        while True:
+            self._wake.clear()
+            now = time.time()
+            if self._heap and self._heap[0] <= now:
+                while self._heap and self._heap[0] <= now:
+                    heapq.heappop(self._heap)
+                await self._expire()
+            elif now >= self._horizon - HORIZON_S / 2:
+                await self._refill()
+            else:
+                await self._sleep(now)
+
+    async def _sleep(self, now: float) -> None:
+        self._next = min(self._heap[0] if self._heap else math.inf, self._horizon - HORIZON_S / 2)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self._next - now):
+                await self._wake.wait()
+        self._next = math.inf
+
+    async def _refill(self) -> None:
+        after = self._horizon
+        # Moved first: whatever is armed from now on up to the new horizon goes into the heap.
+        self._horizon = time.time() + HORIZON_S
+        due = await commands.deadlines(self._store, _text(after), _text(self._horizon))
+        for timeout_at in due:
+            heapq.heappush(self._heap, commands.epoch(timeout_at))
+
+    async def _expire(self) -> None:
+        expired = await commands.expire_due(self._store)
+        if expired:
+            log.info("%d commands timed out", len(expired))
+            self._expired(expired)
+
+
+def _text(moment: float) -> str:
+    return rfc3339(datetime.fromtimestamp(moment, UTC))
+
+
+class Dispatcher:
+    def __init__(self, store: Store, gateway: Gateway, tasks: asyncio.TaskGroup) -> None:
+        self._store = store
+        self._gateway = gateway
+        self._tasks = tasks
+        self.deadlines = Deadlines(store, self._finished)
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._lock_users: Counter[str] = Counter()
+
+    def install(self) -> None:
+        """Hook into the gateway: acks, connects, subscriptions and desired-state deliveries."""
+        self._gateway.inbound["commands/ack"] = self.on_ack
+        self._gateway.on_connect.append(self.push)
+        self._gateway.on_subscribe.append(self.on_subscribe)
+        self._gateway.on_delivered.append(self.on_delivered)
+
+    # -- the management API ----------------------------------------------------------------------
+
+    async def created(self, created: commands.Created) -> None:
+        """Arm and announce new commands; deliver one device's at once, a batch's in the
+        background."""
+        for brief in created.commands:
+            self.deadlines.arm(brief.timeout_at)
+        self._announce(created.commands)
+        device_ids = list(dict.fromkeys(b.device_id for b in created.commands))
+        if created.batch_id is None:
+            for device_id in device_ids:
+                await self.push(device_id)
+        else:
+            self._spawn(self.push_many(device_ids), f"deliver-batch:{created.batch_id}")
+
+    def changed(self, briefs: Sequence[commands.Brief]) -> None:
+        """After an operator's cancel: announce it, and the next sequential command may go."""
+        self._finished(list(briefs))
+
+    # -- delivery --------------------------------------------------------------------------------
+
+    async def push(self, device_id: str) -> None:
+        """Publish what may go out to the device now, oldest first; each PUBACKed one is SENT."""
+        bus = self._gateway.bus
+        if bus is None or not bus.is_subscribed(device_id, "commands"):
+            return
+        try:
+            async with self._exclusive(device_id):
+                for outgoing in await commands.deliverable(self._store, device_id):
+                    if outgoing.brief.type == "UPDATE_CONFIG":
+                        await self._gateway.send_current(device_id)
+                    if not await _publish(bus, device_id, outgoing.payload):
+                        return  # gone or silent: the rest goes when it next connects
+                    self._announce(await commands.mark_sent(self._store, outgoing.brief.id))
+        except StoreClosed:
+            log.debug("not delivering to %s: shutting down", device_id)
+
+    async def push_many(self, device_ids: Iterable[str]) -> None:
+        bus = self._gateway.bus
+        online = [d for d in device_ids if bus is not None and bus.is_subscribed(d, "commands")]
+        for start in range(0, len(online), PUSH_CONCURRENCY):
+            await asyncio.gather(*(self.push(d) for d in online[start : start + PUSH_CONCURRENCY]))
+
+    @contextlib.asynccontextmanager
+    async def _exclusive(self, device_id: str) -> AsyncIterator[None]:
+        """One delivery pass per device at a time, so a command is not published twice and the
+        order holds; the lock is dropped once nobody waits for it."""
+        lock = self._locks.setdefault(device_id, asyncio.Lock())
+        self._lock_users[device_id] += 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._lock_users[device_id] -= 1
+            if not self._lock_users[device_id]:
+                del self._lock_users[device_id], self._locks[device_id]
+
+    # -- gateway hooks ---------------------------------------------------------------------------
+
+    async def on_subscribe(self, device_id: str, topic_filter: str) -> None:
+        # A device with a clean session subscribes only after it connected.
+        if topic_filter.rsplit("/", 1)[-1] in _COMMAND_FILTERS:
+            await self.push(device_id)
+
+    async def on_delivered(self, device_id: str, version: int, acknowledged: bool) -> None:
+        if acknowledged:
+            with contextlib.suppress(StoreClosed):
+                self._announce(await commands.mark_config_sent(self._store, device_id, version))
+
+    async def on_ack(self, device_id: str, payload: bytes) -> None:
+        """`devices/{id}/commands/ack`. Unknown ids raise UnknownCommand (answered on the
+        device's errors topic); a late ack is recorded, changes nothing, and the device is told."""
+        ack = commands.ack_decoder.decode(payload)
+        outcome = await commands.record_ack(self._store, device_id, ack)
+        if outcome.effect == "applied":
+            self._finished([outcome.brief])
+        elif outcome.effect == "late":
+            detail = (
+                f"command {ack.id!r} is already {outcome.brief.status}; the ack was recorded"
+                " and changes nothing"
+            )
+            topic = device_topic(device_id, "commands/ack")
+            self._gateway.reject(device_id, topic, "command_finished", detail)
+
+    # -- after changes ---------------------------------------------------------------------------
+
+    def _finished(self, briefs: list[commands.Brief]) -> None:
+        """Announce; a device whose command finished may take its next one (sequential)."""
+        self._announce(briefs)
+        bus = self._gateway.bus
+        finished = [b for b in briefs if not commands.TRANSITIONS[commands.Status(b.status)]]
+        for device_id in dict.fromkeys(b.device_id for b in finished):
+            if bus is not None and bus.is_subscribed(device_id, "commands"):
+                self._spawn(self.push(device_id), f"deliver-next:{device_id}")
+
+    def _announce(self, briefs: Iterable[commands.Brief]) -> None:
+        for b in briefs:
+            data = {"id": b.id, "device_id": b.device_id, "type": b.type, "status": b.status}
+            self._gateway.events.publish(b.org_id, "command", {**data, "message": b.message})
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        try:
+            self._tasks.create_task(coro, name=name)
+        except RuntimeError:
+            coro.close()  # shutting down: waiting commands go out on the next connect
+            log.debug("not starting %s during shutdown", name)
+
+
+async def _publish(bus: Bus, device_id: str, payload: bytes) -> bool:
+    try:
+        async with asyncio.timeout(PUBLISH_TIMEOUT_S):
+            return await bus.publish(device_id, "commands", payload)
+    except TimeoutError:
+        log.info("no PUBACK from %s for a command within %.0f s", device_id, PUBLISH_TIMEOUT_S)
+        return False
