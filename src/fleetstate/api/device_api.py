@@ -1,0 +1,239 @@
+"""The device HTTP API (`/v1/devices/...`, SPEC section 4, modelled on Xyte's device API).
+
+Devices authenticate with the bare access key in `Authorization`; a wrong, rotated or deleted
+device's key answers 401 `{"error": "Not authorized"}`. Errors keep Xyte's flat shape
+`{"error": "..."}`, so every handler is wrapped in `_flat_errors`; `device_route` adds the device
+authentication and registers the handler in a route table (with `auth=False`: the Bearer-token
+middleware is for operators). Handlers are thin: decode, call the domain, encode.
+"""
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any, Literal
+
+import msgspec
+from aiohttp import web
+
+from fleetstate import commands, provisioning, reports, telemetry
+from fleetstate.api.commands import DISPATCHER
+from fleetstate.api.context import Services, services
+from fleetstate.api.http import STATUS, decode, json_response
+from fleetstate.api.routing import Handler, RouteTable
+from fleetstate.credentials import Verifier
+from fleetstate.errors import Conflict, FleetstateError, Invalid, TooLarge, Unauthorized
+
+routes = RouteTable()
+DEVICES = "/v1/devices"
+DEVICE = DEVICES + "/{device_id}"
+TAG = "device API"
+DeviceHandler = Callable[[web.Request, str], Awaitable[web.StreamResponse]]
+
+# Hardware-key checks are remembered like device keys (keyed by the stored hash).
+_hardware_keys = Verifier()
+
+
+def flat_error(status: int, message: str) -> web.Response:
+    return json_response({"error": message}, status)
+
+
+def _flat_errors(handler: Handler) -> Handler:
+    @functools.wraps(handler)
+    async def wrapped(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except Unauthorized:
+            return flat_error(401, provisioning.NOT_AUTHORIZED)
+        except FleetstateError as exc:
+            status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 500)
+            return flat_error(status, exc.message)
+        except msgspec.ValidationError as exc:
+            return flat_error(400, f"invalid body: {exc}")
+        except msgspec.DecodeError as exc:
+            return flat_error(400, f"malformed JSON: {exc}")
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            return flat_error(exc.status, exc.reason)
+
+    return wrapped
+
+
+async def authenticated_device(request: web.Request) -> str:
+    """The path's device id, if the request carries that device's current access key."""
+    device_id = request.match_info["device_id"]
+    key = request.headers.get("Authorization", "").strip()
+    if not key or not await services(request).gateway.authenticate(device_id, key):
+        raise Unauthorized(provisioning.NOT_AUTHORIZED)
+    return device_id
+
+
+def device_route(
+    table: RouteTable, method: str, path: str, summary: str, **options: Any
+) -> Callable[[DeviceHandler], Handler]:
+    """Register a handler of an authenticated device's request: (request, device_id)."""
+
+    def register(handler: DeviceHandler) -> Handler:
+        @functools.wraps(handler)
+        async def with_device(request: web.Request) -> web.StreamResponse:
+            return await handler(request, await authenticated_device(request))
+
+        responses = {401: 'wrong key: {"error": "Not authorized"}', **options.pop("responses", {})}
+        wrapped = _flat_errors(with_device)
+        table.add(method, path, summary, TAG, auth=False, responses=responses, **options)(wrapped)
+        return wrapped
+
+    return register
+
+
+async def raw_body(request: web.Request, limit: int) -> bytes:
+    body = await request.read()
+    if not body:
+        raise Invalid("a JSON body is required")
+    if len(body) > limit:
+        raise TooLarge(f"the body is {len(body)} bytes; at most {limit}")
+    return body
+
+
+def hub_urls(svc: Services, request: web.Request) -> tuple[str, str]:
+    """Configured public URLs, else the address this request reached and the bound broker."""
+    hub = svc.config.hub_url or f"{request.scheme}://{request.host}"
+    return hub.rstrip("/"), svc.config.mqtt_hub_url or svc.mqtt_url
+
+
+# -- registration and the device itself ----------------------------------------------------------
+
+
+@routes.add(
+    "POST",
+    DEVICES,
+    "Register a device with a hardware key (no device auth); the access_key is shown once",
+    TAG,
+    auth=False,
+    body=provisioning.Registration,
+    status=201,
+    responses={401: "revoked, exhausted or wrong hardware key", 409: "sn already registered"},
+)
+@_flat_errors
+async def register(request: web.Request) -> web.Response:
+    svc = services(request)
+    registration = await decode(request, provisioning.Registration)
+    done = await provisioning.register(svc.store, _hardware_keys, registration)
+    svc.gateway.deliver(done.changes)
+    hub_url, mqtt_hub_url = hub_urls(svc, request)
+    body = {
+        "id": done.device_id,
+        "access_key": done.access_key,
+        "hub_url": hub_url,
+        "mqtt_hub_url": mqtt_hub_url,
+    }
+    return json_response(body, 201)
+
+
+@device_route(
+    routes,
+    "PUT",
+    DEVICE,
+    "Update the device: firmware_version, name, details; config_version acknowledges that a"
+    " desired-state version was applied",
+    body=provisioning.DeviceUpdate,
+)
+async def update_device(request: web.Request, device_id: str) -> web.Response:
+    svc = services(request)
+    update = await decode(request, provisioning.DeviceUpdate)
+    outcome = await provisioning.update_device(svc.store, device_id, update)
+    if outcome is not None:
+        svc.gateway.publish_report(outcome)
+    return json_response({"success": True})
+
+
+@device_route(
+    routes,
+    "POST",
+    DEVICE + "/telemetry",
+    "Send telemetry (merged into the device's state); the answer says what to fetch next"
+    " (space_data_version is always 0: spaces are not modelled)",
+    body=telemetry.Telemetry,
+    responses={413: "more than 128 KiB"},
+)
+async def send_telemetry(request: web.Request, device_id: str) -> web.Response:
+    svc = services(request)
+    body = await raw_body(request, telemetry.MAX_BODY)
+    await telemetry.record(svc.store, svc.events, device_id, body)
+    return json_response(await telemetry.answer(svc.store, device_id))
+
+
+# -- desired state -------------------------------------------------------------------------------
+
+
+@device_route(routes, "GET", DEVICE + "/config", "The device's current desired-state document")
+async def get_config(request: web.Request, device_id: str) -> web.Response:
+    return json_response(await provisioning.device_config(services(request).store, device_id))
+
+
+@device_route(
+    routes,
+    "POST",
+    DEVICE + "/config",
+    "Report what the device applied (the HTTP twin of devices/{id}/reported)",
+    body=reports.Report,
+)
+async def report_config(request: web.Request, device_id: str) -> web.Response:
+    svc = services(request)
+    raw = await raw_body(request, 256 * 1024)
+    outcome = await reports.record(svc.store, device_id, reports.report_decoder.decode(raw), raw)
+    svc.gateway.publish_report(outcome)
+    body = {"success": True, "version": outcome.version, "status": outcome.status}
+    return json_response({**body, "current": outcome.current})
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+# Xyte's device-facing states onto the command lifecycle (SPEC section 2); `error` = `failed`.
+AckStatus = Literal["ACKNOWLEDGED", "SUCCESS", "FAILED"]
+_ACK_STATUS: dict[str, AckStatus] = {
+    "in_progress": "ACKNOWLEDGED",
+    "done": "SUCCESS",
+    "failed": "FAILED",
+    "error": "FAILED",
+}
+
+
+class CommandAnswer(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    id: str
+    status: Literal["in_progress", "done", "failed", "error"]
+    message: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
+
+
+@device_route(
+    routes,
+    "GET",
+    DEVICE + "/command",
+    "The oldest waiting command (it is then SENT); 204 when none waits",
+    responses={204: "no command waits"},
+)
+async def next_command(request: web.Request, device_id: str) -> web.Response:
+    found = await commands.take_next(services(request).store, device_id)
+    return web.Response(status=204) if found is None else json_response(found)
+
+
+@device_route(
+    routes,
+    "POST",
+    DEVICE + "/command",
+    "Answer a command: in_progress, done, failed (error = failed)",
+    body=CommandAnswer,
+    responses={404: "unknown command, or another device's"},
+)
+async def answer_command(request: web.Request, device_id: str) -> web.Response:
+    given = await decode(request, CommandAnswer)
+    ack = commands.Ack(id=given.id, status=_ACK_STATUS[given.status], message=given.message)
+    outcome = await commands.record_ack(services(request).store, device_id, ack)
+    if outcome.effect == "late":
+        raise Conflict(
+            f"command {given.id!r} is already {outcome.brief.status}; the answer was recorded"
+            " and changes nothing"
+        )
+    if outcome.effect == "applied":
+        # As for an MQTT ack: announce it, and a sequential device's next command may go out.
+        request.app[DISPATCHER].changed([outcome.brief])
+    return json_response({"success": True, "id": given.id, "status": outcome.brief.status})

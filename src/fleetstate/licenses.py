@@ -1,0 +1,179 @@
+"""Device licenses and the operator-set info document (SPEC section 4, modelled on Xyte).
+
+An operator hands a device a license to add, update or remove; the license then waits for the
+device's answer (`inuse`, `removed`, `error`). While any waits, the telemetry answer says
+`new_licenses: true`. The info document is free-form JSON; `version` counts its changes.
+"""
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from fleetstate.canonical import canonical_bytes
+from fleetstate.clock import now_text, rfc3339
+from fleetstate.errors import Invalid, NotFound
+from fleetstate.ids import new_id
+from fleetstate.store import Connection, Store
+
+_LICENSE_COLUMNS = "id, device_id, data, action, expires_at"
+_OPERATOR_COLUMNS = f"{_LICENSE_COLUMNS}, state, error, created_at, updated_at"
+
+
+class NewLicense(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Without `id`: a new license to add. With the `id` of one of the device's licenses: an
+    update (new data or expiry) or its removal."""
+
+    action: Literal["add", "remove", "update"] = "add"
+    data: Annotated[str, msgspec.Meta(max_length=65536)] | None = None
+    id: str | None = None
+    expires_at: str | None = None
+
+
+class LicenseAnswer(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    id: str
+    state: Literal["inuse", "removed", "error"]
+    error: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
+
+
+def _expiry(text: str) -> str:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise Invalid("expires_at must be an RFC 3339 time, e.g. 2027-01-31T00:00:00Z") from exc
+    if moment.tzinfo is None:
+        raise Invalid("expires_at needs a time zone, e.g. 2027-01-31T00:00:00Z")
+    return rfc3339(moment)
+
+
+async def _require_device(conn: Connection, org_id: str, device_id: str) -> None:
+    async with conn.execute(
+        "SELECT 1 FROM devices WHERE id = ? AND org_id = ?", (device_id, org_id)
+    ) as cur:
+        if await cur.fetchone() is None:
+            raise NotFound("device", device_id)
+
+
+# -- licenses ------------------------------------------------------------------------------------
+
+
+async def offer(store: Store, org_id: str, device_id: str, new: NewLicense) -> dict[str, Any]:
+    """Operator: add a license, or ask the device to update or remove one it has."""
+    if new.id is None and new.action != "add":
+        raise Invalid(f"to {new.action} a license, give its id")
+    if new.id is None and new.data is None:
+        raise Invalid("a new license needs its data")
+    expires_at = None if new.expires_at is None else _expiry(new.expires_at)
+    license_id = new.id or new_id()
+
+    async def job(conn: Connection) -> None:
+        await _require_device(conn, org_id, device_id)
+        now = now_text()
+        if new.id is None:
+            await conn.execute(
+                "INSERT INTO licenses (id, device_id, data, action, expires_at, created_at,"
+                " updated_at) VALUES (?, ?, ?, 'add', ?, ?, ?)",
+                (license_id, device_id, new.data, expires_at, now, now),
+            )
+            return
+        async with conn.execute(
+            "UPDATE licenses SET action = ?, data = coalesce(?, data),"
+            " expires_at = coalesce(?, expires_at), state = NULL, error = NULL, updated_at = ?"
+            " WHERE id = ? AND device_id = ? RETURNING id",
+            (new.action, new.data, expires_at, now, license_id, device_id),
+        ) as cur:
+            if await cur.fetchone() is None:
+                raise NotFound("license", license_id)
+
+    await store.write(job)
+    row = await store.fetchone(
+        f"SELECT {_OPERATOR_COLUMNS} FROM licenses WHERE id = ?", (license_id,)
+    )
+    assert row is not None
+    return dict(row)
+
+
+async def list_for_operator(store: Store, org_id: str, device_id: str) -> list[dict[str, Any]]:
+    await store.read(lambda conn: _require_device(conn, org_id, device_id))
+    rows = await store.fetchall(
+        f"SELECT {_OPERATOR_COLUMNS} FROM licenses WHERE device_id = ? ORDER BY id", (device_id,)
+    )
+    return [dict(r) for r in rows]
+
+
+async def pending(store: Store, device_id: str) -> list[dict[str, Any]]:
+    """Device: the licenses whose latest action it has not answered yet."""
+    rows = await store.fetchall(
+        f"SELECT {_LICENSE_COLUMNS} FROM licenses WHERE device_id = ? AND state IS NULL"
+        " ORDER BY id",
+        (device_id,),
+    )
+    return [dict(r) for r in rows]
+
+
+async def answer(store: Store, device_id: str, given: LicenseAnswer) -> dict[str, Any]:
+    """Device: what became of a license. A device may report a later error at any time."""
+
+    async def job(conn: Connection) -> dict[str, Any]:
+        async with conn.execute(
+            "UPDATE licenses SET state = ?, error = ?, updated_at = ?"
+            f" WHERE id = ? AND device_id = ? RETURNING {_LICENSE_COLUMNS}, state, error",
+            (given.state, given.error, now_text(), given.id, device_id),
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            raise NotFound("license", given.id)
+        return dict(row)
+
+    return await store.write(job)
+
+
+# -- info ----------------------------------------------------------------------------------------
+
+
+async def set_info(
+    store: Store, org_id: str, device_id: str, info: dict[str, Any]
+) -> dict[str, Any]:
+    """Operator: replace the info document; the version grows only when the content changed."""
+    text = canonical_bytes(info).decode()
+
+    async def job(conn: Connection) -> None:
+        await _require_device(conn, org_id, device_id)
+        await conn.execute(
+            "INSERT INTO device_info (device_id, info, version, updated_at) VALUES (?, ?, 1, ?)"
+            " ON CONFLICT (device_id) DO UPDATE SET info = excluded.info,"
+            " version = version + 1, updated_at = excluded.updated_at"
+            " WHERE info IS NOT excluded.info",
+            (device_id, text, now_text()),
+        )
+
+    await store.write(job)
+    return await info_of(store, device_id)
+
+
+async def info_of(store: Store, device_id: str) -> dict[str, Any]:
+    row = await store.fetchone(
+        "SELECT info, version, updated_at FROM device_info WHERE device_id = ?", (device_id,)
+    )
+    return {
+        "device_id": device_id,
+        "version": 0 if row is None else row[1],
+        "last_updated": None if row is None else row[2],
+        "info": {} if row is None else msgspec.json.decode(row[0]),
+    }
+
+
+async def operator_info(store: Store, org_id: str, device_id: str) -> dict[str, Any]:
+    await store.read(lambda conn: _require_device(conn, org_id, device_id))
+    return await info_of(store, device_id)
+
+
+async def flags(store: Store, device_id: str) -> tuple[bool, int]:
+    """(`new_licenses`, `info_version`) for the telemetry answer."""
+    row = await store.fetchone(
+        "SELECT EXISTS (SELECT 1 FROM licenses WHERE device_id = ? AND state IS NULL),"
+        " (SELECT version FROM device_info WHERE device_id = ?)",
+        (device_id, device_id),
+    )
+    assert row is not None
+    return bool(row[0]), int(row[1] or 0)

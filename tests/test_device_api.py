@@ -1,0 +1,573 @@
+"""The device HTTP API (SPEC section 4): device-key auth, the device's own update, desired state,
+files, licenses, info and commands over HTTP, and key rotation on HTTP and MQTT."""
+
+import asyncio
+import base64
+import hashlib
+import json
+from typing import Any
+
+import aiohttp
+import aiomqtt
+import pytest
+
+from conftest import WAIT, Api, DeviceFactory, Fleet
+from fleetstate.app import Service
+
+NOT_AUTHORIZED = {"error": "Not authorized"}
+ANSWER_FIELDS = {
+    "config_version",
+    "command",
+    "new_licenses",
+    "info_version",
+    "latest_fw_version",
+    "latest_fw_file_id",
+    "space_data_version",
+    "success",
+}
+
+
+async def device_call(
+    api: Api, method: str, path: str, key: str | None, body: Any = None, raw: bytes | None = None
+) -> tuple[int, Any]:
+    """A request as a device makes it: the bare access key in `Authorization`."""
+    headers = {} if key is None else {"Authorization": key}
+    data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+    if data is not None:
+        headers["Content-Type"] = "application/json"
+    url = path if path.startswith("http") else api.base + path
+    async with api.session.request(method, url, data=data, headers=headers) as response:
+        if response.content_type == "application/json":
+            return response.status, await response.json()
+        return response.status, await response.read()
+
+
+async def telemetry_answer(api: Api, device_id: str, key: str, **body: Any) -> dict[str, Any]:
+    status, answer = await device_call(
+        api, "POST", f"/v1/devices/{device_id}/telemetry", key, {"status": "online", **body}
+    )
+    assert status == 200, answer
+    return dict(answer)
+
+
+async def upload_file(
+    api: Api, profile_id: str, version: str, content: bytes, **extra: Any
+) -> dict[str, Any]:
+    body = {
+        "profile_id": profile_id,
+        "name": "fw",
+        "version": version,
+        "content": base64.b64encode(content).decode(),
+        **extra,
+    }
+    return dict(await api.ok("POST", "/api/v1/files", body, status=201))
+
+
+# -- authentication ------------------------------------------------------------------------------
+
+
+async def test_device_api_wrong_missing_and_other_devices_keys_are_401(
+    api: Api, fleet: Fleet
+) -> None:
+    profile = await fleet.profile()
+    device_id, key = await fleet.device(profile, "a")
+    other_id, other_key = await fleet.device(profile, "b")
+    path = f"/v1/devices/{device_id}/config"
+    assert (await device_call(api, "GET", path, key))[0] == 200
+    for wrong in (None, "", "nope", other_key, f"Bearer {key}"):
+        assert await device_call(api, "GET", path, wrong) == (401, NOT_AUTHORIZED), wrong
+    assert await device_call(api, "GET", f"/v1/devices/{other_id}/config", key) == (
+        401,
+        NOT_AUTHORIZED,
+    )
+    assert await device_call(api, "GET", "/v1/devices/unknown/config", key) == (
+        401,
+        NOT_AUTHORIZED,
+    )
+
+
+async def test_device_api_deleted_device_is_401(api: Api, fleet: Fleet) -> None:
+    device_id, key = await fleet.device(await fleet.profile())
+    await telemetry_answer(api, device_id, key)
+    await api.ok("DELETE", f"/api/v1/devices/{device_id}", status=204)
+    status, answer = await device_call(
+        api, "POST", f"/v1/devices/{device_id}/telemetry", key, {"status": "online"}
+    )
+    assert (status, answer) == (401, NOT_AUTHORIZED)
+
+
+async def test_device_api_rotated_key_stops_working_on_http_at_once(api: Api, fleet: Fleet) -> None:
+    device_id, old_key = await fleet.device(await fleet.profile())
+    await telemetry_answer(api, device_id, old_key)  # the old key is now remembered as good
+    rotated = await api.ok("POST", f"/api/v1/devices/{device_id}/access-key")
+    status, answer = await device_call(
+        api, "POST", f"/v1/devices/{device_id}/telemetry", old_key, {"status": "online"}
+    )
+    assert (status, answer) == (401, NOT_AUTHORIZED)
+    await telemetry_answer(api, device_id, rotated["access_key"])
+
+
+async def test_device_api_rotated_key_ends_a_connected_mqtt_session(
+    api: Api, fleet: Fleet, connect: DeviceFactory
+) -> None:
+    device_id, old_key = await fleet.device(await fleet.profile())
+    async with connect(device_id, old_key) as device:
+        await device.desired()
+        rotated = await api.ok("POST", f"/api/v1/devices/{device_id}/access-key")
+        with pytest.raises(aiomqtt.MqttError):
+            async with asyncio.timeout(WAIT):
+                async for _message in device.client.messages:
+                    pass
+    with pytest.raises(aiomqtt.MqttError):
+        async with connect(device_id, old_key):
+            pass
+    async with connect(device_id, rotated["access_key"]) as device:
+        assert (await device.desired())["version"] >= 1
+
+
+# -- the device itself and its desired state -----------------------------------------------------
+
+
+async def test_device_api_put_updates_firmware_name_and_details(api: Api, fleet: Fleet) -> None:
+    device_id, key = await fleet.device(await fleet.profile(), "old name")
+    body = {"firmware_version": "2.0.1", "name": "new name", "details": {"rack": 4}}
+    status, answer = await device_call(api, "PUT", f"/v1/devices/{device_id}", key, body)
+    assert (status, answer) == (200, {"success": True})
+    device = await api.ok("GET", f"/api/v1/devices/{device_id}")
+    assert (device["firmware_version"], device["name"]) == ("2.0.1", "new name")
+
+
+async def test_device_api_put_bad_bodies_are_400_and_change_nothing(api: Api, fleet: Fleet) -> None:
+    device_id, key = await fleet.device(await fleet.profile(), "name")
+    path = f"/v1/devices/{device_id}"
+    for body in (
+        {"firmware_version": "2.0.1", "colour": "red"},
+        {"firmware_version": 2},
+        {"name": "   "},
+        {"details": [1, 2]},
+        {"config_version": 99, "name": "other"},
+    ):
+        status, answer = await device_call(api, "PUT", path, key, body)
+        assert status == 400, (body, answer)
+        assert isinstance(answer["error"], str)
+    assert (await device_call(api, "PUT", path, key, raw=b"{nope"))[0] == 400
+    device = await api.ok("GET", f"/api/v1/devices/{device_id}")
+    assert (device["firmware_version"], device["name"]) == (None, "name")
+
+
+async def test_device_api_get_config_is_the_desired_document(api: Api, fleet: Fleet) -> None:
+    profile = await fleet.profile()
+    device_id, key = await fleet.device(profile, "thermo")
+    artefact = await fleet.artefact(profile, {"setpoint": 21})
+    await fleet.bind("device", device_id, artefact["id"])
+    status, answer = await device_call(api, "GET", f"/v1/devices/{device_id}/config", key)
+    assert status == 200
+    assert set(answer) == {"device_id", "name", "version", "last_updated", "config"}
+    assert (answer["device_id"], answer["name"]) == (device_id, "thermo")
+    document = await api.ok("GET", f"/api/v1/devices/{device_id}/desired-state")
+    assert answer["config"]["configs"] == document["configs"]
+    assert answer["version"] == answer["config"]["version"] == document["version"]
+    assert answer["last_updated"] == answer["config"]["issued_at"]
+
+
+async def test_device_api_put_config_version_acknowledges_like_an_accepted_report(
+    api: Api, fleet: Fleet
+) -> None:
+    profile = await fleet.profile()
+    device_id, key = await fleet.device(profile)
+    artefact = await fleet.artefact(profile, {"setpoint": 21})
+    binding = await fleet.bind("device", device_id, artefact["id"])
+    version = (await telemetry_answer(api, device_id, key))["config_version"]
+    status, _ = await device_call(
+        api, "PUT", f"/v1/devices/{device_id}", key, {"config_version": version}
+    )
+    assert status == 200
+    device = await api.ok("GET", f"/api/v1/devices/{device_id}")
+    assert (device["reported_version"], device["config_status"]) == (version, "ACCEPTED")
+    (row,) = (await api.ok("GET", f"/api/v1/desired-state-bindings/{binding['id']}"))["devices"]
+    assert (row["status"], row["hash"]) == ("ACCEPTED", artefact["hash"])
+
+
+async def test_device_api_put_unknown_config_version_is_400(api: Api, fleet: Fleet) -> None:
+    device_id, key = await fleet.device(await fleet.profile())
+    version = (await telemetry_answer(api, device_id, key))["config_version"]
+    for bad in (version + 1, 0):
+        status, answer = await device_call(
+            api, "PUT", f"/v1/devices/{device_id}", key, {"config_version": bad}
+        )
+        assert status == 400, answer
+    device = await api.ok("GET", f"/api/v1/devices/{device_id}")
+    assert device["config_status"] == "PENDING"
+
+
+async def test_device_api_post_config_is_the_twin_of_reported(api: Api, fleet: Fleet) -> None:
+    profile = await fleet.profile()
+    device_id, key = await fleet.device(profile)
+    artefact = await fleet.artefact(profile, {"setpoint": 21})
+    await fleet.bind("device", device_id, artefact["id"])
+    path = f"/v1/devices/{device_id}/config"
+    doc = (await device_call(api, "GET", path, key))[1]["config"]
+    wrong = _report(doc, "ACCEPTED", "sha256:" + "0" * 64)
+    status, answer = await device_call(api, "POST", path, key, wrong)
+    assert (status, answer["status"], answer["current"]) == (200, "FAILED", True)
+    device = await api.ok("GET", f"/api/v1/devices/{device_id}")
+    assert "hash mismatch" in device["reported_message"]
+    status, answer = await device_call(api, "POST", path, key, _report(doc, "ACCEPTED"))
+    assert (status, answer["status"]) == (200, "ACCEPTED")
+    assert (await api.ok("GET", f"/api/v1/devices/{device_id}"))["config_status"] == "ACCEPTED"
+
+
+async def test_device_api_post_config_bad_reports_are_400_and_change_nothing(
+    api: Api, fleet: Fleet
+) -> None:
+    device_id, key = await fleet.device(await fleet.profile())
+    path = f"/v1/devices/{device_id}/config"
+    doc = (await device_call(api, "GET", path, key))[1]["config"]
+    for body in (
+        {"version": doc["version"], "status": "GREAT"},
+        {"version": doc["version"], "status": "ACCEPTED", "extra": 1},
+        {"version": doc["version"] + 5, "status": "ACCEPTED"},
+    ):
+        status, answer = await device_call(api, "POST", path, key, body)
+        assert status == 400, (body, answer)
+        assert isinstance(answer["error"], str)
+    assert (await device_call(api, "POST", path, key, raw=b"[1,"))[0] == 400
+    device = await api.ok("GET", f"/api/v1/devices/{device_id}")
+    assert device["reported_version"] is None
+
+
+def _report(doc: dict[str, Any], status: str, hash_: str | None = None) -> dict[str, Any]:
+    configs = [
+        {"slot": c["slot"], "artefact_id": c["artefact_id"], "hash": hash_ or c["hash"]}
+        for c in doc["configs"]
+    ]
+    return {
+        "version": doc["version"],
+        "status": status,
+        "configs": [{**c, "status": status} for c in configs],
+    }
+
+
+# -- files ---------------------------------------------------------------------------------------
+
+
+async def test_device_api_files_list_get_and_download_with_the_device_key(
+    api: Api, fleet: Fleet, service: Service
+) -> None:
+    profile = await fleet.profile()
+    device_id, key = await fleet.device(profile)
+    content = b"\x00firmware image\xff" * 100
+    created = await upload_file(api, profile, "1.2.3", content)
+    assert created["sha256"] == hashlib.sha256(content).hexdigest()
+    assert (created["size"], created["file_type"]) == (len(content), "firmware")
+    status, listed = await device_call(api, "GET", f"/v1/devices/{device_id}/files", key)
+    assert status == 200
+    (item,) = listed
+    assert set(item) == {"id", "name", "url", "version", "file_type", "created_at"}
+    status, one = await device_call(
+        api, "GET", f"/v1/devices/{device_id}/files/{created['id']}", key
+    )
+    assert (status, one) == (200, item)
+    assert one["url"].startswith(service.http_url + "/v1/devices/")
+    assert await device_call(api, "GET", one["url"], key) == (200, content)
+    assert await device_call(api, "GET", one["url"], "wrong") == (401, NOT_AUTHORIZED)
+
+
+async def test_device_api_files_over_the_1_mib_request_limit_upload(api: Api, fleet: Fleet) -> None:
+    profile = await fleet.profile()
+    device_id, key = await fleet.device(profile)
+    content = bytes(range(256)) * (3 * 4096)  # 3 MiB
+    created = await upload_file(api, profile, "3.0.0", content)
+    path = f"/v1/devices/{device_id}/files/{created['id']}/download"
+    assert await device_call(api, "GET", path, key) == (200, content)
+
+
+async def test_device_api_another_profiles_file_is_404(api: Api, fleet: Fleet) -> None:
+    device_id, key = await fleet.device(await fleet.profile("a"))
+    other = await upload_file(api, await fleet.profile("b"), "1.0.0", b"x")
+    for path in (f"files/{other['id']}", f"files/{other['id']}/download", "files/unknown"):
+        status, answer = await device_call(api, "GET", f"/v1/devices/{device_id}/{path}", key)
+        assert status == 404, path
+        assert isinstance(answer["error"], str)
+    assert (await device_call(api, "GET", f"/v1/devices/{device_id}/files", key))[1] == []
+
+
+async def test_device_api_file_uploads_with_bad_input_are_refused(api: Api, fleet: Fleet) -> None:
+    profile = await fleet.profile()
+    await upload_file(api, profile, "1.0.0", b"one")
+    b64 = base64.b64encode(b"x").decode()
+    good = {"profile_id": profile, "name": "fw", "version": "2.0.0", "content": b64}
+    for change, expected in (
+        ({"version": "1.2"}, 400),
+        ({"version": "v1.2.3"}, 400),
+        ({"file_type": "Firm Ware"}, 400),
+        ({"content": "not base64!"}, 400),
+        ({"content": ""}, 400),
+        ({"colour": "red"}, 400),
+        ({"profile_id": "unknown"}, 404),
+        ({"version": "1.0.0"}, 409),
+    ):
+        status, answer = await api.post("/api/v1/files", {**good, **change})
+        assert status == expected, (change, answer)
+    big = base64.b64encode(b"x" * (8 * 1024 * 1024 + 1)).decode()
+    status, _ = await api.post("/api/v1/files", {**good, "content": big})
+    assert status == 413
+    listed = await api.ok("GET", f"/api/v1/files?profile_id={profile}")
+    assert [f["version"] for f in listed["items"]] == ["1.0.0"]
+
+
+async def test_device_api_files_are_scoped_to_the_organization(api: Api, fleet: Fleet) -> None:
+    created = await upload_file(api, await fleet.profile(), "1.0.0", b"x")
+    org = await api.ok("POST", "/api/v1/organizations", {"slug": "acme", "name": "A"}, status=201)
+    acme = api.as_token(org["token"])
+    assert (await acme.get(f"/api/v1/files/{created['id']}"))[0] == 404
+    assert (await acme.ok("GET", "/api/v1/files"))["items"] == []
+    assert (await api.ok("GET", f"/api/v1/files/{created['id']}"))["id"] == created["id"]
+
+
+# -- licenses and info ---------------------------------------------------------------------------
+
+
+async def test_device_api_licenses_are_offered_answered_and_removed(api: Api, fleet: Fleet) -> None:
+    device_id, key = await fleet.device(await fleet.profile())
+    path = f"/v1/devices/{device_id}/licenses"
+    assert (await telemetry_answer(api, device_id, key))["new_licenses"] is False
+    offered = await api.ok(
+        "POST",
+        f"/api/v1/devices/{device_id}/licenses",
+        {"data": "feature=pro", "expires_at": "2030-01-01T00:00:00Z"},
+        status=201,
+    )
+    assert (await telemetry_answer(api, device_id, key))["new_licenses"] is True
+    status, pending = await device_call(api, "GET", path, key)
+    assert status == 200
+    assert pending == [
+        {
+            "id": offered["id"],
+            "device_id": device_id,
+            "data": "feature=pro",
+            "action": "add",
+            "expires_at": "2030-01-01T00:00:00.000Z",
+        }
+    ]
+    answer = {"id": offered["id"], "state": "inuse"}
+    assert (await device_call(api, "POST", path, key, answer))[0] == 200
+    assert (await telemetry_answer(api, device_id, key))["new_licenses"] is False
+    assert (await device_call(api, "GET", path, key))[1] == []
+    await api.ok(
+        "POST",
+        f"/api/v1/devices/{device_id}/licenses",
+        {"id": offered["id"], "action": "remove"},
+        status=201,
+    )
+    assert (await telemetry_answer(api, device_id, key))["new_licenses"] is True
+    (removal,) = (await device_call(api, "GET", path, key))[1]
+    assert removal["action"] == "remove"
+    await device_call(api, "POST", path, key, {"id": offered["id"], "state": "removed"})
+    assert (await telemetry_answer(api, device_id, key))["new_licenses"] is False
+    listed = await api.ok("GET", f"/api/v1/devices/{device_id}/licenses")
+    assert [(x["action"], x["state"]) for x in listed["items"]] == [("remove", "removed")]
+
+
+async def test_device_api_bad_license_input_is_refused(api: Api, fleet: Fleet) -> None:
+    device_id, key = await fleet.device(await fleet.profile())
+    other_id, _ = await fleet.device(await fleet.profile("other"))
+    operator = f"/api/v1/devices/{device_id}/licenses"
+    for body, expected in (
+        ({}, 400),
+        ({"action": "remove"}, 400),
+        ({"data": "x", "expires_at": "tomorrow"}, 400),
+        ({"data": "x", "colour": 1}, 400),
+        ({"id": "unknown", "action": "update", "data": "y"}, 404),
+    ):
+        status, answer = await api.post(operator, body)
+        assert status == expected, (body, answer)
+    theirs = await api.ok("POST", f"/api/v1/devices/{other_id}/licenses", {"data": "x"}, status=201)
+    path = f"/v1/devices/{device_id}/licenses"
+    for body, expected in (
+        ({"id": theirs["id"], "state": "inuse"}, 404),
+        ({"id": theirs["id"], "state": "great"}, 400),
+        ({"id": theirs["id"], "state": "inuse", "extra": 1}, 400),
+    ):
+        status, answer = await device_call(api, "POST", path, key, body)
+        assert status == expected, (body, answer)
+        assert isinstance(answer["error"], str)
+    assert (await api.ok("GET", operator))["items"] == []
+    (their_license,) = (await api.ok("GET", f"/api/v1/devices/{other_id}/licenses"))["items"]
+    assert their_license["state"] is None
+
+
+async def test_device_api_info_version_counts_changes(api: Api, fleet: Fleet) -> None:
+    device_id, key = await fleet.device(await fleet.profile())
+    path = f"/api/v1/devices/{device_id}/info"
+    assert (await telemetry_answer(api, device_id, key))["info_version"] == 0
+    await api.ok("PUT", path, {"site": "Lisbon", "floor": 2})
+    assert (await telemetry_answer(api, device_id, key))["info_version"] == 1
+    await api.ok("PUT", path, {"floor": 2, "site": "Lisbon"})  # the same document
+    assert (await telemetry_answer(api, device_id, key))["info_version"] == 1
+    await api.ok("PUT", path, {"site": "Porto"})
+    assert (await telemetry_answer(api, device_id, key))["info_version"] == 2
+    status, info = await device_call(api, "GET", f"/v1/devices/{device_id}/info", key)
+    assert status == 200
+    assert (info["version"], info["info"]) == (2, {"site": "Porto"})
+    assert (await api.ok("GET", path))["info"] == {"site": "Porto"}
+
+
+async def test_device_api_bad_info_is_refused(api: Api, fleet: Fleet) -> None:
+    device_id, _ = await fleet.device(await fleet.profile())
+    path = f"/api/v1/devices/{device_id}/info"
+    assert (await api.put(path, [1, 2]))[0] == 400
+    assert (await api.call("PUT", path, raw=b"{nope"))[0] == 400
+    assert (await api.put("/api/v1/devices/unknown/info", {"a": 1}))[0] == 404
+    org = await api.ok("POST", "/api/v1/organizations", {"slug": "acme", "name": "A"}, status=201)
+    assert (await api.as_token(org["token"]).put(path, {"a": 1}))[0] == 404
+    assert (await api.ok("GET", path))["version"] == 0
+
+
+# -- commands ------------------------------------------------------------------------------------
+
+
+async def send_command(api: Api, device_id: str, kind: str = "REBOOT") -> dict[str, Any]:
+    path = f"/api/v1/devices/{device_id}/commands"
+    return dict(await api.ok("POST", path, {"type": kind}, status=201))
+
+
+async def command_status(api: Api, device_id: str, command_id: str) -> str:
+    found = await api.ok("GET", f"/api/v1/devices/{device_id}/commands/{command_id}")
+    return str(found["status"])
+
+
+async def test_device_api_commands_are_taken_and_answered_over_http(api: Api, fleet: Fleet) -> None:
+    device_id, key = await fleet.device(await fleet.profile())
+    path = f"/v1/devices/{device_id}/command"
+    assert await device_call(api, "GET", path, key) == (204, b"")
+    first = await send_command(api, device_id)
+    second = await send_command(api, device_id)
+    assert (await telemetry_answer(api, device_id, key))["command"] is True
+    status, taken = await device_call(api, "GET", path, key)
+    assert (status, taken) == (
+        200,
+        {
+            "id": first["id"],
+            "device_id": device_id,
+            "status": "pending",
+            "name": "REBOOT",
+            "parameters": {},
+        },
+    )
+    assert await command_status(api, device_id, first["id"]) == "SENT"
+    for answer, lifecycle in (("in_progress", "ACKNOWLEDGED"), ("done", "SUCCESS")):
+        status, body = await device_call(
+            api, "POST", path, key, {"id": first["id"], "status": answer}
+        )
+        assert (status, body["status"]) == (200, lifecycle)
+        assert await command_status(api, device_id, first["id"]) == lifecycle
+    assert (await device_call(api, "GET", path, key))[1]["id"] == second["id"]
+    answer = {"id": second["id"], "status": "error", "message": "no power"}
+    assert (await device_call(api, "POST", path, key, answer))[0] == 200
+    found = await api.ok("GET", f"/api/v1/devices/{device_id}/commands/{second['id']}")
+    assert (found["status"], found["message"]) == ("FAILED", "no power")
+    assert (await telemetry_answer(api, device_id, key))["command"] is False
+    assert await device_call(api, "GET", path, key) == (204, b"")
+
+
+async def test_device_api_bad_command_answers_are_refused_and_change_nothing(
+    api: Api, fleet: Fleet
+) -> None:
+    profile = await fleet.profile()
+    device_id, key = await fleet.device(profile, "a")
+    other_id, _ = await fleet.device(profile, "b")
+    mine = await send_command(api, device_id)
+    theirs = await send_command(api, other_id)
+    path = f"/v1/devices/{device_id}/command"
+    for body, expected in (
+        ({"id": "unknown", "status": "done"}, 404),
+        ({"id": theirs["id"], "status": "done"}, 404),
+        ({"id": mine["id"], "status": "finished"}, 400),
+        ({"id": mine["id"], "status": "done", "extra": 1}, 400),
+        ({"status": "done"}, 400),
+    ):
+        status, answer = await device_call(api, "POST", path, key, body)
+        assert status == expected, (body, answer)
+        assert isinstance(answer["error"], str)
+    assert await command_status(api, device_id, mine["id"]) == "PENDING"
+    assert await command_status(api, other_id, theirs["id"]) == "PENDING"
+    await device_call(api, "POST", path, key, {"id": mine["id"], "status": "done"})
+    status, answer = await device_call(
+        api, "POST", path, key, {"id": mine["id"], "status": "failed"}
+    )
+    assert status == 409
+    assert "SUCCESS" in answer["error"]
+    assert await command_status(api, device_id, mine["id"]) == "SUCCESS"
+
+
+async def test_device_api_mixed_http_telemetry_and_mqtt_commands(
+    api: Api, fleet: Fleet, connect: DeviceFactory
+) -> None:
+    device_id, key = await fleet.device(await fleet.profile())
+    async with connect(device_id, key) as device:
+        await device.desired()
+        assert (await telemetry_answer(api, device_id, key))["command"] is False
+        created = await send_command(api, device_id)
+        _topic, delivered = await device.next("commands")
+        assert (delivered["id"], delivered["type"]) == (created["id"], "REBOOT")
+        assert await command_status(api, device_id, created["id"]) == "SENT"
+        assert (await telemetry_answer(api, device_id, key))["command"] is True
+        path = f"/v1/devices/{device_id}/command"
+        assert (await device_call(api, "GET", path, key))[1]["id"] == created["id"]
+        assert (await telemetry_answer(api, device_id, key))["command"] is True
+        await device.publish("commands/ack", {"id": created["id"], "status": "ACKNOWLEDGED"})
+        assert (await telemetry_answer(api, device_id, key))["command"] is False
+        answer = {"id": created["id"], "status": "done"}
+        assert (await device_call(api, "POST", path, key, answer))[0] == 200
+    assert await command_status(api, device_id, created["id"]) == "SUCCESS"
+
+
+async def test_device_api_http_answer_releases_the_next_sequential_command_over_mqtt(
+    api: Api, fleet: Fleet, connect: DeviceFactory
+) -> None:
+    profile = await api.ok(
+        "POST",
+        "/api/v1/device-profiles",
+        {"name": "seq", "config_schema": {"type": "object"}, "command_delivery": "sequential"},
+        status=201,
+    )
+    device_id, key = await fleet.device(profile["id"])
+    async with connect(device_id, key) as device:
+        first = await send_command(api, device_id)
+        second = await send_command(api, device_id)
+        assert (await device.next("commands"))[1]["id"] == first["id"]
+        answer = {"id": first["id"], "status": "done"}
+        path = f"/v1/devices/{device_id}/command"
+        assert (await device_call(api, "POST", path, key, answer))[0] == 200
+        assert (await device.next("commands"))[1]["id"] == second["id"]
+
+
+# -- the route table -----------------------------------------------------------------------------
+
+
+async def test_device_api_routes_are_documented_without_bearer_auth(api: Api) -> None:
+    paths = (await api.ok("GET", "/api/v1/openapi.json"))["paths"]
+    for path, method in (
+        ("/v1/devices", "post"),
+        ("/v1/devices/{device_id}", "put"),
+        ("/v1/devices/{device_id}/telemetry", "post"),
+        ("/v1/devices/{device_id}/config", "get"),
+        ("/v1/devices/{device_id}/config", "post"),
+        ("/v1/devices/{device_id}/command", "get"),
+        ("/v1/devices/{device_id}/command", "post"),
+        ("/v1/devices/{device_id}/licenses", "get"),
+        ("/v1/devices/{device_id}/info", "get"),
+        ("/v1/devices/{device_id}/files/{file_id}", "get"),
+    ):
+        operation = paths[path][method]
+        assert "security" not in operation, path
+    for path in ("/api/v1/hardware-keys", "/api/v1/files", "/api/v1/devices/{device_id}/telemetry"):
+        assert paths[path]["get"]["security"] == [{"bearer": []}]
+
+
+async def test_device_api_unknown_route_under_v1_is_404(
+    http: aiohttp.ClientSession, api: Api
+) -> None:
+    async with http.get(api.base + "/v1/devices/x/nothing-here") as response:
+        assert response.status == 404
