@@ -61,26 +61,63 @@ async def create_inline(store: Store, org_id: str, new: NewArtefact) -> dict[str
     artefact_id = new_id()
 
     async def job(conn: Connection) -> None:
-        version = await _next_version(conn, org_id, new.name, new.profile_id)
-        await conn.execute(
-            "INSERT INTO config_artefacts (id, org_id, name, version, profile_id, content, size,"
-            " hash, content_type, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                artefact_id,
-                org_id,
-                new.name,
-                version,
-                new.profile_id,
-                data,
-                len(data),
-                content_hash(data),
-                "application/json",
-                now_text(),
+        await insert_version(
+            conn,
+            org_id,
+            artefact_id,
+            new.name,
+            new.profile_id,
+            StoredContent(
+                size=len(data),
+                hash=content_hash(data),
+                content_type="application/json",
+                content=data,
             ),
         )
 
     await store.write(job)
     return await get(store, org_id, artefact_id)
+
+
+class StoredContent(msgspec.Struct, frozen=True, kw_only=True):
+    """Where an artefact's bytes are: inline `content`, or `blob_key` in the blob store."""
+
+    size: int
+    hash: str
+    """`sha256:<hex>` of exactly the stored bytes."""
+    content_type: str
+    content: bytes | None = None
+    blob_key: str | None = None
+
+
+async def insert_version(
+    conn: Connection,
+    org_id: str,
+    artefact_id: str,
+    name: str,
+    profile_id: str,
+    stored: StoredContent,
+) -> int:
+    """Insert the next version of `name` inside the caller's write job; return its version."""
+    version = await _next_version(conn, org_id, name, profile_id)
+    await conn.execute(
+        "INSERT INTO config_artefacts (id, org_id, name, version, profile_id, content, blob_key,"
+        " size, hash, content_type, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            artefact_id,
+            org_id,
+            name,
+            version,
+            profile_id,
+            stored.content,
+            stored.blob_key,
+            stored.size,
+            stored.hash,
+            stored.content_type,
+            now_text(),
+        ),
+    )
+    return version
 
 
 async def _next_version(conn: Connection, org_id: str, name: str, profile_id: str) -> int:

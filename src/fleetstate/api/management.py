@@ -3,6 +3,7 @@
 from aiohttp import web
 
 from fleetstate import artefacts, bindings, devices, groups, profiles, tenancy
+from fleetstate.api import downloads, uploads
 from fleetstate.api.context import services
 from fleetstate.api.http import decode, json_response, org_id, page, principal
 from fleetstate.api.routing import RouteTable
@@ -312,12 +313,15 @@ async def list_artefacts(request: web.Request) -> web.Response:
 @routes.add(
     "POST",
     f"{API}/config-artefacts",
-    "Create the next version of a config artefact (validated against its profile)",
+    "Create the next version of a config artefact (validated against its profile);"
+    " the body is {name, profile_id, content} or, after an upload URL, {upload_id}",
     "artefacts",
     body=artefacts.NewArtefact,
     status=201,
 )
 async def create_artefact(request: web.Request) -> web.Response:
+    if (finalized := await uploads.finalize_if_upload(request)) is not None:
+        return finalized  # the body was {upload_id}: the upload-URL flow's second step
     new = await decode(request, artefacts.NewArtefact)
     created = await artefacts.create_inline(services(request).store, org_id(request), new)
     return json_response(created, 201)
@@ -336,13 +340,14 @@ async def get_artefact(request: web.Request) -> web.Response:
     f"{API}/config-artefacts/{{artefact_id}}/content",
     "The artefact's exact stored bytes",
     "artefacts",
+    responses={302: "redirect to a fresh presigned URL (S3 blob store)"},
 )
-async def artefact_content(request: web.Request) -> web.Response:
+async def artefact_content(request: web.Request) -> web.StreamResponse:
     found = await artefacts.inline_content(
         services(request).store, org_id(request), request.match_info["artefact_id"]
     )
-    if found is None:
-        raise Invalid("this artefact is kept in the blob store; download it through a device")
+    if found is None:  # kept in the blob store
+        return await downloads.blob_content(request, request.match_info["artefact_id"])
     data, content_type = found
     return web.Response(body=data, content_type=content_type)
 

@@ -8,7 +8,8 @@ import msgspec
 from fleetstate import __version__
 from fleetstate.api.routing import Route
 
-_PARAM = re.compile(r"\{(\w+)\}")
+_PARAM = re.compile(r"\{(\w+)(?::[^{}]*)?\}")
+"""A path parameter; aiohttp's `{name:regex}` form is documented as OpenAPI's plain `{name}`."""
 
 
 def document(routes: list[Route]) -> dict[str, Any]:
@@ -19,7 +20,8 @@ def document(routes: list[Route]) -> dict[str, Any]:
     refs = dict(zip(bodies, schemas, strict=True))
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
-        paths.setdefault(route.path, {})[route.method.lower()] = _operation(route, refs)
+        path = _PARAM.sub(r"{\1}", route.path)
+        paths.setdefault(path, {})[route.method.lower()] = _operation(route, refs)
     return {
         "openapi": "3.1.0",
         "info": {"title": "fleetstate", "version": __version__},
