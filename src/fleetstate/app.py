@@ -7,6 +7,7 @@ one TaskGroup, so an unexpected crash in any of them ends the service loudly.
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -15,13 +16,16 @@ from pathlib import Path
 
 from aiohttp import web
 
-from fleetstate import devices, tenancy
+from fleetstate import commands, desired, devices, telemetry, tenancy, uploads
+from fleetstate.api.commands import DISPATCHER
 from fleetstate.api.context import Services
 from fleetstate.api.server import build_app
+from fleetstate.blobs import open_blob_store
 from fleetstate.bus.embedded import EmbeddedBroker
 from fleetstate.config import Config, split_hostport
 from fleetstate.events import EventHub
 from fleetstate.gateway import Gateway
+from fleetstate.scheduler import Dispatcher
 from fleetstate.store import Store
 
 log = logging.getLogger(__name__)
@@ -52,6 +56,10 @@ async def start(config: Config) -> AsyncIterator[Service]:
         store = await Store.open(config.data_dir / DATABASE, config.batch_max)
         stack.push_async_callback(store.close)
         tasks.create_task(store.writer_loop(), name="store-writer")
+        # Local blob URLs point at our HTTP server, whose address is known once it is bound.
+        public_url = [config.hub_url or ""]
+        blobs = await open_blob_store(config.blobs, config.data_dir, lambda: public_url[0])
+        stack.push_async_callback(blobs.close)
         await devices.mark_all_offline(store)
         token_file = await _bootstrap(store, config)
 
@@ -63,15 +71,46 @@ async def start(config: Config) -> AsyncIterator[Service]:
         gateway.bus = broker
         # Features hook in here: MQTT handlers (gateway.inbound), connect and delivery hooks,
         # and their background loops as named tasks of `tasks`.
+        # Commands: acks, delivery on connect, bind/unbind tracking, one loop over deadlines
+        # (what fell due while stopped times out before anything is served).
+        desired.on_change = commands.track_changes
+        dispatcher = Dispatcher(store, gateway, tasks)
+        dispatcher.install()
+        await dispatcher.deadlines.start()
+        command_deadlines = tasks.create_task(dispatcher.deadlines.run(), name="command-deadlines")
+        stack.callback(command_deadlines.cancel)
+        upload_cleanup = tasks.create_task(
+            uploads.cleanup_loop(store, blobs, config.uploads.cleanup_interval_s),
+            name="upload-cleanup",
+        )
+        stack.callback(upload_cleanup.cancel)
+        gateway.inbound["telemetry"] = functools.partial(telemetry.record, store, events)
+        retention = tasks.create_task(
+            telemetry.retention_loop(store, config.telemetry_retention_days),
+            name="telemetry-retention",
+        )
+        stack.callback(retention.cancel)
 
-        app = build_app(Services(store=store, gateway=gateway, config=config, events=events))
+        app = build_app(
+            Services(
+                store=store,
+                gateway=gateway,
+                config=config,
+                events=events,
+                blobs=blobs,
+                mqtt_url=f"mqtt://{_url_host(mqtt_host)}:{mqtt_port}",
+            )
+        )
+        app[DISPATCHER] = dispatcher
         http_host, http_port = await _serve_http(stack, app, config)
+        http_url = f"http://{_url_host(http_host)}:{http_port}"
+        public_url[0] = config.hub_url or http_url
         yield Service(
             config=config,
             store=store,
             gateway=gateway,
             broker=broker,
-            http_url=f"http://{_url_host(http_host)}:{http_port}",
+            http_url=http_url,
             mqtt_url=f"mqtt://{_url_host(mqtt_host)}:{mqtt_port}",
             admin_token_file=token_file,
             http_app=app,

@@ -5,11 +5,13 @@ The order is the SPEC's (section 1): flags override the file, environment variab
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
+from fleetstate.blobs import BlobConfig
 from fleetstate.errors import Invalid
+from fleetstate.uploads import UploadConfig
 
 ENV_PREFIX = "FLEETSTATE_"
 
@@ -32,6 +34,12 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     """A device that publishes this many times on topics it may not use is disconnected."""
     batch_max: int = 512
     """Most writes committed together in one SQLite transaction (group commit)."""
+    telemetry_retention_days: Annotated[int, msgspec.Meta(ge=0)] = 30
+    """Telemetry history older than this many days is removed; 0 keeps it forever."""
+    blobs: BlobConfig = BlobConfig()
+    """The `[blobs]` table: where large artefacts live (local files or an S3-compatible bucket)."""
+    uploads: UploadConfig = UploadConfig()
+    """The `[uploads]` table: limits of the upload-URL flow and the removal of expired uploads."""
 
     @property
     def data_dir(self) -> Path:

@@ -4,6 +4,7 @@ Every change that can alter a device's effective desired state re-resolves it in
 job and returns the documents to deliver.
 """
 
+import asyncio
 import re
 from typing import Any
 
@@ -84,11 +85,16 @@ async def _check_components(conn: Connection, org_id: str, components: list[Comp
         await _check_profile(conn, org_id, component.sensor_profile_id, "sensor")
 
 
+async def _hash_key(access_key: str) -> str:
+    # scrypt releases the GIL: hashing in a thread keeps the event loop serving devices.
+    return await asyncio.to_thread(credentials.hash_secret, access_key, credentials.DEVICE_KEY_COST)
+
+
 async def create(store: Store, org_id: str, new: NewDevice) -> Created:
     if not new.name.strip():
         raise Invalid("name must not be empty")
     device_id, access_key = new_id(), credentials.new_secret()
-    key_hash = credentials.hash_secret(access_key, credentials.DEVICE_KEY_COST)
+    key_hash = await _hash_key(access_key)
 
     async def job(conn: Connection) -> list[desired.DesiredChange]:
         await _check_profile(conn, org_id, new.profile_id, "device")
@@ -189,7 +195,7 @@ def _like_prefix(text: str) -> str:
 
 async def rotate_key(store: Store, org_id: str, device_id: str) -> str:
     access_key = credentials.new_secret()
-    key_hash = credentials.hash_secret(access_key, credentials.DEVICE_KEY_COST)
+    key_hash = await _hash_key(access_key)
 
     async def job(conn: Connection) -> None:
         await _require_device(conn, org_id, device_id)

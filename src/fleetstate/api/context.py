@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from fleetstate.blobs import BlobStore
 from fleetstate.config import Config
 from fleetstate.events import EventHub
 from fleetstate.gateway import Gateway
@@ -16,6 +17,9 @@ class Services:
     gateway: Gateway
     config: Config
     events: EventHub
+    blobs: BlobStore
+    mqtt_url: str = ""
+    """The broker's bound address (mqtt://HOST:PORT), the default `mqtt_hub_url` for devices."""
 
 
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)

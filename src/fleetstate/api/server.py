@@ -2,7 +2,16 @@
 
 from aiohttp import web
 
-from fleetstate.api import events, management, operations
+from fleetstate.api import (
+    commands,
+    device_api,
+    device_extras,
+    events,
+    fleet_extras,
+    management,
+    operations,
+    uploads,
+)
 from fleetstate.api.context import SERVICES, Services
 from fleetstate.api.http import PRINCIPAL, auth_middleware, errors_middleware
 from fleetstate.api.routing import RouteTable
@@ -14,7 +23,17 @@ MAX_BODY = 1024 * 1024
 def build_app(svc: Services) -> web.Application:
     table = RouteTable()
     # Each feature's route table is listed here.
-    for part in (management.routes, operations.routes, events.routes):
+    for part in (
+        management.routes,
+        operations.routes,
+        events.routes,
+        uploads.routes,
+        uploads.blob_table(svc.blobs),
+        device_api.routes,
+        device_extras.routes,
+        fleet_extras.routes,
+        commands.routes,
+    ):
         table.routes.extend(part.routes)
     public = {path for _method, path in table.public_paths()}
     app = web.Application(
