@@ -4,6 +4,8 @@ client holding the admin token, and real MQTT device clients (aiomqtt)."""
 import asyncio
 import contextlib
 import json
+import socket
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -11,6 +13,7 @@ from typing import Any
 import aiohttp
 import aiomqtt
 import pytest
+import pytest_asyncio
 
 from fleetstate import app
 from fleetstate.config import Config
@@ -211,3 +214,58 @@ class Fleet:
 @pytest.fixture
 def fleet(api: Api) -> Fleet:
     return Fleet(api)
+
+
+# -- a real S3 API server (moto's server mode) for the S3 backend tests --------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def wait_until_up(url: str, process: asyncio.subprocess.Process, log: Path) -> None:
+    """Poll until moto answers; fail (never skip) if it dies or stays silent for 30 s."""
+    async with asyncio.timeout(30), aiohttp.ClientSession() as http:
+        while True:
+            if process.returncode is not None:
+                output = await asyncio.to_thread(log.read_text)
+                pytest.fail(f"moto server exited with {process.returncode}:\n{output}")
+            try:
+                async with http.get(f"{url}/moto-api/") as response:
+                    if response.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def moto_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    port = free_port()
+    log = tmp_path_factory.mktemp("moto") / "moto.log"
+    with log.open("wb") as out:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "moto.server",
+            "-H",
+            "127.0.0.1",
+            "-p",
+            str(port),
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
+        )
+    try:
+        await wait_until_up(f"http://127.0.0.1:{port}", process, log)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # it may have exited on its own
+            process.terminate()
+        try:
+            async with asyncio.timeout(10):
+                await process.wait()
+        except TimeoutError:
+            process.kill()
+            await process.wait()

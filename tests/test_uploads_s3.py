@@ -8,10 +8,7 @@ backend (test_uploads.py).
 """
 
 import asyncio
-import contextlib
 import os
-import socket
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,7 +17,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import aiohttp
 import pytest
-import pytest_asyncio
 
 from conftest import WAIT, Api, DeviceFactory, Fleet, make_config
 from fleetstate import app
@@ -39,50 +35,6 @@ from test_uploads import (
     upload_ticket,
     uploaded_artefact,
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-async def _wait_for_moto(url: str, process: asyncio.subprocess.Process, log: Path) -> None:
-    """Poll until moto answers; fail (never skip) if it dies or stays silent for 30 s."""
-    async with asyncio.timeout(30), aiohttp.ClientSession() as http:
-        while True:
-            if process.returncode is not None:
-                output = await asyncio.to_thread(log.read_text)
-                pytest.fail(f"moto server exited with {process.returncode}:\n{output}")
-            with contextlib.suppress(aiohttp.ClientConnectionError):
-                async with http.get(f"{url}/moto-api/") as response:
-                    if response.status == 200:
-                        return
-            await asyncio.sleep(0.1)
-
-
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def moto_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
-    port = _free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with log.open("wb") as out:
-        process = await asyncio.create_subprocess_exec(
-            *(sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)),
-            stdout=out,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-    try:
-        await _wait_for_moto(f"http://127.0.0.1:{port}", process, log)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        with contextlib.suppress(ProcessLookupError):  # it may have exited on its own
-            process.terminate()
-        try:
-            async with asyncio.timeout(10):
-                await process.wait()
-        except TimeoutError:
-            process.kill()
-            await process.wait()
 
 
 def s3_config(moto_url: str, **options: Any) -> BlobConfig:
