@@ -634,3 +634,26 @@ async def test_commands_bind_config_that_changes_nothing_supersedes_and_may_be_d
         "SUCCESS",
         "the device already runs this desired state",
     )
+
+
+async def test_commands_artefact_of_an_open_command_cannot_be_deleted(
+    api: Api, fleet: Fleet
+) -> None:
+    """SPEC 5: DELETE is refused while any binding or non-terminal command uses the artefact."""
+    profile = await fleet.profile()
+    device_id, _key = await fleet.device(profile)
+    artefact = await fleet.artefact(profile, {"setpoint": 20})
+    await fleet.bind("device", device_id, artefact["id"])
+    unbind = await api.ok(
+        "POST",
+        f"/api/v1/devices/{device_id}/commands",
+        {"type": "UNBIND_CONFIG", "params": {"artefact_id": artefact["id"]}},
+        status=201,
+    )
+    assert unbind["status"] == "PENDING"  # the device is offline; the binding is already gone
+    assert (await api.ok("GET", "/api/v1/desired-state-bindings"))["items"] == []
+    status, answer = await api.delete(f"/api/v1/config-artefacts/{artefact['id']}")
+    assert status == 409, answer
+    assert unbind["id"] in answer["error"]["message"]
+    await api.ok("POST", f"/api/v1/devices/{device_id}/commands/{unbind['id']}/cancel")
+    await api.ok("DELETE", f"/api/v1/config-artefacts/{artefact['id']}", status=204)

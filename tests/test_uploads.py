@@ -584,3 +584,14 @@ async def test_uploads_blob_urls_need_no_token_but_a_signature(
 ) -> None:
     async with http.get(service.http_url + path) as response:
         assert response.status == 403  # reached without a token, refused for the signature
+
+
+async def test_uploads_deleting_a_blob_artefact_deletes_its_bytes(
+    service: app.Service, api: Api, http: aiohttp.ClientSession, fleet: Fleet
+) -> None:
+    profile = await fleet.profile("blobby", FREE_SCHEMA)
+    created = await uploaded_artefact(api, http, profile, b"\x00" * 70_000, content_type=OCTETS)
+    store = blobs_of(service)
+    assert await store.stat(artefact_key(created["id"])) is not None
+    await api.ok("DELETE", f"/api/v1/config-artefacts/{created['id']}", status=204)
+    assert await store.stat(artefact_key(created["id"])) is None

@@ -169,22 +169,40 @@ async def inline_content(store: Store, org_id: str, artefact_id: str) -> tuple[b
     return None if row[0] is None else (bytes(row[0]), str(row[1]))
 
 
-async def delete(store: Store, org_id: str, artefact_id: str) -> None:
-    async def job(conn: Connection) -> None:
-        async with conn.execute(
-            "SELECT 1 FROM config_artefacts WHERE id = ? AND org_id = ?", (artefact_id, org_id)
-        ) as cur:
-            if await cur.fetchone() is None:
-                raise NotFound("config artefact", artefact_id)
-        async with conn.execute(
-            "SELECT id FROM bindings WHERE artefact_id = ? LIMIT 1", (artefact_id,)
-        ) as cur:
-            bound = await cur.fetchone()
-        if bound:
-            raise Conflict(f"the artefact is bound (binding {bound[0]}); delete the binding first")
-        await conn.execute("DELETE FROM config_artefacts WHERE id = ?", (artefact_id,))
+async def delete(store: Store, org_id: str, artefact_id: str) -> str | None:
+    """Delete an artefact nothing uses; returns its blob key (the caller removes the blob once
+    the row is gone, so a failed delete never loses bytes still referenced)."""
 
-    await store.write(job)
+    async def job(conn: Connection) -> str | None:
+        async with conn.execute(
+            "SELECT blob_key FROM config_artefacts WHERE id = ? AND org_id = ?",
+            (artefact_id, org_id),
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            raise NotFound("config artefact", artefact_id)
+        await _refuse_if_used(conn, artefact_id)
+        await conn.execute("DELETE FROM config_artefacts WHERE id = ?", (artefact_id,))
+        return None if row[0] is None else str(row[0])
+
+    return await store.write(job)
+
+
+async def _refuse_if_used(conn: Connection, artefact_id: str) -> None:
+    async with conn.execute(
+        "SELECT id FROM bindings WHERE artefact_id = ? LIMIT 1", (artefact_id,)
+    ) as cur:
+        bound = await cur.fetchone()
+    if bound:
+        raise Conflict(f"the artefact is bound (binding {bound[0]}); delete the binding first")
+    async with conn.execute(
+        "SELECT id FROM commands WHERE status IN ('PENDING', 'SENT', 'ACKNOWLEDGED')"
+        " AND json_extract(params, '$.artefact_id') = ? LIMIT 1",
+        (artefact_id,),
+    ) as cur:
+        command = await cur.fetchone()
+    if command:
+        raise Conflict(f"command {command[0]} still uses the artefact; wait for it or cancel it")
 
 
 def parse_json_content(data: bytes) -> Any:

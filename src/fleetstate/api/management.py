@@ -360,9 +360,10 @@ async def artefact_content(request: web.Request) -> web.StreamResponse:
     status=204,
 )
 async def delete_artefact(request: web.Request) -> web.Response:
-    await artefacts.delete(
-        services(request).store, org_id(request), request.match_info["artefact_id"]
-    )
+    svc = services(request)
+    blob_key = await artefacts.delete(svc.store, org_id(request), request.match_info["artefact_id"])
+    if blob_key is not None:
+        await svc.blobs.delete(blob_key)
     return web.Response(status=204)
 
 
