@@ -571,3 +571,17 @@ async def test_device_api_unknown_route_under_v1_is_404(
 ) -> None:
     async with http.get(api.base + "/v1/devices/x/nothing-here") as response:
         assert response.status == 404
+
+
+async def test_device_api_unknown_paths_and_methods_answer_the_flat_error_shape(
+    service: Service, http: aiohttp.ClientSession
+) -> None:
+    for method, path, status in (
+        ("GET", "/v1/devices/x/nothing-here", 404),
+        ("DELETE", "/v1/devices", 405),
+    ):
+        async with http.request(method, service.http_url + path) as response:
+            assert response.status == status
+            body = await response.json()
+            assert set(body) == {"error"}, body
+            assert isinstance(body["error"], str), body

@@ -79,10 +79,14 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return await handler(request)
     except FleetstateError as exc:
         status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 500)
+        if request.path.startswith("/v1/"):
+            return json_response({"error": exc.message}, status)  # the device API's flat shape
         return error_response(status, exc.code, exc.message, exc.details)
     except web.HTTPException as exc:
         if exc.status < 400 or not request.path.startswith(("/api/", "/v1/")):
             raise
+        if request.path.startswith("/v1/"):
+            return json_response({"error": exc.reason}, exc.status)
         return error_response(exc.status, _code_for(exc), exc.reason)
 
 
