@@ -12,6 +12,8 @@ import aiomqtt
 import pytest
 
 from conftest import WAIT, Api, DeviceFactory, Fleet
+from fleetstate import files
+from fleetstate.api.context import SERVICES
 from fleetstate.app import Service
 
 NOT_AUTHORIZED = {"error": "Not authorized"}
@@ -271,6 +273,8 @@ async def test_device_api_files_list_get_and_download_with_the_device_key(
     assert one["url"].startswith(service.http_url + "/v1/devices/")
     assert await device_call(api, "GET", one["url"], key) == (200, content)
     assert await device_call(api, "GET", one["url"], "wrong") == (401, NOT_AUTHORIZED)
+    blobs = service.http_app[SERVICES].blobs  # the bytes are in the blob store, not in SQLite
+    assert (await blobs.stat(files.blob_key(created["id"]))).size == len(content)
 
 
 async def test_device_api_files_over_the_1_mib_request_limit_upload(api: Api, fleet: Fleet) -> None:

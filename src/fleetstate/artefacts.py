@@ -10,6 +10,7 @@ from typing import Any
 import msgspec
 
 from fleetstate import profiles
+from fleetstate.blobs import StoredContent
 from fleetstate.canonical import canonical_bytes, content_hash
 from fleetstate.clock import now_text
 from fleetstate.errors import Conflict, Invalid, NotFound, SchemaInvalid, TooLarge
@@ -77,17 +78,6 @@ async def create_inline(store: Store, org_id: str, new: NewArtefact) -> dict[str
 
     await store.write(job)
     return await get(store, org_id, artefact_id)
-
-
-class StoredContent(msgspec.Struct, frozen=True, kw_only=True):
-    """Where an artefact's bytes are: inline `content`, or `blob_key` in the blob store."""
-
-    size: int
-    hash: str
-    """`sha256:<hex>` of exactly the stored bytes."""
-    content_type: str
-    content: bytes | None = None
-    blob_key: str | None = None
 
 
 async def insert_version(

@@ -2,7 +2,8 @@
 
 Operators upload a file for a profile; devices of that profile list and download them with their
 access key, and the telemetry answer names the newest `firmware` file by SemVer precedence. The
-bytes live in the database for now (`content`); `blob_key` is for the blob store to come.
+bytes live in the blob store under `files/<id>` (written before the row, removed again if the
+row cannot be written), so a device download streams them or follows a fresh presigned URL.
 """
 
 import hashlib
@@ -12,13 +13,15 @@ from typing import Annotated, Any
 import msgspec
 
 from fleetstate import semver
+from fleetstate.blobs import BlobStore, StoredContent
 from fleetstate.clock import now_text
-from fleetstate.errors import Conflict, FleetstateError, Invalid, NotFound, TooLarge
+from fleetstate.errors import Conflict, Invalid, NotFound, TooLarge
 from fleetstate.ids import new_id
 from fleetstate.pagination import Page, page_of
-from fleetstate.store import Connection, Store
+from fleetstate.store import Connection, Store, WriteJob
 
 MAX_CONTENT = 8 * 1024 * 1024
+OCTETS = "application/octet-stream"
 FIRMWARE = "firmware"
 _FILE_TYPE = re.compile(r"^[a-z0-9_-]{1,32}$")
 _COLUMNS = "id, profile_id, name, version, file_type, sha256, size, created_at"
@@ -33,21 +36,16 @@ class NewFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=T
     file_type: str = FIRMWARE
 
 
-class InBlobStore(NotFound):
-    """404 for a file kept in the blob store: device downloads of those come in a later issue."""
-
-    def __init__(self, file_id: str) -> None:
-        FleetstateError.__init__(
-            self, f"file {file_id!r} is kept in the blob store; it cannot be downloaded here yet"
-        )
-
-
 def download_path(device_id: str, file_id: str) -> str:
     """The device-API path (relative to the hub URL) that answers the file's bytes."""
     return f"/v1/devices/{device_id}/files/{file_id}/download"
 
 
-async def create(store: Store, org_id: str, new: NewFile) -> dict[str, Any]:
+def blob_key(file_id: str) -> str:
+    return f"files/{file_id}"
+
+
+async def create(store: Store, blobs: BlobStore, org_id: str, new: NewFile) -> dict[str, Any]:
     if not new.name.strip():
         raise Invalid("name must not be empty")
     semver.key(new.version)
@@ -58,7 +56,16 @@ async def create(store: Store, org_id: str, new: NewFile) -> dict[str, Any]:
     if not new.content:
         raise Invalid("content must not be empty")
     file_id = new_id()
+    await blobs.put_bytes(blob_key(file_id), new.content, content_type=OCTETS)
+    try:
+        await store.write(_insert_job(org_id, file_id, new))
+    except BaseException:
+        await blobs.delete(blob_key(file_id))
+        raise
+    return await get(store, org_id, file_id)
 
+
+def _insert_job(org_id: str, file_id: str, new: NewFile) -> WriteJob[None]:
     async def job(conn: Connection) -> None:
         async with conn.execute(
             "SELECT 1 FROM profiles WHERE id = ? AND org_id = ? AND kind = 'device'",
@@ -75,7 +82,7 @@ async def create(store: Store, org_id: str, new: NewFile) -> dict[str, Any]:
                 raise Conflict(f"{new.name} {new.version} exists already (file {existing[0]})")
         await conn.execute(
             "INSERT INTO files (id, org_id, profile_id, name, version, file_type, sha256, size,"
-            " content, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " blob_key, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 file_id,
                 org_id,
@@ -85,13 +92,12 @@ async def create(store: Store, org_id: str, new: NewFile) -> dict[str, Any]:
                 new.file_type,
                 hashlib.sha256(new.content).hexdigest(),
                 len(new.content),
-                new.content,
+                blob_key(file_id),
                 now_text(),
             ),
         )
 
-    await store.write(job)
-    return await get(store, org_id, file_id)
+    return job
 
 
 async def get(store: Store, org_id: str, file_id: str) -> dict[str, Any]:
@@ -144,17 +150,22 @@ async def get_for_device(store: Store, device_id: str, file_id: str) -> dict[str
     return dict(row)
 
 
-async def content_for_device(store: Store, device_id: str, file_id: str) -> bytes:
+async def stored_for_device(store: Store, device_id: str, file_id: str) -> StoredContent:
+    """Where the bytes of one file of the device's profile are."""
     row = await store.fetchone(
-        "SELECT content FROM files WHERE id = ? AND profile_id ="
+        "SELECT sha256, size, content, blob_key FROM files WHERE id = ? AND profile_id ="
         " (SELECT profile_id FROM devices WHERE id = ?)",
         (file_id, device_id),
     )
     if row is None:
         raise NotFound("file", file_id)
-    if row[0] is None:
-        raise InBlobStore(file_id)
-    return bytes(row[0])
+    return StoredContent(
+        size=row["size"],
+        hash="sha256:" + row["sha256"],
+        content_type=OCTETS,
+        content=None if row["content"] is None else bytes(row["content"]),
+        blob_key=row["blob_key"],
+    )
 
 
 async def latest_firmware(store: Store, device_id: str) -> dict[str, Any] | None:

@@ -21,7 +21,7 @@ from typing import Annotated, Any
 import msgspec
 
 from fleetstate import artefacts, profiles
-from fleetstate.blobs import UPLOADS_PREFIX, BlobStore, read_all
+from fleetstate.blobs import UPLOADS_PREFIX, BlobStore, StoredContent, read_all
 from fleetstate.blobs.store import check_sha256, check_upload_terms
 from fleetstate.clock import rfc3339, utcnow
 from fleetstate.errors import Conflict, FleetstateError, Invalid, NotFound, SchemaInvalid, TooLarge
@@ -76,17 +76,6 @@ class UploadTicket(msgspec.Struct, frozen=True, kw_only=True):
     method: str
     headers: dict[str, str]
     expires_at: str
-
-
-class StoredArtefact(msgspec.Struct, frozen=True, kw_only=True):
-    """Where an artefact's bytes are: inline `content`, or `blob_key` in the blob store."""
-
-    id: str
-    content_type: str
-    hash: str
-    size: int
-    content: bytes | None
-    blob_key: str | None
 
 
 class ContentMismatch(SchemaInvalid):
@@ -224,7 +213,7 @@ async def finalize(
     try:
         schema = await _profile_schema(store, org_id, upload.profile_id)
         digest = await _check_content(blobs, limits, upload, target, schema)
-        stored = artefacts.StoredContent(
+        stored = StoredContent(
             size=upload.size,
             hash=f"sha256:{digest}",
             content_type=upload.content_type,
@@ -285,7 +274,7 @@ def _validate_json(data: bytes, schema: tuple[str, str]) -> None:
         )
 
 
-def _promote_job(upload: _Upload, stored: artefacts.StoredContent) -> Any:
+def _promote_job(upload: _Upload, stored: StoredContent) -> Any:
     async def job(conn: Connection) -> int:
         cursor = await conn.execute(
             "DELETE FROM uploads WHERE id = ? AND org_id = ?", (upload.id, upload.org_id)
@@ -358,7 +347,7 @@ async def _forget(
 _STORED_COLUMNS = "a.id, a.content_type, a.hash, a.size, a.content, a.blob_key"
 
 
-async def artefact_for_device(store: Store, device_id: str, artefact_id: str) -> StoredArtefact:
+async def artefact_for_device(store: Store, device_id: str, artefact_id: str) -> StoredContent:
     """An artefact in the device's current desired state; NotFound for any other."""
     row = await store.fetchone(
         f"SELECT {_STORED_COLUMNS} FROM desired_slots s"
@@ -371,7 +360,7 @@ async def artefact_for_device(store: Store, device_id: str, artefact_id: str) ->
     return _stored(row)
 
 
-async def artefact_for_org(store: Store, org_id: str, artefact_id: str) -> StoredArtefact:
+async def artefact_for_org(store: Store, org_id: str, artefact_id: str) -> StoredContent:
     row = await store.fetchone(
         f"SELECT {_STORED_COLUMNS} FROM config_artefacts a WHERE a.id = ? AND a.org_id = ?",
         (artefact_id, org_id),
@@ -381,9 +370,8 @@ async def artefact_for_org(store: Store, org_id: str, artefact_id: str) -> Store
     return _stored(row)
 
 
-def _stored(row: Any) -> StoredArtefact:
-    return StoredArtefact(
-        id=row["id"],
+def _stored(row: Any) -> StoredContent:
+    return StoredContent(
         content_type=row["content_type"],
         hash=row["hash"],
         size=row["size"],

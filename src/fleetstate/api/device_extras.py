@@ -3,6 +3,7 @@
 from aiohttp import web
 
 from fleetstate import files, licenses
+from fleetstate.api import downloads
 from fleetstate.api.context import services
 from fleetstate.api.device_api import DEVICE, device_route, hub_urls
 from fleetstate.api.http import decode, json_response
@@ -64,7 +65,7 @@ async def get_file(request: web.Request, device_id: str) -> web.Response:
 @device_route(
     routes, "GET", DEVICE + "/files/{file_id}/download", "The file's bytes (device key auth)"
 )
-async def download_file(request: web.Request, device_id: str) -> web.Response:
-    store = services(request).store
-    data = await files.content_for_device(store, device_id, request.match_info["file_id"])
-    return web.Response(body=data, content_type="application/octet-stream")
+async def download_file(request: web.Request, device_id: str) -> web.StreamResponse:
+    svc = services(request)
+    stored = await files.stored_for_device(svc.store, device_id, request.match_info["file_id"])
+    return await downloads.stored_response(svc.blobs, stored)

@@ -1,6 +1,7 @@
-"""Answers that carry an artefact's bytes: inline content, a streamed local blob, or a redirect.
+"""Answers that carry stored bytes (artefacts, files): inline content, a streamed local blob, or a
+redirect.
 
-Object-stored artefacts are never addressed by a stored URL: every request gets a fresh
+Object-stored bytes are never addressed by a stored URL: every request gets a fresh
 presigned one (S3) or the bytes themselves (the local backend, `Range` included).
 """
 
@@ -9,7 +10,7 @@ from aiohttp import hdrs, web
 from fleetstate import uploads
 from fleetstate.api.context import services
 from fleetstate.api.http import org_id
-from fleetstate.blobs import BlobStore, LocalBlobStore
+from fleetstate.blobs import BlobStore, LocalBlobStore, StoredContent
 
 
 async def artefact_download(
@@ -21,19 +22,19 @@ async def artefact_download(
     """
     svc = services(request)
     stored = await uploads.artefact_for_device(svc.store, device_id, artefact_id)
-    return await artefact_response(svc.blobs, stored)
+    return await stored_response(svc.blobs, stored)
 
 
 async def blob_content(request: web.Request, artefact_id: str) -> web.StreamResponse:
     """The bytes of an object-stored artefact of the caller's organization, for operators."""
     svc = services(request)
     stored = await uploads.artefact_for_org(svc.store, org_id(request), artefact_id)
-    return await artefact_response(svc.blobs, stored)
+    return await stored_response(svc.blobs, stored)
 
 
-async def artefact_response(blobs: BlobStore, stored: uploads.StoredArtefact) -> web.StreamResponse:
+async def stored_response(blobs: BlobStore, stored: StoredContent) -> web.StreamResponse:
     if stored.blob_key is None:
-        assert stored.content is not None  # an artefact is either inline or in the blob store
+        assert stored.content is not None  # bytes are either inline or in the blob store
         return web.Response(body=stored.content, headers={hdrs.CONTENT_TYPE: stored.content_type})
     if isinstance(blobs, LocalBlobStore):
         response = blobs.file_response(stored.blob_key)

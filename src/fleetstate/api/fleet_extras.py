@@ -113,7 +113,8 @@ async def create_file(request: web.Request) -> web.Response:
         raise Invalid(f"invalid body: {exc}") from exc
     except msgspec.DecodeError as exc:
         raise Invalid(f"malformed JSON: {exc}") from exc
-    return json_response(await files.create(services(request).store, org_id(request), new), 201)
+    svc = services(request)
+    return json_response(await files.create(svc.store, svc.blobs, org_id(request), new), 201)
 
 
 async def _read_limited(request: web.Request, limit: int) -> bytes:

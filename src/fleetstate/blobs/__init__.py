@@ -15,6 +15,7 @@ from fleetstate.blobs.store import (
     BlobStore,
     PresignedUpload,
     SignatureError,
+    StoredContent,
     check_key,
     read_all,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "PresignedUpload",
     "S3BlobStore",
     "SignatureError",
+    "StoredContent",
     "blob_routes",
     "check_key",
     "load_or_create_secret",

@@ -157,3 +157,14 @@ async def read_all(store: BlobStore, key: str, *, limit: int) -> bytes:
             raise TooLarge(f"blob {key!r} is larger than {limit} bytes")
         parts.append(chunk)
     return b"".join(parts)
+
+
+class StoredContent(msgspec.Struct, frozen=True, kw_only=True):
+    """Where stored bytes are (an artefact's, a file's): inline `content`, or `blob_key` here."""
+
+    size: int
+    hash: str
+    """`sha256:<hex>` of exactly the stored bytes."""
+    content_type: str
+    content: bytes | None = None
+    blob_key: str | None = None
