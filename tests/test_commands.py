@@ -657,3 +657,21 @@ async def test_commands_artefact_of_an_open_command_cannot_be_deleted(
     assert unbind["id"] in answer["error"]["message"]
     await api.ok("POST", f"/api/v1/devices/{device_id}/commands/{unbind['id']}/cancel")
     await api.ok("DELETE", f"/api/v1/config-artefacts/{artefact['id']}", status=204)
+
+
+async def test_commands_report_that_finishes_a_bind_is_announced(
+    api: Api, fleet: Fleet, connect: DeviceFactory
+) -> None:
+    """A BIND_CONFIG finished by the device's report is a `command` event, like any ack."""
+    profile = await fleet.profile()
+    device_id, key = await fleet.device(profile)
+    artefact = await fleet.artefact(profile, {"setpoint": 20})
+    async with connect(device_id, key) as device, stream(api) as events:
+        first = await device.desired()
+        await fleet.bind("device", device_id, artefact["id"])
+        doc = await device.desired(first["version"] + 1)
+        (bind,) = [c for c in await _listed(api, device_id) if c["type"] == "BIND_CONFIG"]
+        await _status(events, bind["id"], "SENT")
+        await device.publish("reported", _report(doc, "ACCEPTED"))
+        announced = await _status(events, bind["id"], "SUCCESS")
+    assert (announced["device_id"], announced["type"]) == (device_id, "BIND_CONFIG")

@@ -62,6 +62,8 @@ class Gateway:
         self.on_connect: list[ConnectHook] = []
         self.on_subscribe: list[SubscribeHook] = []
         self.on_delivered: list[DeliveredHook] = []
+        self.commands_changed: Callable[[list[Any]], None] | None = None
+        """Told of commands a report moved (announce them; release a sequential device's next)."""
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         try:
@@ -154,7 +156,11 @@ class Gateway:
 
     def publish_report(self, outcome: reports.Outcome) -> None:
         data = msgspec.structs.asdict(outcome)
+        moved = outcome.moved
+        data.pop("moved")
         self.events.publish(data.pop("org_id"), "report", data)
+        if moved and self.commands_changed is not None:
+            self.commands_changed(moved)
 
     # -- delivery --------------------------------------------------------------------------------
 

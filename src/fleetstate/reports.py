@@ -41,6 +41,8 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     status: str
     message: str | None
     current: bool
+    moved: list[commands.Brief] = []
+    """Commands the report moved (the BIND/UNBIND_CONFIG tracking this version)."""
 
 
 SlotRow = tuple[str, str | None, str, str | None, str | None]
@@ -83,10 +85,11 @@ async def apply(conn: Connection, device_id: str, report: Report, raw: str) -> O
         " VALUES (?, ?, ?, ?, ?, ?)",
         (device_id, report.version, status, int(current), now, raw),
     )
+    moved: list[commands.Brief] = []
     if current:
         await _store_current(conn, device_id, report.version, status, message, slots, now)
         # Bind and unbind are commands: the report moves the command tracking this version.
-        await commands.converge(conn, device_id, report.version, status, message)
+        moved = await commands.converge(conn, device_id, report.version, status, message)
     return Outcome(
         org_id=org_id,
         device_id=device_id,
@@ -94,6 +97,7 @@ async def apply(conn: Connection, device_id: str, report: Report, raw: str) -> O
         status=status,
         message=message,
         current=current,
+        moved=moved,
     )
 
 

@@ -114,6 +114,7 @@ class Dispatcher:
         self._gateway.on_connect.append(self.push)
         self._gateway.on_subscribe.append(self.on_subscribe)
         self._gateway.on_delivered.append(self.on_delivered)
+        self._gateway.commands_changed = self.changed
 
     # -- the management API ----------------------------------------------------------------------
 

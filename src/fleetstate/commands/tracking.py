@@ -16,6 +16,7 @@ import msgspec
 from fleetstate import desired
 from fleetstate.clock import now_text
 from fleetstate.commands.lifecycle import (
+    BRIEF,
     DEFAULT_TIMEOUT_S,
     INSERT,
     OPEN_SQL,
@@ -24,6 +25,7 @@ from fleetstate.commands.lifecycle import (
     Status,
     Target,
     answer,
+    brief,
     by_chunks,
     created_and_deadline,
     fetch_all,
@@ -264,7 +266,7 @@ async def adopt_unchanged(conn: Connection, org_id: str, command_ids: list[str])
 
 async def converge(
     conn: Connection, device_id: str, version: int, reported: str, message: str | None
-) -> None:
+) -> list[Brief]:
     """A report on the current desired version moves the command that tracks it: IN_PROGRESS
     acknowledges, ACCEPTED (with the right hashes) succeeds, anything else fails it. `reported`
     is the overall status `reports.apply()` judged, so a hash mismatch arrives as FAILED."""
@@ -274,8 +276,12 @@ async def converge(
         f" AND type IN {TRACKING_SQL} ORDER BY seq DESC LIMIT 1",
         (device_id, version),
     )
-    if row is not None:
-        await answer(conn, row[0], Status(row[1]), _REPORTED[reported], message, "report")
+    if row is None:
+        return []
+    effect = await answer(conn, row[0], Status(row[1]), _REPORTED[reported], message, "report")
+    if effect != "applied":
+        return []
+    return [brief(await fetch_one(conn, f"SELECT {BRIEF} FROM commands WHERE id = ?", (row[0],)))]
 
 
 async def mark_config_sent(store: Store, device_id: str, version: int) -> list[Brief]:
