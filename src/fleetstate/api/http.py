@@ -1,4 +1,5 @@
-"""Request decoding, JSON answers, the error middleware and token authentication."""
+"""Request decoding, JSON answers, the error middleware and authentication: a Bearer token, or
+the web app's session cookie (state-changing cookie requests must carry the CSRF header)."""
 
 import logging
 from collections.abc import Awaitable, Callable
@@ -34,6 +35,10 @@ STATUS = {
 }
 PRINCIPAL: web.AppKey[Authenticator] = web.AppKey("authenticator", Authenticator)
 CALLER: web.RequestKey[Principal] = web.RequestKey("caller", Principal)
+SESSION_COOKIE = "fleetstate_session"
+"""The web app's session: the API token itself, in an HttpOnly, SameSite=Strict cookie."""
+CSRF_HEADER = "X-Fleetstate-CSRF"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _encoder = msgspec.json.Encoder()
 
 
@@ -105,8 +110,21 @@ def auth_middleware(public: set[str]) -> Any:
 
 
 async def _authenticate(request: web.Request) -> Principal:
+    cookie = request.cookies.get(SESSION_COOKIE)
+    # An Authorization header always decides (Bearer clients see no change); the web app's
+    # session cookie is the fallback when there is none.
+    if "Authorization" not in request.headers and cookie:
+        return await _authenticate_cookie(request, cookie)
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("send 'Authorization: Bearer <api token>'")
     return await request.app[PRINCIPAL].authenticate(token.strip())
+
+
+async def _authenticate_cookie(request: web.Request, token: str) -> Principal:
+    # Browsers attach cookies to cross-site requests too. A custom header cannot be sent by a
+    # cross-site form, and a cross-site fetch with it needs a CORS preflight we never allow.
+    if request.method not in SAFE_METHODS and request.headers.get(CSRF_HEADER) != "1":
+        raise Forbidden(f"a request authenticated by the session cookie needs '{CSRF_HEADER}: 1'")
+    return await request.app[PRINCIPAL].authenticate(token)

@@ -11,6 +11,7 @@ from fleetstate.api import (
     management,
     operations,
     uploads,
+    webapp,
 )
 from fleetstate.api.context import SERVICES, Services
 from fleetstate.api.http import PRINCIPAL, auth_middleware, errors_middleware
@@ -33,6 +34,7 @@ def build_app(svc: Services) -> web.Application:
         device_extras.routes,
         fleet_extras.routes,
         commands.routes,
+        webapp.routes,  # last: its /{slug}/... pages must not shadow any API path
     ):
         table.routes.extend(part.routes)
     public = {path for _method, path in table.public_paths()}
