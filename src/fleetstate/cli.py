@@ -1,8 +1,10 @@
-"""Command line: `fleetstate serve` and `fleetstate token create`. Argument parsing only."""
+"""Command line: `fleetstate serve`, `fleetstate token create` and `fleetstate simulate`.
+Argument parsing only."""
 
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -10,6 +12,8 @@ from typing import Any
 
 from fleetstate import app, config, tenancy
 from fleetstate.errors import FleetstateError
+from fleetstate.simulator import EXTRA_HINT
+from fleetstate.simulator import options as simulation
 from fleetstate.store import Store
 
 
@@ -27,7 +31,35 @@ def _parser() -> argparse.ArgumentParser:
     _common(create)
     create.add_argument("--org", required=True, help="organization slug")
     create.add_argument("--name", default="cli", help="a name for the token")
+    _simulate_parser(commands)
     return parser
+
+
+def _simulate_parser(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    sim = commands.add_parser(
+        "simulate",
+        help="play a fleet of simulated devices against a running service",
+        description="Create (or register) N devices, connect them over MQTT (or the device HTTP"
+        " API), apply desired documents, acknowledge commands and send telemetry, with live"
+        " progress and a summary. Needs the 'simulate' extra.",
+    )
+    add = sim.add_argument
+    add("--devices", type=int, required=True, help="how many devices")
+    add("--http", default="http://127.0.0.1:8080", help="the service's HTTP base URL")
+    add("--mqtt", help="mqtt://HOST:PORT of the broker (default: what the service tells devices)")
+    add("--token", default=os.environ.get("FLEETSTATE_ADMIN_TOKEN"), help="an API token")
+    add("--hardware-key", help="register the devices with this hardware key instead")
+    add("--profile", default="simulated", help="device profile id or name (created if missing)")
+    add("--group", help="put the devices into this device group (created if missing)")
+    add("--telemetry-interval", type=float, default=10.0, help="seconds; 0 sends none")
+    add("--connect-rate", type=float, default=200.0, help="connections/s; 0 for no limit")
+    add("--reject-share", type=float, default=0.0, help="share of devices reporting REJECTED")
+    add("--fail-share", type=float, default=0.0, help="share reporting FAILED (commands fail)")
+    add("--silent-share", type=float, default=0.0, help="share that never answers")
+    add("--apply-delay", type=float, default=0.0, help="seconds from IN_PROGRESS to the result")
+    add("--http-only-share", type=float, default=0.0, help="share using only the HTTP API")
+    add("--processes", type=int, default=0, help="worker processes (default: enough for N)")
+    add("--duration", type=float, help="seconds to run (default: until Ctrl-C)")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +69,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "simulate":
+        return _simulate(args)
     overrides: dict[str, Any] = {
         k: getattr(args, k, None) for k in ("data", "http", "mqtt", "admin_token")
     }
@@ -56,6 +90,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fleetstate: {exc.message}", file=sys.stderr)
         return 2
     return 0
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    options = simulation.Options(
+        devices=args.devices,
+        http_url=args.http,
+        mqtt_url=args.mqtt,
+        token=args.token,
+        hardware_key=args.hardware_key,
+        profile=args.profile,
+        group=args.group,
+        telemetry_interval=args.telemetry_interval,
+        connect_rate=args.connect_rate,
+        reject_share=args.reject_share,
+        fail_share=args.fail_share,
+        silent_share=args.silent_share,
+        apply_delay=args.apply_delay,
+        http_only_share=args.http_only_share,
+        processes=args.processes,
+        duration=args.duration,
+    )
+    problems = simulation.check(options)
+    for problem in problems:
+        print(f"fleetstate simulate: {problem}", file=sys.stderr)
+    if problems:
+        return 2
+    try:
+        from fleetstate.simulator import runner  # noqa: PLC0415 - needs the optional extra
+    except ImportError as exc:
+        print(
+            f"fleetstate simulate needs {exc.name or 'aiomqtt and rich'}: {EXTRA_HINT}",
+            file=sys.stderr,
+        )
+        return 2
+    return runner.run(options)
 
 
 async def _serve(settings: config.Config) -> None:

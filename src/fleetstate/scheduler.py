@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 HORIZON_S = 60.0
 PUBLISH_TIMEOUT_S = 10.0
-PUSH_CONCURRENCY = 64
+PUSH_CONCURRENCY = 256
 _COMMAND_FILTERS = ("commands", "#", "+")
 
 
@@ -154,10 +154,18 @@ class Dispatcher:
             log.debug("not delivering to %s: shutting down", device_id)
 
     async def push_many(self, device_ids: Iterable[str]) -> None:
+        """Deliver to many devices, `PUSH_CONCURRENCY` at a time. A pool, not lockstep rounds:
+        each delivery waits for its device's PUBACK, and a round would wait for its slowest."""
         bus = self._gateway.bus
-        online = [d for d in device_ids if bus is not None and bus.is_subscribed(d, "commands")]
-        for start in range(0, len(online), PUSH_CONCURRENCY):
-            await asyncio.gather(*(self.push(d) for d in online[start : start + PUSH_CONCURRENCY]))
+        online = iter(
+            [d for d in device_ids if bus is not None and bus.is_subscribed(d, "commands")]
+        )
+
+        async def deliver() -> None:
+            for device_id in online:
+                await self.push(device_id)
+
+        await asyncio.gather(*(deliver() for _ in range(PUSH_CONCURRENCY)))
 
     @contextlib.asynccontextmanager
     async def _exclusive(self, device_id: str) -> AsyncIterator[None]:
@@ -191,7 +199,7 @@ class Dispatcher:
         ack = commands.ack_decoder.decode(payload)
         outcome = await commands.record_ack(self._store, device_id, ack)
         if outcome.effect == "applied":
-            self._finished([outcome.brief])
+            self._finished([outcome.brief], deliver_next=outcome.sequential)
         elif outcome.effect == "late":
             detail = (
                 f"command {ack.id!r} is already {outcome.brief.status}; the ack was recorded"
@@ -202,9 +210,11 @@ class Dispatcher:
 
     # -- after changes ---------------------------------------------------------------------------
 
-    def _finished(self, briefs: list[commands.Brief]) -> None:
+    def _finished(self, briefs: list[commands.Brief], *, deliver_next: bool = True) -> None:
         """Announce; a device whose command finished may take its next one (sequential)."""
         self._announce(briefs)
+        if not deliver_next:
+            return
         bus = self._gateway.bus
         finished = [b for b in briefs if not commands.TRANSITIONS[commands.Status(b.status)]]
         for device_id in dict.fromkeys(b.device_id for b in finished):

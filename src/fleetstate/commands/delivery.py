@@ -57,6 +57,9 @@ class AckOutcome(msgspec.Struct, frozen=True, kw_only=True):
     command: dict[str, Any]
     brief: Brief
     effect: Effect
+    sequential: bool = False
+    """The device's profile delivers one command at a time: a finished one lets the next go.
+    (A burst device got every waiting command already; asking again would only cost a read.)"""
 
 
 ack_decoder = msgspec.json.Decoder(Ack)
@@ -85,7 +88,7 @@ async def _queue(conn: Connection, device_id: str) -> list[Any]:
 
 async def deliverable(store: Store, device_id: str) -> list[Outgoing]:
     """What to publish to the device now: its PENDING commands that may go out, oldest first."""
-    rows = await store.read(lambda conn: _queue(conn, device_id))
+    rows = await store.query(lambda conn: _queue(conn, device_id))
     return [
         Outgoing(brief=brief(r), payload=_encoder.encode(_message(r)))
         for r in rows
@@ -132,7 +135,7 @@ async def take_next(store: Store, device_id: str) -> dict[str, Any] | None:
 
 async def has_waiting(store: Store, device_id: str) -> bool:
     """Whether `take_next` would return a command."""
-    return bool(await store.read(lambda conn: _queue(conn, device_id)))
+    return bool(await store.query(lambda conn: _queue(conn, device_id)))
 
 
 async def record_ack(store: Store, device_id: str, ack: Ack) -> AckOutcome:
@@ -144,7 +147,16 @@ async def record_ack(store: Store, device_id: str, ack: Ack) -> AckOutcome:
         current, to = Status(row["status"]), Status(ack.status)
         effect = await answer(conn, ack.id, current, to, ack.message, "device")
         after = await fetch_one(conn, select, (ack.id, device_id))
-        return AckOutcome(command=view(after), brief=brief(after), effect=effect)
+        mode = await fetch_one(
+            conn,
+            "SELECT p.command_delivery FROM devices d JOIN profiles p ON p.id = d.profile_id"
+            " WHERE d.id = ?",
+            (device_id,),
+        )
+        sequential = mode is not None and mode[0] == "sequential"
+        return AckOutcome(
+            command=view(after), brief=brief(after), effect=effect, sequential=sequential
+        )
 
     return await store.write(job)
 

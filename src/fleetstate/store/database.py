@@ -1,49 +1,63 @@
-"""SQLite through aiosqlite: a reader connection and a single writer that commits in batches.
+"""SQLite: a reader connection and a single writer that commits in batches, each in its own thread.
 
-Every write is a job, a coroutine function taking the writer connection. Jobs queue up; the writer
-takes as many as are waiting (up to `batch_max`), runs each inside its own SAVEPOINT of one
+Every write is a job, a coroutine function taking a `Connection`. Jobs queue up; the writer takes
+as many as are waiting (up to `batch_max`), runs each inside its own SAVEPOINT of one
 `BEGIN IMMEDIATE` transaction, commits once and then resolves each job's future. So a thousand
-reports arriving together cost one fsync, and a failing job rolls back only itself.
-aiosqlite serialises statements but not transactions, which is why nothing else ever writes.
+reports arriving together cost one commit, and a failing job rolls back only itself. Nothing else
+ever writes, so transactions never interleave.
 
-Reads share one connection, and a SQLite connection keeps one read snapshot while any of its
-statements is active. Concurrent readers interleaving cursors would keep a statement active all
-the time, so the snapshot would never advance and reads would stop seeing commits. Hence each
-single read runs start to finish in one hop to aiosqlite's thread, and multi-statement reads hold
-a lock for their own read transaction.
+The whole batch runs in the writer's thread in one hop (see `connection`): one thread hop per
+statement, aiosqlite's way, cost two GIL hand-offs each, and under load every hand-off waited
+behind the busy event loop, so the writer spent its time waiting, not writing. Reads are grouped
+the same way: whatever reads (`fetchall`, `query`) are waiting run together in one hop and one
+read transaction, whose snapshot is taken after each of them was asked for.
+
+A SQLite connection keeps one read snapshot while any of its statements is active. `read` (a
+read that may await other things between statements) hops per statement and holds the read lock
+for its own transaction, so no other read ever runs inside its snapshot.
 """
 
 import asyncio
+import functools
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable, Iterable
+import sys
+from collections.abc import Callable, Iterable
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiosqlite
-
 from fleetstate.errors import StoreClosed
+from fleetstate.store.connection import (
+    Connection,
+    ConnectionThread,
+    HopConnection,
+    Row,
+    SyncConnection,
+    WriteJob,
+    drive,
+)
 
+__all__ = ["Connection", "Row", "Store", "WriteJob"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-Connection = aiosqlite.Connection
-WriteJob = Callable[[aiosqlite.Connection], Awaitable[T]]
+READ_GRACE_S = 5.0
+READ_BATCH_MAX = 256
+SWITCH_INTERVAL_S = 0.001
+"""The store's threads drop the GIL at every SQLite call and need it back within microseconds;
+with CPython's default 5 ms switch interval each time they wait behind the busy event loop
+(measured: MQTT telemetry 1,800/s at 5 ms, 3,400/s at 1 ms; docs/benchmarks.md)."""
 _Pending = tuple[WriteJob[Any], asyncio.Future[Any]]
-
-_PRAGMAS = (
-    "PRAGMA journal_mode=WAL",
-    "PRAGMA synchronous=NORMAL",
-    "PRAGMA foreign_keys=ON",
-    "PRAGMA busy_timeout=5000",
-)
+_Read = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]
 
 
 class Store:
     """Owns the connections. Use `Store.open()`, run `writer_loop()` as a task, `close()` last."""
 
-    def __init__(self, path: Path, writer: Connection, reader: Connection, batch_max: int) -> None:
+    def __init__(
+        self, path: Path, writer: ConnectionThread, reader: ConnectionThread, batch_max: int
+    ) -> None:
         self.path = path
         self._writer = writer
         self._reader = reader
@@ -52,43 +66,79 @@ class Store:
         self._closed = False
         self._stopped = asyncio.Event()
         self._read_lock = asyncio.Lock()
+        self._reads: list[_Read] = []
+        self._reading: asyncio.Task[None] | None = None
         self.commits = 0
         self.jobs_committed = 0
 
     @classmethod
     async def open(cls, path: Path, batch_max: int = 512) -> "Store":
         path.parent.mkdir(parents=True, exist_ok=True)
-        writer = await _connect(path)
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
+        writer, reader = ConnectionThread("store-writer"), ConnectionThread("store-reader")
         try:
-            await _migrate(writer)
-            reader = await _connect(path)
+            await writer.open(path)
+            await writer.call(_migrate, writer.raw)
+            await reader.open(path, "PRAGMA query_only=1")
         except BaseException:
+            await reader.close()
             await writer.close()
             raise
-        await reader.execute("PRAGMA query_only=1")
         return cls(path, writer, reader, batch_max)
 
     # -- reads -------------------------------------------------------------------------------
 
-    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[sqlite3.Row]:
-        self._check_open()
-        async with self._read_lock:
-            rows = await self._reader.execute_fetchall(sql, tuple(params))
-        return list(rows)
+    async def fetchall(self, sql: str, params: Iterable[Any] = ()) -> list[Row]:
+        return await self._read_soon(functools.partial(_fetchall, sql=sql, params=tuple(params)))
 
-    async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Row | None:
+    async def fetchone(self, sql: str, params: Iterable[Any] = ()) -> Row | None:
         rows = await self.fetchall(sql, params)
         return rows[0] if rows else None
 
-    async def read(self, job: "WriteJob[T]") -> T:
-        """Run a multi-statement read in one read transaction (a consistent snapshot)."""
+    async def query(self, job: WriteJob[T]) -> T:
+        """A multi-statement read that only awaits its connection: one consistent snapshot,
+        run with the other waiting reads in one hop to the reader's thread."""
+        result: T = await self._read_soon(functools.partial(_query, job=job))
+        return result
+
+    def _read_soon(self, fn: Callable[[sqlite3.Connection], T]) -> "asyncio.Future[T]":
+        self._check_open()
+        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        self._reads.append((fn, future))
+        if self._reading is None or self._reading.done():
+            self._reading = asyncio.create_task(self._read_batches(), name="store-reads")
+        return future
+
+    async def _read_batches(self) -> None:
+        """Run the waiting reads in batches until none wait. Started by the first read that
+        finds no batch running; every read awaits its own future, so none is left behind."""
+        async with self._read_lock:
+            while self._reads:
+                batch = self._reads[:READ_BATCH_MAX]
+                del self._reads[:READ_BATCH_MAX]
+                if self._closed:
+                    _settle(batch, None, StoreClosed())
+                    continue
+                try:
+                    outcomes = await self._reader.call(
+                        _read_batch, self._reader.raw, [fn for fn, _future in batch]
+                    )
+                except Exception as exc:  # noqa: BLE001 - e.g. BEGIN failed: every read hears it
+                    _settle(batch, None, exc)
+                    continue
+                _settle(batch, outcomes, None)
+
+    async def read(self, job: WriteJob[T]) -> T:
+        """A multi-statement read in one read transaction (a consistent snapshot); it may await
+        other things between statements."""
         self._check_open()
         async with self._read_lock:
-            await self._reader.execute("BEGIN")
+            self._check_open()  # closed while waiting for the lock
+            await self._reader.call(self._reader.raw.execute, "BEGIN")
             try:
-                return await job(self._reader)
+                return await job(HopConnection(self._reader))
             finally:
-                await self._reader.execute("COMMIT")
+                await self._reader.call(self._reader.raw.execute, "COMMIT")
 
     # -- writes ------------------------------------------------------------------------------
 
@@ -124,29 +174,17 @@ class Store:
             self._stopped.set()
 
     async def _commit(self, batch: list[_Pending]) -> None:
-        conn = self._writer
-        outcomes: list[tuple[bool, Any]] = []
-        await conn.execute("BEGIN IMMEDIATE")
         try:
-            for job, _future in batch:
-                outcomes.append(await _run_in_savepoint(conn, job))
-            await conn.execute("COMMIT")
+            outcomes = await self._writer.call(
+                _commit_now, self._writer.raw, [job for job, _future in batch]
+            )
         except Exception as exc:
             log.exception("commit of %d writes failed", len(batch))
-            await _rollback(conn)
-            for _job, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+            _settle(batch, None, exc)
             return
         self.commits += 1
         self.jobs_committed += len(batch)
-        for (_job, future), (ok, value) in zip(batch, outcomes, strict=True):
-            if future.done():
-                continue
-            if ok:
-                future.set_result(value)
-            else:
-                future.set_exception(value)
+        _settle(batch, outcomes, None)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -160,7 +198,12 @@ class Store:
             await asyncio.wait_for(self._stopped.wait(), timeout=30)
         except TimeoutError:
             log.warning("writer did not finish within 30 s; closing anyway")
-        await self._reader.close()
+        try:
+            async with asyncio.timeout(READ_GRACE_S), self._read_lock:
+                await self._reader.close()  # after the read in progress, if any
+        except TimeoutError:
+            log.warning("a read did not finish within %.0f s; closing anyway", READ_GRACE_S)
+            await self._reader.close()
         await self._writer.close()
 
     def _check_open(self) -> None:
@@ -168,31 +211,87 @@ class Store:
             raise StoreClosed
 
 
-async def _run_in_savepoint(conn: Connection, job: WriteJob[Any]) -> tuple[bool, Any]:
-    await conn.execute("SAVEPOINT job")
+# -- what runs in the connections' threads -------------------------------------------------------
+
+
+def _settle(
+    batch: list[tuple[Any, "asyncio.Future[Any]"]],
+    outcomes: list[tuple[bool, Any]] | None,
+    failure: BaseException | None,
+) -> None:
+    """Resolve each future with its own outcome, or every one of them with `failure`."""
+    for i, (_work, future) in enumerate(batch):
+        if future.done():
+            continue
+        if outcomes is None:
+            future.set_exception(failure or RuntimeError("no outcome"))
+            continue
+        ok, value = outcomes[i]
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
+
+
+def _fetchall(raw: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[Row]:
+    return list(raw.execute(sql, params).fetchall())
+
+
+def _query(raw: sqlite3.Connection, job: WriteJob[T]) -> T:
+    return drive(job(SyncConnection(raw)))
+
+
+def _read_batch(
+    raw: sqlite3.Connection, reads: list[Callable[[sqlite3.Connection], Any]]
+) -> list[tuple[bool, Any]]:
+    """Reads in one transaction: one snapshot, taken now, after each was asked for."""
+    raw.execute("BEGIN")
     try:
-        value = await job(conn)
-    except Exception as exc:  # noqa: BLE001 - the job's own error goes to its own caller
-        await conn.execute("ROLLBACK TO job")
-        await conn.execute("RELEASE job")
+        return [_attempt(read, raw) for read in reads]
+    finally:
+        raw.execute("COMMIT")
+
+
+def _attempt(
+    read: Callable[[sqlite3.Connection], Any], raw: sqlite3.Connection
+) -> tuple[bool, Any]:
+    try:
+        return True, read(raw)
+    except Exception as exc:  # noqa: BLE001 - the read's own error goes to its own caller
         return False, exc
-    await conn.execute("RELEASE job")
+
+
+def _commit_now(raw: sqlite3.Connection, jobs: list[WriteJob[Any]]) -> list[tuple[bool, Any]]:
+    conn = SyncConnection(raw)
+    raw.execute("BEGIN IMMEDIATE")
+    try:
+        outcomes = [_in_savepoint(raw, conn, job) for job in jobs]
+        raw.execute("COMMIT")
+    except BaseException:
+        _rollback(raw)
+        raise
+    return outcomes
+
+
+def _in_savepoint(
+    raw: sqlite3.Connection, conn: SyncConnection, job: WriteJob[Any]
+) -> tuple[bool, Any]:
+    raw.execute("SAVEPOINT job")
+    try:
+        value = drive(job(conn))
+    except Exception as exc:  # noqa: BLE001 - the job's own error goes to its own caller
+        raw.execute("ROLLBACK TO job")
+        raw.execute("RELEASE job")
+        return False, exc
+    raw.execute("RELEASE job")
     return True, value
 
 
-async def _rollback(conn: Connection) -> None:
+def _rollback(raw: sqlite3.Connection) -> None:
     try:
-        await conn.execute("ROLLBACK")
+        raw.execute("ROLLBACK")
     except sqlite3.Error:
         log.exception("rollback failed")
-
-
-async def _connect(path: Path) -> Connection:
-    conn = await aiosqlite.connect(path, isolation_level=None)
-    conn.row_factory = sqlite3.Row
-    for pragma in _PRAGMAS:
-        await conn.execute(pragma)
-    return conn
 
 
 def _migrations() -> list[tuple[int, str, str]]:
@@ -205,13 +304,11 @@ def _migrations() -> list[tuple[int, str, str]]:
     return sorted(found)
 
 
-async def _migrate(conn: Connection) -> None:
+def _migrate(raw: sqlite3.Connection) -> None:
     """Apply numbered migrations newer than `PRAGMA user_version`, each in its own transaction."""
-    async with conn.execute("PRAGMA user_version") as cursor:
-        row = await cursor.fetchone()
-    current = int(row[0]) if row else 0
+    current = int(raw.execute("PRAGMA user_version").fetchone()[0])
     for number, name, script in _migrations():
         if number <= current:
             continue
         log.info("applying migration %s", name)
-        await conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version={number};\nCOMMIT;")
+        raw.executescript(f"BEGIN;\n{script}\nPRAGMA user_version={number};\nCOMMIT;")

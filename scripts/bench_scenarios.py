@@ -1,0 +1,234 @@
+"""The measured scenarios of scripts/bench.py: connect, rollout, commands, telemetry.
+
+Each scenario drives a running simulated fleet (`supervisor.Fleet`) and the service's REST API,
+and returns a flat dict of figures. Latencies come from client-side timestamps: a device records
+`applied` / `command` once the service PUBACKed its final answer, and a PUBACK from fleetstate
+means the answer is committed, so "all ACCEPTED" is a fact on both sides.
+"""
+
+import resource
+import time
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
+from bench_service import Process, machine_busy_s
+
+from fleetstate.simulator.fleet import Burst
+from fleetstate.simulator.options import Transport
+from fleetstate.simulator.provision import Api
+from fleetstate.simulator.stats import Totals
+from fleetstate.simulator.supervisor import Fleet
+
+TOP_ERRORS = 8
+
+
+def percentiles(values: list[float]) -> dict[str, float | None]:
+    if not values:
+        return {"p50_s": None, "p99_s": None, "max_s": None}
+    ordered = sorted(values)
+
+    def at(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 3)
+
+    return {"p50_s": at(0.50), "p99_s": at(0.99), "max_s": round(ordered[-1], 3)}
+
+
+def own_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Phase:
+    """Wall time and the CPU the target, the load generator and everything else on the machine
+    used over one phase, in percent of one core (the machine has `os.cpu_count()` of them, shared
+    by all). `others_cpu_pct` well above zero means the figures were disturbed."""
+
+    def __init__(self, target: Process, fleet: Fleet) -> None:
+        self.target, self.fleet = target, fleet
+        self.t0 = time.monotonic()
+        self.target0 = target.cpu_s()
+        self.clients0 = fleet.poll().cpu_s() + own_cpu_s()
+        self.machine0 = machine_busy_s()
+
+    def result(self) -> dict[str, float]:
+        seconds = time.monotonic() - self.t0
+        target = self.target.cpu_s() - self.target0
+        clients = self.fleet.poll().cpu_s() + own_cpu_s() - self.clients0
+        others = machine_busy_s() - self.machine0 - target - clients
+        return {
+            "phase_s": round(seconds, 2),
+            "target_cpu_pct": round(100 * target / seconds, 1),
+            "clients_cpu_pct": round(100 * clients / seconds, 1),
+            "others_cpu_pct": round(max(0.0, 100 * others / seconds), 1),
+        }
+
+
+class Watch:
+    """Per device, the first event of a kind (and subject) since the watch began."""
+
+    def __init__(self, totals: Totals, kind: str, subject: str | None = None) -> None:
+        self.kind, self.subject = kind, subject
+        self._pos = len(totals.events)
+        self.first: dict[str, float] = {}
+        self.subjects: dict[str, str] = {}
+        self.statuses: Counter[str] = Counter()
+
+    def update(self, totals: Totals) -> int:
+        for kind, device, subject, status, at in totals.events[self._pos :]:
+            if kind != self.kind or (self.subject is not None and subject != self.subject):
+                continue
+            if device not in self.first:
+                self.first[device] = at
+                self.subjects[device] = subject
+                self.statuses[status] += 1
+        self._pos = len(totals.events)
+        return len(self.first)
+
+    def since(self, t0: float) -> list[float]:
+        return [at - t0 for at in self.first.values()]
+
+
+def errors(totals: Totals) -> dict[str, int]:
+    return dict(totals.errors().most_common(TOP_ERRORS))
+
+
+async def connect(target: Process, fleet: Fleet, devices: int, within: float) -> dict[str, Any]:
+    """Start the worker processes; every device connects and subscribes to its three topics."""
+    rss0 = target.rss_kib()
+    phase = Phase(target, fleet)
+    watch = Watch(fleet.totals, "connected")
+    t0 = time.time()
+    fleet.start()
+    done = await fleet.wait(lambda t: watch.update(t) >= devices, within)
+    times = watch.since(t0)
+    first, last = (min(times), max(times)) if times else (0.0, 0.0)
+    rss = target.rss_kib()
+    return {
+        "devices": devices,
+        "connected": len(times),
+        "all_connected": done,
+        "all_connected_s": round(last, 2) if done else None,
+        "rate_per_s": round(len(times) / (last - first), 1) if last > first else None,
+        "handshake": percentiles([float(s) for s in watch.subjects.values()]),
+        "rss_mib": round(rss / 1024, 1),
+        "rss_per_device_kib": round((rss - rss0) / max(1, len(times)), 1),
+        "errors": errors(fleet.totals),
+        **phase.result(),
+    }
+
+
+async def rollout(
+    api: Api, target: Process, fleet: Fleet, group_id: str, profile_id: str, within: float
+) -> dict[str, Any]:
+    """Bind one new artefact to the group; wait until every device reported it ACCEPTED."""
+    devices = fleet.devices
+    content = {"setpoint": 21, "bench": time.time()}
+    body = {"name": "bench", "profile_id": profile_id, "content": content}
+    artefact = await api.ok("POST", "/api/v1/config-artefacts", body)
+    watch = Watch(fleet.totals, "applied", artefact["id"])
+    foreign0 = fleet.totals.counter("foreign_messages")
+    phase = Phase(target, fleet)
+    t0 = time.time()
+    binding = await api.ok(
+        "PUT",
+        "/api/v1/desired-state-bindings",
+        {"target_type": "device_group", "target_id": group_id, "artefact_id": artefact["id"]},
+    )
+    put_s = time.time() - t0
+    done = await fleet.wait(lambda t: watch.update(t) >= devices, within)
+    figures = phase.result()
+    t1 = time.time()
+    checked = await api.ok("GET", f"/api/v1/desired-state-bindings/{binding['id']}")
+    latencies = watch.since(t0)
+    return {
+        "devices": devices,
+        "binding_put_s": round(put_s, 2),
+        "applied": len(latencies),
+        "all_accepted": done and checked["counts"] == {"ACCEPTED": devices},
+        "all_accepted_s": round(max(latencies), 2) if done else None,
+        **percentiles(latencies),
+        "service_counts": checked["counts"],
+        "binding_get_s": round(time.time() - t1, 2),
+        "foreign_documents": fleet.totals.counter("foreign_messages") - foreign0,
+        "errors": errors(fleet.totals),
+        **figures,
+    }
+
+
+async def commands(
+    api: Api, target: Process, fleet: Fleet, group_id: str, within: float
+) -> dict[str, Any]:
+    """REBOOT to every member of the group at once; wait until every device acked SUCCESS."""
+    devices = fleet.devices
+    watch = Watch(fleet.totals, "command")
+    phase = Phase(target, fleet)
+    t0 = time.time()
+    created = await api.ok(
+        "POST", f"/api/v1/device-groups/{group_id}/commands", {"type": "REBOOT", "timeout_s": 900}
+    )
+    post_s = time.time() - t0
+    done = await fleet.wait(lambda t: watch.update(t) >= devices, within)
+    figures = phase.result()
+    server, counts = await _batch_round_trips(api, created["batch_id"])
+    client = watch.since(t0)
+    return {
+        "devices": devices,
+        "post_s": round(post_s, 2),
+        "done": len(client),
+        "all_success": done and counts == {"SUCCESS": devices},
+        "client": percentiles(client),
+        "server": percentiles(server),
+        "service_counts": counts,
+        "errors": errors(fleet.totals),
+        **figures,
+    }
+
+
+async def _batch_round_trips(api: Api, batch_id: str) -> tuple[list[float], dict[str, int]]:
+    """Creation to finish of every command of the batch, from the service's own timestamps."""
+    trips: list[float] = []
+    cursor = ""
+    while True:
+        page = await api.ok("GET", f"/api/v1/command-batches/{batch_id}?limit=1000{cursor}")
+        trips += [
+            (_time(c["finished_at"]) - _time(c["created_at"])).total_seconds()
+            for c in page["commands"]
+            if c["finished_at"]
+        ]
+        if page["next_cursor"] is None:
+            return trips, dict(page["counts"])
+        cursor = f"&cursor={page['next_cursor']}"
+
+
+def _time(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+async def telemetry(
+    target: Process, fleet: Fleet, transport: Transport, seconds: float, window: int
+) -> dict[str, Any]:
+    """Telemetry as fast as it is acknowledged, `window` messages in flight over the fleet."""
+    key = f"{transport}_seq"
+    before = fleet.poll().counters()
+    phase = Phase(target, fleet)
+    t0 = time.monotonic()
+    per_worker = max(1, window // fleet.workers)
+    fleet.send(Burst(transport=transport, seconds=seconds, window=per_worker, key=key))
+    finished = before["bursts_done"] + fleet.workers
+    await fleet.wait(lambda t: t.counter("bursts_done") >= finished, seconds + 120)
+    elapsed = time.monotonic() - t0
+    after = fleet.totals.counters()
+    acked = after["telemetry_acked"] - before["telemetry_acked"]
+    return {
+        "transport": str(transport),
+        "key": key,
+        "window": per_worker * fleet.workers,
+        "seconds": round(elapsed, 2),
+        "sent": after["telemetry_sent"] - before["telemetry_sent"],
+        "acked": acked,
+        "failed": after["telemetry_failed"] - before["telemetry_failed"],
+        "rate_per_s": round(acked / elapsed, 1),
+        "errors": errors(fleet.totals),
+        **phase.result(),
+    }

@@ -1,0 +1,45 @@
+"""scripts/bench.py at 100 devices: every scenario runs and is correct (no timing asserts)."""
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent.parent / "scripts" / "bench.py"
+LIMIT_S = 240.0
+
+
+async def test_bench_smoke_every_scenario_is_correct_at_100_devices(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, str(BENCH), "--devices", "100", "--telemetry-seconds", "3"),
+        *("--scenarios", "connect,rollout,commands,telemetry,ceiling", "--ceiling", "amqtt"),
+        *("--no-append", "--out", str(tmp_path)),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(LIMIT_S):
+        out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()[-3000:]
+    assert "| rollout | all ACCEPTED after |" in out.decode()
+    (results,) = tmp_path.glob("*.json")
+    (run,) = json.loads(results.read_text())["runs"]
+    service = run["service"]
+    assert service["connect"]["connected"] == 100
+    assert service["connect"]["errors"] == {}
+    rollout = service["rollout"]
+    assert rollout["all_accepted"] is True
+    assert rollout["service_counts"] == {"ACCEPTED": 100}
+    assert rollout["foreign_documents"] == 0
+    assert service["commands"]["all_success"] is True
+    for name in ("telemetry_mqtt", "telemetry_http"):
+        telemetry = service[name]
+        assert telemetry["acked"] > 0, name
+        assert telemetry["failed"] == 0, name
+        assert telemetry["stored"] == telemetry["acked"], name  # zero loss
+    assert service["exit_code"] == 0
+    ceiling = run["ceiling"]["amqtt"]
+    assert ceiling["connect"]["connected"] == 100
+    assert ceiling["rollout"]["all_accepted"] is True
+    assert ceiling["telemetry_mqtt"]["acked"] > 0
+    assert set(run["targets"])
+    assert run["machine"]["cores"] >= 1
