@@ -176,37 +176,6 @@ async def test_bus_subscription_table_repr_stays_small(
         assert repr(table) == "<9 subscription filters>"
 
 
-async def test_bus_publish_skips_amqtt_plugin_tasks(
-    api: Api, fleet: Fleet, connect: DeviceFactory, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """amqtt runs each topic plugin as a task under gather for every PUBLISH; ours checks the
-    ACL inline, still drops and counts forbidden topics, and still PUBACKs after the commit."""
-    import inspect
-
-    from amqtt.broker import Broker
-    from amqtt.plugins.manager import PluginManager
-
-    assert "_topic_filtering" in inspect.getsource(Broker._handle_message_delivery)
-    assert "ensure_future" in inspect.getsource(PluginManager._map_plugin_method)
-    calls: list[str] = []
-    original = PluginManager.map_plugin_topic
-
-    async def counting(self: PluginManager, **kwargs: object) -> object:
-        calls.append(str(kwargs.get("topic")))
-        return await original(self, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(PluginManager, "map_plugin_topic", counting)
-    device_id, key = await fleet.device(await fleet.profile())
-    async with connect(device_id, key) as device:
-        await device.publish("telemetry", {"status": "online", "telemetries": {"t": 1}})
-        state = await api.ok("GET", f"/api/v1/devices/{device_id}/telemetry")
-        assert state["state"] == {"t": 1, "status": "online"}  # committed before the PUBACK
-        await device.client.publish("devices/someone-else/reported", b"{}", qos=1)
-        metrics = (await api.call("GET", "/metrics"))[1]
-        assert "fleetstate_mqtt_forbidden_publishes_total 1" in metrics
-    assert all(topic.endswith(("/desired", "/commands", "/errors")) for topic in calls), calls
-
-
 async def test_bus_collector_is_relaxed_for_amqtt_sessions(
     service: Service, fleet: Fleet, connect: DeviceFactory
 ) -> None:

@@ -17,10 +17,6 @@ amqtt defects we design around (each pinned by a test in tests/test_bus_embedded
   debug logging is off: O(fleet) per subscribe. Our table's repr is its size.
 - It does not redeliver unacknowledged QoS 1 within a session. The protocol is level-triggered
   instead: every connect and subscribe re-sends current state (see gateway.py).
-- For every PUBLISH it runs each topic plugin as its own task under `asyncio.gather`, and each
-  event handler as another task (MESSAGE_RECEIVED, then MESSAGE_BROADCAST): three to five tasks
-  per message before any work is done. `FleetBroker` checks the ACL and hands the message to the
-  service directly, in one task.
 - It keeps about 230 objects the cyclic garbage collector tracks per connected session (a
   `transitions` state machine with its states, events and transitions, queues, tasks) and
   allocates futures and timer handles for every packet, yet makes almost no reference cycles.
@@ -89,8 +85,7 @@ async def _qos1_flow(self: ProtocolHandler[Any], app_message: ApplicationMessage
     _processed[id(app_message)] = done
     try:
         await self.session.delivered_message_queue.put(app_message)
-        async with asyncio.timeout(PROCESSING_TIMEOUT):
-            ok = await done
+        ok = await asyncio.wait_for(done, PROCESSING_TIMEOUT)
     except TimeoutError:
         log.warning("message on %s not processed in time; no PUBACK", app_message.topic)
         return
@@ -122,42 +117,9 @@ class _SubscriptionTable(dict[str, list[tuple[Session, int]]]):
 class FleetBroker(Broker):  # type: ignore[misc]
     """amqtt's Broker without its retained store and without device-to-device forwarding."""
 
-    def __init__(self, config: dict[str, Any], events: DeviceEvents) -> None:
+    def __init__(self, config: dict[str, Any]) -> None:
         super().__init__(config)
         self._subscriptions = _SubscriptionTable()
-        self._events = events
-        self._processing: set[asyncio.Task[None]] = set()
-
-    async def _handle_message_delivery(
-        self, client_session: Session, handler: Any, wait_deliver: "asyncio.Future[Any]"
-    ) -> bool:
-        """amqtt's step for one PUBLISH from a client, without its plugin machinery: the ACL is
-        checked here and the message goes to the service in one task, so reading the client's
-        next message need not wait. False closes the connection, as in amqtt."""
-        message: ApplicationMessage | None = wait_deliver.result()
-        if message is None:
-            return True
-        topic, device_id = message.topic, client_session.client_id
-        if not topic or "#" in topic or "+" in topic or topic.startswith("$"):
-            _settle(message, True)
-            return False  # [MQTT-4.7.3-1], [MQTT-3.3.2-2], [MQTT-4.7.2-1]
-        sub = None if device_id is None else subtopic_of(device_id, topic)
-        if device_id is None or sub is None or not may_publish(device_id, topic):
-            if device_id is not None:
-                self._events.forbidden(device_id, topic)
-            _settle(message, True)  # dropped and counted; PUBACK so the client moves on
-            return True
-        task = asyncio.create_task(self._process(device_id, sub, message))
-        self._processing.add(task)
-        task.add_done_callback(self._processing.discard)
-        return True
-
-    async def _process(self, device_id: str, sub: str, message: ApplicationMessage) -> None:
-        ok = False
-        try:
-            ok = await self._events.message(device_id, sub, bytes(message.data))
-        finally:
-            _settle(message, ok)
 
     async def retain_message(self, *_args: Any, **_kwargs: Any) -> None:
         return
@@ -252,7 +214,10 @@ class DeviceTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]
         if action == Action.SUBSCRIBE:
             return may_subscribe(device_id, topic)
         if action == Action.PUBLISH:
-            return may_publish(device_id, topic)  # counted in FleetBroker's delivery step
+            allowed = may_publish(device_id, topic)
+            if not allowed:
+                _hubs[self.context.config.hub].events.forbidden(device_id, topic)
+            return allowed
         return subtopic_of(device_id, topic) is not None
 
 
@@ -274,6 +239,22 @@ class DeviceEventsPlugin(BasePlugin[Any]):  # type: ignore[misc]
     async def on_broker_client_subscribed(self, *, client_id: str, topic: str, qos: int) -> None:
         self._events.subscribed(client_id, topic)
 
+    async def on_broker_message_received(self, *, client_id: str, message: Any) -> None:
+        if message is None:
+            return
+        ok = True
+        try:
+            ok = await self._handle(client_id, message)
+        finally:
+            _settle(message, ok)
+
+    async def _handle(self, client_id: str, message: ApplicationMessage) -> bool:
+        if not may_publish(client_id, message.topic):
+            return True  # dropped and counted by the topic plugin; PUBACK so the client moves on
+        sub = subtopic_of(client_id, message.topic)
+        assert sub is not None
+        return await self._events.message(client_id, sub, bytes(message.data))
+
 
 class EmbeddedBroker:
     """The `Bus` on top of amqtt. Build inside the running loop; `start()`, then `stop()`."""
@@ -291,7 +272,7 @@ class EmbeddedBroker:
             "plugins": plugins,
         }
         _hubs[self._key] = self
-        self._broker = FleetBroker(config, events)
+        self._broker = FleetBroker(config)
 
     async def start(self) -> tuple[str, int]:
         await self._broker.start()
