@@ -127,15 +127,15 @@ async def test_simulator_fleet_converges_and_answers_commands(service: Service, 
         path = f"/api/v1/command-batches/{batch['batch_id']}"
         await _wait_for("command results", lambda: _counts(api, path, answered))
         device = (await api.ok("GET", f"/api/v1/device-groups/{group_id}"))["device_ids"][0]
-        state = await api.ok("GET", f"/api/v1/devices/{device}/telemetry")
-        assert state["state"]["status"] == "online"
+        await _wait_for("telemetry", lambda: _reports_online(api, device))
         proc.send_signal(signal.SIGINT)
         async with asyncio.timeout(WAIT_S):
             out, err = await proc.communicate()
     finally:
         if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+            proc.kill()  # its worker processes notice and stop within a second or so
+            async with asyncio.timeout(WAIT_S):
+                await proc.wait()
     assert proc.returncode == 0, err.decode()
     summary = out.decode()
     assert "fleetstate simulate" in summary
@@ -159,3 +159,8 @@ async def _counts(api: Api, path: str, wanted: dict[str, int]) -> bool:
     found = await api.ok("GET", path)
     counts = {k: v for k, v in found["counts"].items() if k in wanted}
     return bool(counts == wanted)
+
+
+async def _reports_online(api: Api, device_id: str) -> bool:
+    state = await api.ok("GET", f"/api/v1/devices/{device_id}/telemetry")
+    return bool(state["state"].get("status") == "online")

@@ -152,8 +152,13 @@ class Worker:
     # -- reporting ---------------------------------------------------------------------------
 
     async def _report_loop(self) -> None:
+        parent = os.getppid()
         while True:
             self._report(final=False)
+            if os.getppid() != parent:
+                # The parent died without saying Stop (e.g. SIGKILL): an orphan would play its
+                # devices forever and hold the parent's output pipes open.
+                self._stop.set()
             await asyncio.sleep(REPORT_INTERVAL_S)
 
     def _report(self, *, final: bool) -> None:
