@@ -69,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
     add("--no-append", action="store_true", help="do not append to the markdown file")
     add("--py-spy", default="", help="phases to profile the service in (py-spy record, raw)")
     add("--keep", action="store_true", help="keep the temporary data directory")
+    add(
+        "--serve-src",
+        type=Path,
+        help="run the service from this source tree instead (e.g. an older commit:"
+        " git archive COMMIT | tar -x -C DIR), for before/after figures",
+    )
     return parser
 
 
@@ -87,6 +93,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         "devices": args.devices,
         "processes": processes,
         "scenarios": chosen,
+        "serve_src": str(args.serve_src) if args.serve_src else None,
         "note": "the load generator runs on the same cores as the service",
     }
     workdir = Path(tempfile.mkdtemp(prefix="fleetstate-bench-"))
@@ -110,7 +117,8 @@ async def _service_run(
     data, n = workdir / "data", args.devices
     out: dict[str, Any] = {}
     timeout = aiohttp.ClientTimeout(total=600)
-    async with fleetstate_serve(data, TOKEN) as svc, aiohttp.ClientSession(timeout=timeout) as s:
+    serve = fleetstate_serve(data, TOKEN, args.serve_src)
+    async with serve as svc, aiohttp.ClientSession(timeout=timeout) as s:
         api = Api(s, svc.http_url, TOKEN)
         options = Options(devices=n, http_url=svc.http_url, mqtt_url=svc.mqtt_url, token=TOKEN)
         provisioned = await provision(options, s)

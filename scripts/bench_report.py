@@ -81,10 +81,10 @@ def targets(result: dict[str, Any]) -> dict[str, str]:
             if n == 1_000
             else "not measured (needs --devices 1000)"
         ),
-        "MQTT telemetry >= 5,000/s, zero loss": judge(
+        f"MQTT telemetry >= 5,000/s, zero loss (from {n:,} devices)": judge(
             1, ("telemetry_mqtt",), lambda: tm["rate_per_s"] >= 5000 and tm["stored"] == tm["acked"]
         ),
-        "HTTP telemetry >= 3,000/s, zero loss": judge(
+        f"HTTP telemetry >= 3,000/s, zero loss (from {n:,} devices)": judge(
             1, ("telemetry_http",), lambda: th["rate_per_s"] >= 3000 and th["stored"] == th["acked"]
         ),
     }
@@ -140,10 +140,15 @@ def _heading(result: dict[str, Any]) -> str:
     tools = ", ".join(f"{k} {v[k]}" for k in ("python", "amqtt", "aiomqtt", "mosquitto") if k in v)
     return (
         f"### {result['started_at']}: {result['devices']:,} devices\n\n"
-        f"`{result['command']}` · fleetstate {v['fleetstate']} · {m['cores']} cores"
+        f"`{result['command']}` · fleetstate {_served(result)} · {m['cores']} cores"
         f" ({m['cpu']}), {m['memory_gib']} GiB · {tools} · simulated devices in"
         f" {result['processes']} worker process(es) on the same cores as the service"
     )
+
+
+def _served(result: dict[str, Any]) -> str:
+    src = result.get("serve_src")
+    return result["versions"]["fleetstate"] + (f" (service from {src})" if src else "")
 
 
 def _cpu_lines(result: dict[str, Any]) -> list[str]:

@@ -92,13 +92,18 @@ async def _read_addresses(proc: asyncio.subprocess.Process) -> tuple[str, str]:
 
 
 @contextlib.asynccontextmanager
-async def fleetstate_serve(data: Path, token: str) -> AsyncIterator[Process]:
-    """`fleetstate serve` on loopback port 0 with a fresh data directory, logging WARNING."""
+async def fleetstate_serve(
+    data: Path, token: str, src: Path | None = None
+) -> AsyncIterator[Process]:
+    """`fleetstate serve` on loopback port 0 with a fresh data directory, logging WARNING;
+    from another source tree when `src` is given (its `src/` goes first on the path)."""
     env = {
         **os.environ,
         "FLEETSTATE_ADMIN_TOKEN": token,
         "FLEETSTATE_LOG_LEVEL": "WARNING",
     }
+    if src is not None:
+        env["PYTHONPATH"] = str(src / "src")
     args = ["-m", "fleetstate", "serve", "--data", str(data)]
     args += ["--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"]
     with (data.parent / "serve.log").open("ab") as log:
