@@ -563,11 +563,15 @@ async def test_commands_take_next_acknowledge_and_has_waiting(
     device_id, _ = await fleet.device(await fleet.profile())
     other_id, _ = await fleet.device(await fleet.profile("other"))
     store = service.store
-    assert not await commands.has_waiting(store, device_id)
+
+    async def has_waiting() -> bool:
+        return await store.query(lambda conn: commands.has_waiting(conn, device_id))
+
+    assert not await has_waiting()
     assert await commands.take_next(store, device_id) is None
     first = await _send(api, device_id, "REBOOT")
     await _send(api, device_id, "REBOOT")
-    assert await commands.has_waiting(store, device_id)
+    assert await has_waiting()
     taken = await commands.take_next(store, device_id)
     assert taken == {
         "id": first["id"],
@@ -584,7 +588,7 @@ async def test_commands_take_next_acknowledge_and_has_waiting(
     assert done["status"] == "SUCCESS"
     late = await commands.acknowledge(store, device_id, first["id"], "FAILED", None)
     assert late["status"] == "SUCCESS"
-    assert await commands.has_waiting(store, device_id)
+    assert await has_waiting()
 
 
 async def test_commands_bind_config_to_a_component(

@@ -168,13 +168,14 @@ async def stored_for_device(store: Store, device_id: str, file_id: str) -> Store
     )
 
 
-async def latest_firmware(store: Store, device_id: str) -> dict[str, Any] | None:
+async def latest_firmware(conn: Connection, device_id: str) -> dict[str, Any] | None:
     """The newest `firmware` file of the device's profile by SemVer precedence (1.10.0 > 1.9.2);
     among equal precedence (builds of one version) the newest upload."""
-    rows = await store.fetchall(
+    async with conn.execute(
         "SELECT id, version FROM files WHERE file_type = ? AND profile_id ="
         " (SELECT profile_id FROM devices WHERE id = ?)",
         (FIRMWARE, device_id),
-    )
+    ) as cur:
+        rows = await cur.fetchall()
     ranked = _newest_first([dict(r) for r in rows])
     return ranked[0] if ranked else None

@@ -168,12 +168,13 @@ async def operator_info(store: Store, org_id: str, device_id: str) -> dict[str, 
     return await info_of(store, device_id)
 
 
-async def flags(store: Store, device_id: str) -> tuple[bool, int]:
+async def flags(conn: Connection, device_id: str) -> tuple[bool, int]:
     """(`new_licenses`, `info_version`) for the telemetry answer."""
-    row = await store.fetchone(
+    async with conn.execute(
         "SELECT EXISTS (SELECT 1 FROM licenses WHERE device_id = ? AND state IS NULL),"
         " (SELECT version FROM device_info WHERE device_id = ?)",
         (device_id, device_id),
-    )
+    ) as cur:
+        row = await cur.fetchone()
     assert row is not None
     return bool(row[0]), int(row[1] or 0)

@@ -158,8 +158,8 @@ async def update_device(request: web.Request, device_id: str) -> web.Response:
 async def send_telemetry(request: web.Request, device_id: str) -> web.Response:
     svc = services(request)
     body = await raw_body(request, telemetry.MAX_BODY)
-    await telemetry.record(svc.store, svc.events, device_id, body)
-    return json_response(await telemetry.answer(svc.store, device_id))
+    answer = await telemetry.record_and_answer(svc.store, svc.events, device_id, body)
+    return json_response(answer)
 
 
 # -- desired state -------------------------------------------------------------------------------

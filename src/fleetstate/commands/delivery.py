@@ -133,9 +133,9 @@ async def take_next(store: Store, device_id: str) -> dict[str, Any] | None:
     return await store.write(job)
 
 
-async def has_waiting(store: Store, device_id: str) -> bool:
+async def has_waiting(conn: Connection, device_id: str) -> bool:
     """Whether `take_next` would return a command."""
-    return bool(await store.query(lambda conn: _queue(conn, device_id)))
+    return bool(await _queue(conn, device_id))
 
 
 async def record_ack(store: Store, device_id: str, ack: Ack) -> AckOutcome:
