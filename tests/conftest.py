@@ -6,7 +6,7 @@ import contextlib
 import json
 import socket
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,15 @@ def make_config(data: Path, **overrides: Any) -> Config:
         admin_token=ADMIN_TOKEN,
         **overrides,
     )
+
+
+async def eventually(probe: Callable[[], Awaitable[Any]], timeout: float = WAIT) -> Any:
+    """The first truthy result of `probe`, asked again until `timeout`: for effects nothing
+    acknowledges, such as a QoS 0 message."""
+    async with asyncio.timeout(timeout):
+        while not (found := await probe()):  # noqa: ASYNC110 - no event to wait on
+            await asyncio.sleep(0.05)
+    return found
 
 
 class Api:

@@ -6,7 +6,7 @@ import json
 import aiomqtt
 import pytest
 
-from conftest import WAIT, Api, DeviceFactory, Fleet
+from conftest import WAIT, Api, DeviceFactory, Fleet, eventually
 from fleetstate.app import Service
 
 
@@ -199,3 +199,125 @@ async def test_bus_collector_is_relaxed_for_amqtt_sessions(
         for device in devices:
             await stack.enter_async_context(connect(*device))
         assert (machine_parts() - before) / len(devices) >= 10
+
+
+# -- inbound messages: QoS 1 handled where amqtt read it, QoS 0 the amqtt way ---------------------
+
+
+def _mqtt_string(text: str) -> bytes:
+    raw = text.encode()
+    return len(raw).to_bytes(2, "big") + raw
+
+
+def _mqtt_packet(first_byte: int, body: bytes) -> bytes:
+    length, size = b"", len(body)
+    while True:
+        size, digit = divmod(size, 128)
+        length += bytes([digit | (0x80 if size else 0)])
+        if not size:
+            return bytes([first_byte]) + length + body
+
+
+async def _raw_session(
+    service: Service, device_id: str, key: str
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """An MQTT 3.1.1 session on a bare socket, for byte-exact sequences no client library
+    sends (a PUBLISH followed at once by the end of the connection)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", service.mqtt_port)
+    header = _mqtt_string("MQTT") + bytes([4, 0xC2]) + (60).to_bytes(2, "big")
+    payload = _mqtt_string(device_id) + _mqtt_string(device_id) + _mqtt_string(key)
+    writer.write(_mqtt_packet(0x10, header + payload))
+    async with asyncio.timeout(WAIT):
+        assert await reader.readexactly(4) == b"\x20\x02\x00\x00"  # CONNACK, accepted
+    return reader, writer
+
+
+async def _state_is(api: Api, path: str, state: dict[str, object]) -> bool:
+    return bool((await api.ok("GET", path))["state"] == state)
+
+
+def _publish_qos1(topic: str, packet_id: int, payload: bytes) -> bytes:
+    return _mqtt_packet(0x32, _mqtt_string(topic) + packet_id.to_bytes(2, "big") + payload)
+
+
+async def test_bus_qos1_publish_takes_no_trip_through_amqtts_message_loop(
+    api: Api, fleet: Fleet, connect: DeviceFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """amqtt queues every inbound message for the session's loop, which fires a task per event
+    plugin for it; a device's QoS 1 message is processed where it was read instead."""
+    import inspect
+
+    from amqtt.broker import Broker
+    from amqtt.events import BrokerEvents
+    from amqtt.plugins.manager import PluginManager
+
+    assert "MESSAGE_RECEIVED" in inspect.getsource(Broker._handle_message_delivery)
+    fired: list[object] = []
+    original = PluginManager.fire_event
+
+    async def counting(self: PluginManager, event_name: object, **kwargs: object) -> None:
+        fired.append(event_name)
+        await original(self, event_name, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(PluginManager, "fire_event", counting)
+    device_id, key = await fleet.device(await fleet.profile())
+    path = f"/api/v1/devices/{device_id}/telemetry"
+    async with connect(device_id, key) as device:
+        await device.publish("telemetry", {"status": "online", "telemetries": {"t": 1}})
+        assert (await api.ok("GET", path))["state"] == {"t": 1, "status": "online"}
+        assert BrokerEvents.MESSAGE_RECEIVED not in fired
+        await device.publish("telemetry", {"status": "online", "telemetries": {"t": 2}}, qos=0)
+        await eventually(lambda: _state_is(api, path, {"t": 2, "status": "online"}))
+        assert BrokerEvents.MESSAGE_RECEIVED in fired  # QoS 0 still goes amqtt's way
+
+
+async def test_bus_qos0_publish_on_another_devices_topic_is_dropped_and_counted(
+    api: Api, fleet: Fleet, connect: DeviceFactory
+) -> None:
+    profile = await fleet.profile()
+    device_a, key_a = await fleet.device(profile, "a")
+    device_b, _ = await fleet.device(profile, "b")
+    async with connect(device_a, key_a) as a:
+        forged = {"status": "online", "telemetries": {"forged": True}}
+        await a.client.publish(f"devices/{device_b}/telemetry", json.dumps(forged), qos=0)
+        await a.publish("telemetry", {"status": "online", "telemetries": {"t": 1}}, qos=0)
+        path = f"/api/v1/devices/{device_a}/telemetry"
+        await eventually(lambda: _state_is(api, path, {"t": 1, "status": "online"}))
+    assert (await api.ok("GET", f"/api/v1/devices/{device_b}/telemetry"))["state"] == {}
+    metrics = (await api.call("GET", "/metrics"))[1]
+    assert "fleetstate_mqtt_forbidden_publishes_total 1" in metrics
+
+
+async def test_bus_publish_on_a_dollar_topic_closes_the_connection_unacknowledged(
+    service: Service, fleet: Fleet
+) -> None:
+    """[MQTT-4.7.2-1]: topics starting with $ are the server's; amqtt closes for them too."""
+    device_id, key = await fleet.device(await fleet.profile())
+    reader, writer = await _raw_session(service, device_id, key)
+    try:
+        writer.write(_publish_qos1("$SYS/broker/mine", 7, b"{}"))
+        async with asyncio.timeout(WAIT):
+            assert await reader.read() == b""  # closed, and no PUBACK before that
+    finally:
+        writer.close()
+
+
+async def test_bus_report_published_just_before_the_connection_drops_is_kept_and_announced(
+    api: Api, fleet: Fleet, service: Service
+) -> None:
+    """amqtt cancels a session's packet tasks when the connection ends; a report that arrived
+    still commits and still reaches the event stream (and so the web app)."""
+    from test_events import stream
+
+    device_id, key = await fleet.device(await fleet.profile())
+    async with stream(api) as events:
+        _reader, writer = await _raw_session(service, device_id, key)
+        version = (await api.ok("GET", f"/api/v1/devices/{device_id}"))["desired_version"]
+        report = json.dumps({"version": version, "status": "ACCEPTED"}).encode()
+        writer.write(_publish_qos1(f"devices/{device_id}/reported", 1, report))
+        writer.write(b"\xe0\x00")  # DISCONNECT, without waiting for the PUBACK
+        writer.close()
+        announced = await events.next("report")
+    assert (announced["device_id"], announced["status"]) == (device_id, "ACCEPTED")
+    row = await api.ok("GET", f"/api/v1/devices/{device_id}")
+    assert row["reported_status"] == "ACCEPTED"

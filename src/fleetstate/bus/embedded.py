@@ -8,6 +8,11 @@ amqtt defects we design around (each pinned by a test in tests/test_bus_embedded
   `dictionary changed size during iteration` race).
 - It acknowledges inbound QoS 1 before anyone processed the message. We PUBACK only once the
   service has committed the message (`_qos1_flow`), so a PUBACK means "in the database".
+- It hands every inbound message to the session's message loop through a queue, and that loop
+  waits on four futures, checks the ACL through a task per topic plugin and announces the
+  message through a task per event plugin: five to seven tasks and futures per message before
+  the service sees it. A device's QoS 1 message is handled in the task that read it instead
+  (`FleetBroker.inbound`); only QoS 0 and 2 take amqtt's way.
 - It forwards every device message to every matching subscription, scanning all subscriptions per
   message. Devices only talk to the service here, so device messages are not re-broadcast.
 - It removes a session's subscriptions by scanning every filter of every client, on each
@@ -26,8 +31,10 @@ amqtt defects we design around (each pinned by a test in tests/test_bus_embedded
 """
 
 import asyncio
+import enum
 import gc
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -55,8 +62,6 @@ from fleetstate.bus import (
 
 log = logging.getLogger(__name__)
 
-PROCESSING_TIMEOUT = 30.0
-_processed: dict[int, "asyncio.Future[bool]"] = {}
 GC_THRESHOLDS = (50_000, 50, 1_000)
 """CPython's default is (700, 10, 10). Measured at 1,000 devices (docs/benchmarks.md): the
 defaults spent 18% of the service's time collecting (264 ms per full collection over 400,000
@@ -72,38 +77,44 @@ def relax_collector() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-# -- PUBACK only after the service processed the message ------------------------------------------
+# -- inbound QoS 1: handled where it was read, PUBACK only after the commit ---------------------
 
+
+class Verdict(enum.Enum):
+    ACK = "ack"
+    """Processed (or dropped and counted): PUBACK."""
+    NO_ACK = "no-ack"
+    """Not processed: no PUBACK, so the device sends it again."""
+    CLOSE = "close"
+    """A protocol violation: the connection is closed."""
+
+
+Inbound = Callable[[str, ApplicationMessage], Awaitable[Verdict]]
+_INBOUND = "fleet_inbound"
 _original_qos1_flow = ProtocolHandler._handle_qos1_message_flow
 
 
 async def _qos1_flow(self: ProtocolHandler[Any], app_message: ApplicationMessage) -> None:
-    if getattr(app_message, "direction", None) != INCOMING or self.session is None:
+    inbound: Inbound | None = getattr(self, _INBOUND, None)
+    session = self.session
+    if (
+        inbound is None
+        or session is None
+        or session.client_id is None
+        or getattr(app_message, "direction", None) != INCOMING
+    ):
         await _original_qos1_flow(self, app_message)
         return
-    done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-    _processed[id(app_message)] = done
-    try:
-        await self.session.delivered_message_queue.put(app_message)
-        ok = await asyncio.wait_for(done, PROCESSING_TIMEOUT)
-    except TimeoutError:
-        log.warning("message on %s not processed in time; no PUBACK", app_message.topic)
-        return
-    finally:
-        _processed.pop(id(app_message), None)
-    if ok and app_message.packet_id is not None:
+    verdict = await inbound(session.client_id, app_message)
+    if verdict is Verdict.CLOSE:
+        await self.handle_connection_closed()
+    elif verdict is Verdict.ACK and app_message.packet_id is not None:
         puback = PubackPacket.build(app_message.packet_id)
         await self._send_packet(puback)
         app_message.puback_packet = puback
 
 
 BrokerProtocolHandler._handle_qos1_message_flow = _qos1_flow
-
-
-def _settle(message: ApplicationMessage, ok: bool) -> None:
-    done = _processed.get(id(message))
-    if done is not None and not done.done():
-        done.set_result(ok)
 
 
 # -- the broker --------------------------------------------------------------------------------
@@ -117,9 +128,28 @@ class _SubscriptionTable(dict[str, list[tuple[Session, int]]]):
 class FleetBroker(Broker):  # type: ignore[misc]
     """amqtt's Broker without its retained store and without device-to-device forwarding."""
 
-    def __init__(self, config: dict[str, Any]) -> None:
+    def __init__(self, config: dict[str, Any], events: DeviceEvents) -> None:
         super().__init__(config)
         self._subscriptions = _SubscriptionTable()
+        self._events = events
+
+    async def inbound(self, device_id: str, message: ApplicationMessage) -> Verdict:
+        """One message a device published: checked against the ACL, then given to the service.
+        A forbidden topic is dropped and counted, and still acknowledged so the client moves
+        on; the topics amqtt closes the connection for close it here too."""
+        topic = message.topic
+        if not topic or "#" in topic or "+" in topic or topic.startswith("$"):
+            log.warning("%s published on the invalid topic %r; closing", device_id, topic)
+            return Verdict.CLOSE  # [MQTT-4.7.3-1], [MQTT-3.3.2-2], [MQTT-4.7.2-1]
+        sub = subtopic_of(device_id, topic)
+        if sub is None or not may_publish(device_id, topic):
+            self._events.forbidden(device_id, topic)
+            return Verdict.ACK
+        # Shielded: amqtt cancels a session's packet tasks when its connection drops, and a
+        # message handed over must still reach its end (the commit and the events after it)
+        # even when its PUBACK can no longer be sent.
+        ok = await asyncio.shield(self._events.message(device_id, sub, bytes(message.data)))
+        return Verdict.ACK if ok else Verdict.NO_ACK
 
     async def retain_message(self, *_args: Any, **_kwargs: Any) -> None:
         return
@@ -166,6 +196,7 @@ class FleetBroker(Broker):  # type: ignore[misc]
                     break
                 await asyncio.sleep(1)
         handler.attach(client_session, reader, writer)
+        setattr(handler, _INBOUND, self.inbound)
         self._sessions[client_session.client_id] = (client_session, handler)
         await handler.mqtt_connack_authorize(authenticated)
         if not authenticated:
@@ -214,10 +245,7 @@ class DeviceTopicPlugin(BaseTopicPlugin):  # type: ignore[misc]
         if action == Action.SUBSCRIBE:
             return may_subscribe(device_id, topic)
         if action == Action.PUBLISH:
-            allowed = may_publish(device_id, topic)
-            if not allowed:
-                _hubs[self.context.config.hub].events.forbidden(device_id, topic)
-            return allowed
+            return may_publish(device_id, topic)  # counted in FleetBroker.inbound
         return subtopic_of(device_id, topic) is not None
 
 
@@ -240,20 +268,10 @@ class DeviceEventsPlugin(BasePlugin[Any]):  # type: ignore[misc]
         self._events.subscribed(client_id, topic)
 
     async def on_broker_message_received(self, *, client_id: str, message: Any) -> None:
-        if message is None:
-            return
-        ok = True
-        try:
-            ok = await self._handle(client_id, message)
-        finally:
-            _settle(message, ok)
-
-    async def _handle(self, client_id: str, message: ApplicationMessage) -> bool:
-        if not may_publish(client_id, message.topic):
-            return True  # dropped and counted by the topic plugin; PUBACK so the client moves on
-        sub = subtopic_of(client_id, message.topic)
-        assert sub is not None
-        return await self._events.message(client_id, sub, bytes(message.data))
+        """QoS 0 and 2 messages (QoS 1 never reach amqtt's message loop: `_qos1_flow`). amqtt
+        itself closes the connection for an invalid topic, and acknowledged QoS 2 already."""
+        if message is not None:
+            await _hubs[self.context.config.hub].broker.inbound(client_id, message)
 
 
 class EmbeddedBroker:
@@ -272,7 +290,11 @@ class EmbeddedBroker:
             "plugins": plugins,
         }
         _hubs[self._key] = self
-        self._broker = FleetBroker(config)
+        self._broker = FleetBroker(config, events)
+
+    @property
+    def broker(self) -> FleetBroker:
+        return self._broker
 
     async def start(self) -> tuple[str, int]:
         await self._broker.start()
