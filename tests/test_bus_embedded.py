@@ -219,12 +219,12 @@ def _mqtt_packet(first_byte: int, body: bytes) -> bytes:
 
 
 async def _raw_session(
-    service: Service, device_id: str, key: str
+    service: Service, device_id: str, key: str, keep_alive: int = 60
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """An MQTT 3.1.1 session on a bare socket, for byte-exact sequences no client library
     sends (a PUBLISH followed at once by the end of the connection)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", service.mqtt_port)
-    header = _mqtt_string("MQTT") + bytes([4, 0xC2]) + (60).to_bytes(2, "big")
+    header = _mqtt_string("MQTT") + bytes([4, 0xC2]) + keep_alive.to_bytes(2, "big")
     payload = _mqtt_string(device_id) + _mqtt_string(device_id) + _mqtt_string(key)
     writer.write(_mqtt_packet(0x10, header + payload))
     async with asyncio.timeout(WAIT):
@@ -321,3 +321,49 @@ async def test_bus_report_published_just_before_the_connection_drops_is_kept_and
     assert (announced["device_id"], announced["status"]) == (device_id, "ACCEPTED")
     row = await api.ok("GET", f"/api/v1/devices/{device_id}")
     assert row["reported_status"] == "ACCEPTED"
+
+
+# -- keep-alive --------------------------------------------------------------------------------
+
+
+async def test_bus_silent_device_is_disconnected_after_one_and_a_half_keepalives(
+    api: Api, fleet: Fleet, service: Service
+) -> None:
+    """[MQTT-3.1.2-24]. amqtt's broker times its reads out but does nothing then, so a device
+    that lost power without closing its connection stayed online for good."""
+    import inspect
+
+    from amqtt.mqtt.protocol.broker_handler import BrokerProtocolHandler
+
+    assert inspect.getsource(BrokerProtocolHandler.handle_read_timeout).rstrip().endswith("pass")
+    device_id, key = await fleet.device(await fleet.profile())
+    reader, writer = await _raw_session(service, device_id, key, keep_alive=1)
+    try:
+        await eventually(lambda: _online_is(api, device_id, True))
+        started = asyncio.get_running_loop().time()
+        async with asyncio.timeout(WAIT):
+            assert await reader.read() == b""  # closed by the server
+        assert asyncio.get_running_loop().time() - started >= 1.0  # not at once
+    finally:
+        writer.close()
+    await eventually(lambda: _online_is(api, device_id, False))
+
+
+async def test_bus_device_that_pings_within_its_keepalive_stays_connected(
+    api: Api, fleet: Fleet, service: Service
+) -> None:
+    device_id, key = await fleet.device(await fleet.profile())
+    reader, writer = await _raw_session(service, device_id, key, keep_alive=1)
+    try:
+        for _ in range(6):  # 3 s: twice the 1.5 s limit
+            writer.write(b"\xc0\x00")  # PINGREQ
+            async with asyncio.timeout(WAIT):
+                assert await reader.readexactly(2) == b"\xd0\x00"  # PINGRESP
+            await asyncio.sleep(0.5)
+        assert (await api.ok("GET", f"/api/v1/devices/{device_id}"))["online"] is True
+    finally:
+        writer.close()
+
+
+async def _online_is(api: Api, device_id: str, online: bool) -> bool:
+    return bool((await api.ok("GET", f"/api/v1/devices/{device_id}"))["online"] is online)
