@@ -28,6 +28,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ import bench_scenarios as scenarios
 from bench_service import ROOT, Process, count_rows, fleetstate_serve, machine, mosquitto, versions
 
 from fleetstate.simulator.options import (
+    DeviceSpec,
     Options,
     Settings,
     Transport,
@@ -51,6 +53,12 @@ from fleetstate.simulator.provision import Api, ensure_group, provision
 from fleetstate.simulator.supervisor import Fleet
 
 SCENARIOS = ("connect", "rollout", "commands", "telemetry", "ceiling")
+TELEMETRY_PHASES = (
+    "telemetry_mqtt",
+    "telemetry_http",
+    "telemetry_mqtt_lean",
+    "telemetry_http_lean",
+)
 TOKEN = os.environ.get("FLEETSTATE_ADMIN_TOKEN") or "bench-admin-token"
 
 
@@ -69,6 +77,11 @@ def _parser() -> argparse.ArgumentParser:
     add("--no-append", action="store_true", help="do not append to the markdown file")
     add("--py-spy", default="", help="phases to profile the service in (py-spy record, raw)")
     add("--keep", action="store_true", help="keep the temporary data directory")
+    add(
+        "--no-lean",
+        action="store_true",
+        help="telemetry from the simulated fleet only, not also from scripts/bench_load.py",
+    )
     add(
         "--serve-src",
         type=Path,
@@ -131,11 +144,14 @@ async def _service_run(
         fleet = Fleet(provisioned.specs, settings, processes)
         try:
             await _phases(args, chosen, svc, api, fleet, group_id, provisioned.profile_id, out)
+            if "telemetry" in chosen and not args.no_lean:
+                await fleet.stop()  # the lean load generator connects as the same devices
+                await _lean_phases(args, svc, provisioned.specs, workdir, out)
         finally:
             await fleet.stop()
             out["peak_rss_mib"] = round(svc.peak_rss_kib() / 1024, 1)
             out["exit_code"] = await svc.stop()
-    for name in ("telemetry_mqtt", "telemetry_http"):
+    for name in TELEMETRY_PHASES:
         if name in out:
             sql = f"SELECT count(*) FROM telemetry_history WHERE key = '{out[name]['key']}'"
             out[name]["stored"] = count_rows(data / "fleetstate.db", sql)
@@ -176,6 +192,27 @@ async def _phases(
                     svc, fleet, transport, args.telemetry_seconds, window
                 )
             _say(f"{name}: {out[name]}")
+
+
+async def _lean_phases(
+    args: argparse.Namespace,
+    svc: Process,
+    specs: list[DeviceSpec],
+    workdir: Path,
+    out: dict[str, Any],
+) -> None:
+    http = urllib.parse.urlsplit(svc.http_url)
+    addresses = {
+        Transport.MQTT: (mqtt_address(svc.mqtt_url), args.mqtt_window),
+        Transport.HTTP: ((http.hostname or "127.0.0.1", http.port or 80), args.http_window),
+    }
+    for transport, (address, window) in addresses.items():
+        name = f"telemetry_{transport}_lean"
+        async with _profiled(args, name, svc):
+            out[name] = await scenarios.lean_telemetry(
+                svc, specs, transport, address, args.telemetry_seconds, window, workdir
+            )
+        _say(f"{name}: {out[name]}")
 
 
 def _settings(mqtt_url: str, http_url: str) -> Settings:

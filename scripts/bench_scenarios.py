@@ -6,16 +6,20 @@ and returns a flat dict of figures. Latencies come from client-side timestamps: 
 means the answer is committed, so "all ACCEPTED" is a fact on both sides.
 """
 
+import asyncio
+import json
 import resource
+import sys
 import time
 from collections import Counter
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from bench_service import Process, machine_busy_s
 
 from fleetstate.simulator.fleet import Burst
-from fleetstate.simulator.options import Transport
+from fleetstate.simulator.options import DeviceSpec, Transport
 from fleetstate.simulator.provision import Api
 from fleetstate.simulator.stats import Totals
 from fleetstate.simulator.supervisor import Fleet
@@ -44,17 +48,24 @@ class Phase:
     used over one phase, in percent of one core (the machine has `os.cpu_count()` of them, shared
     by all). `others_cpu_pct` well above zero means the figures were disturbed."""
 
-    def __init__(self, target: Process, fleet: Fleet) -> None:
+    def __init__(self, target: Process, fleet: Fleet | None) -> None:
+        """`fleet` None: the load generator is this process and the children it waited for."""
         self.target, self.fleet = target, fleet
         self.t0 = time.monotonic()
         self.target0 = target.cpu_s()
-        self.clients0 = fleet.poll().cpu_s() + own_cpu_s()
+        self.clients0 = self._clients_cpu_s()
         self.machine0 = machine_busy_s()
+
+    def _clients_cpu_s(self) -> float:
+        if self.fleet is None:
+            usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+            return own_cpu_s() + usage.ru_utime + usage.ru_stime
+        return self.fleet.poll().cpu_s() + own_cpu_s()
 
     def result(self) -> dict[str, float]:
         seconds = time.monotonic() - self.t0
         target = self.target.cpu_s() - self.target0
-        clients = self.fleet.poll().cpu_s() + own_cpu_s() - self.clients0
+        clients = self._clients_cpu_s() - self.clients0
         others = machine_busy_s() - self.machine0 - target - clients
         return {
             "phase_s": round(seconds, 2),
@@ -230,5 +241,51 @@ async def telemetry(
         "failed": after["telemetry_failed"] - before["telemetry_failed"],
         "rate_per_s": round(acked / elapsed, 1),
         "errors": errors(fleet.totals),
+        **phase.result(),
+    }
+
+
+async def lean_telemetry(
+    target: Process,
+    devices: list[DeviceSpec],
+    transport: Transport,
+    address: tuple[str, int],
+    seconds: float,
+    window: int,
+    workdir: Path,
+) -> dict[str, Any]:
+    """The same fan-in from `scripts/bench_load.py`, a load generator that costs the cores
+    little, so that the service's own limit shows (run it once the fleet has stopped: it
+    connects as the same devices)."""
+    key = f"{transport}_lean_seq"
+    spec = {
+        "transport": str(transport),
+        "host": address[0],
+        "port": address[1],
+        "devices": [[d.id, d.key] for d in devices],
+        "window": window,
+        "seconds": seconds,
+        "key": key,
+        "connect_within": max(120.0, len(devices) / 20),
+    }
+    spec_file = workdir / f"load-{transport}.json"
+    spec_file.write_text(json.dumps(spec))
+    phase = Phase(target, None)
+    load = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(Path(__file__).with_name("bench_load.py")),
+        str(spec_file),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    out, _ = await load.communicate()
+    if load.returncode != 0:
+        raise RuntimeError(f"bench_load.py exited with {load.returncode}")
+    found = json.loads(out)
+    return {
+        "transport": str(transport),
+        "key": key,
+        "window": window,
+        **found,
+        "rate_per_s": round(found["acked"] / found["seconds"], 1),
         **phase.result(),
     }

@@ -21,6 +21,7 @@ async def test_bench_smoke_every_scenario_is_correct_at_100_devices(tmp_path: Pa
         out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()[-3000:]
     assert "| rollout | all ACCEPTED after |" in out.decode()
+    assert "| lean load | MQTT accepted |" in out.decode()
     (results,) = tmp_path.glob("*.json")
     (run,) = json.loads(results.read_text())["runs"]
     service = run["service"]
@@ -31,7 +32,7 @@ async def test_bench_smoke_every_scenario_is_correct_at_100_devices(tmp_path: Pa
     assert rollout["service_counts"] == {"ACCEPTED": 100}
     assert rollout["foreign_documents"] == 0
     assert service["commands"]["all_success"] is True
-    for name in ("telemetry_mqtt", "telemetry_http"):
+    for name in ("telemetry_mqtt", "telemetry_http", "telemetry_mqtt_lean", "telemetry_http_lean"):
         telemetry = service[name]
         assert telemetry["acked"] > 0, name
         assert telemetry["failed"] == 0, name

@@ -35,6 +35,7 @@ class Fleet:
     def __init__(self, specs: list[DeviceSpec], settings: Settings, processes: int) -> None:
         context = multiprocessing.get_context("spawn")
         self._reports: fleet.AnyQueue = context.Queue()
+        self._stopped = False
         parts = split(specs, processes)
         self._controls: list[fleet.AnyQueue] = [context.Queue() for _ in parts]
         self._processes = [
@@ -89,7 +90,10 @@ class Fleet:
         return True
 
     async def stop(self, within: float = fleet.STOP_TIMEOUT_S + 10) -> None:
-        """Tell every worker to stop, take their final snapshots, and reap them."""
+        """Tell every worker to stop, take their final snapshots, and reap them. Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
         self.send(fleet.Stop())
         with contextlib.suppress(WorkerDied):
             await self.wait(lambda t: t.finished() == len(self._processes), within)
