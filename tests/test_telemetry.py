@@ -13,7 +13,7 @@ from conftest import Api, DeviceFactory, Fleet
 from fleetstate import config, semver, telemetry
 from fleetstate.app import Service
 from fleetstate.clock import rfc3339
-from fleetstate.errors import Invalid
+from fleetstate.errors import Invalid, NotFound
 from test_device_api import ANSWER_FIELDS, device_call, telemetry_answer, upload_file
 
 
@@ -252,15 +252,54 @@ async def test_telemetry_storm_commits_in_a_few_transactions(
         json.dumps({"status": "online", "telemetries": {f"k{i}": i}}).encode() for i in range(300)
     ]
     async with asyncio.timeout(30):
-        await asyncio.gather(
-            *(
-                telemetry.record(service.store, service.gateway.events, device_id, p)
-                for p in payloads
-            )
-        )
+        await asyncio.gather(*(service.telemetry.record(device_id, p) for p in payloads))
     assert service.store.commits - commits <= 3
     state = (await state_of(api, device_id))["state"]
     assert state == {"status": "online", **{f"k{i}": i for i in range(300)}}
+
+
+async def test_telemetry_batch_merges_one_devices_messages_in_arrival_order(
+    api: Api, fleet: Fleet, service: Service
+) -> None:
+    """Messages arriving together are written in one job; each still merges onto the state the
+    one before it left, as if written one by one."""
+    device_id, _ = await fleet.device(await fleet.profile())
+    messages = [
+        {"status": "online", "telemetries": {"a": 1}},
+        {"status": "online", "telemetries": {"a": None, "b": 2}},
+        {"status": "error", "telemetries": {"c": 3}, "override": True, "message": "reset"},
+        {"status": "online", "telemetries": {"d": 4}},
+    ]
+    commits = service.store.commits
+    await asyncio.gather(
+        *(service.telemetry.record(device_id, json.dumps(m).encode()) for m in messages)
+    )
+    assert service.store.commits - commits <= 2
+    state = await state_of(api, device_id)
+    assert state["state"] == {"c": 3, "d": 4, "status": "online"}
+    assert state["message"] is None  # the last message had none
+    history = [(r["key"], r["value"]) for r in await history_of(api, device_id, "key=")]
+    assert [v for k, v in history if k == "a"] == [1, None]
+    assert [v for k, v in history if k == "b"] == [2, None]  # the override dropped it
+    assert [v for k, v in history if k == "status"] == ["online", "online", "error", "online"]
+
+
+async def test_telemetry_batch_message_for_a_missing_device_fails_alone(
+    api: Api, fleet: Fleet, service: Service
+) -> None:
+    device_id, _ = await fleet.device(await fleet.profile())
+    good = json.dumps({"status": "online", "telemetries": {"t": 1}}).encode()
+    results = await asyncio.gather(
+        service.telemetry.record(device_id, good),
+        service.telemetry.record("no-such-device", good),
+        service.telemetry.record_and_answer(device_id, good),
+        return_exceptions=True,
+    )
+    assert results[0] is None
+    assert isinstance(results[1], NotFound)
+    assert isinstance(results[2], telemetry.Answer)
+    assert (await state_of(api, device_id))["state"] == {"t": 1, "status": "online"}
+    assert len(await history_of(api, device_id, "key=t")) == 2
 
 
 async def test_telemetry_retention_removes_old_history_only(

@@ -7,7 +7,6 @@ one TaskGroup, so an unexpected crash in any of them ends the service loudly.
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 from collections.abc import AsyncIterator
@@ -39,6 +38,7 @@ class Service:
     store: Store
     gateway: Gateway
     broker: EmbeddedBroker
+    telemetry: telemetry.Recorder
     http_url: str
     mqtt_url: str
     admin_token_file: Path | None
@@ -84,7 +84,8 @@ async def start(config: Config) -> AsyncIterator[Service]:
             name="upload-cleanup",
         )
         stack.callback(upload_cleanup.cancel)
-        gateway.inbound["telemetry"] = functools.partial(telemetry.record, store, events)
+        recorder = telemetry.Recorder(store, events)
+        gateway.inbound["telemetry"] = recorder.record
         retention = tasks.create_task(
             telemetry.retention_loop(store, config.telemetry_retention_days),
             name="telemetry-retention",
@@ -98,6 +99,7 @@ async def start(config: Config) -> AsyncIterator[Service]:
                 config=config,
                 events=events,
                 blobs=blobs,
+                telemetry=recorder,
                 mqtt_url=f"mqtt://{_url_host(mqtt_host)}:{mqtt_port}",
             )
         )
@@ -110,6 +112,7 @@ async def start(config: Config) -> AsyncIterator[Service]:
             store=store,
             gateway=gateway,
             broker=broker,
+            telemetry=recorder,
             http_url=http_url,
             mqtt_url=f"mqtt://{_url_host(mqtt_host)}:{mqtt_port}",
             admin_token_file=token_file,

@@ -9,6 +9,7 @@ from fleetstate.config import Config
 from fleetstate.events import EventHub
 from fleetstate.gateway import Gateway
 from fleetstate.store import Store
+from fleetstate.telemetry import Recorder
 
 
 @dataclass
@@ -18,6 +19,7 @@ class Services:
     config: Config
     events: EventHub
     blobs: BlobStore
+    telemetry: Recorder
     mqtt_url: str = ""
     """The broker's bound address (mqtt://HOST:PORT), the default `mqtt_hub_url` for devices."""
 

@@ -158,7 +158,7 @@ async def update_device(request: web.Request, device_id: str) -> web.Response:
 async def send_telemetry(request: web.Request, device_id: str) -> web.Response:
     svc = services(request)
     body = await raw_body(request, telemetry.MAX_BODY)
-    answer = await telemetry.record_and_answer(svc.store, svc.events, device_id, body)
+    answer = await svc.telemetry.record_and_answer(device_id, body)
     return json_response(answer)
 
 

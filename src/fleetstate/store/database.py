@@ -48,7 +48,16 @@ SWITCH_INTERVAL_S = 0.001
 """The store's threads drop the GIL at every SQLite call and need it back within microseconds;
 with CPython's default 5 ms switch interval each time they wait behind the busy event loop
 (measured: MQTT telemetry 1,800/s at 5 ms, 3,400/s at 1 ms; docs/benchmarks.md)."""
-_Pending = tuple[WriteJob[Any], asyncio.Future[Any]]
+
+
+class _Later:
+    """A queued write whose job is made when the writer takes it."""
+
+    def __init__(self, make: Callable[[], WriteJob[Any]]) -> None:
+        self.make = make
+
+
+_Pending = tuple[WriteJob[Any] | _Later, asyncio.Future[Any]]
 _Read = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]
 
 
@@ -144,6 +153,15 @@ class Store:
 
     def submit(self, job: WriteJob[T]) -> "asyncio.Future[T]":
         """Queue a write; the future resolves after the transaction holding it committed."""
+        return self._enqueue(job)
+
+    def submit_later(self, make: Callable[[], WriteJob[T]]) -> "asyncio.Future[T]":
+        """Queue a write whose job is made only when the writer takes it into a batch, on the
+        event loop: whatever its maker gathered meanwhile goes into it (`telemetry.Recorder`
+        writes every message that arrived while the writer was busy in one job)."""
+        return self._enqueue(_Later(make))
+
+    def _enqueue(self, job: WriteJob[T] | _Later) -> "asyncio.Future[T]":
         self._check_open()
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._queue.put_nowait((job, future))
@@ -175,9 +193,8 @@ class Store:
 
     async def _commit(self, batch: list[_Pending]) -> None:
         try:
-            outcomes = await self._writer.call(
-                _commit_now, self._writer.raw, [job for job, _future in batch]
-            )
+            jobs = [job.make() if isinstance(job, _Later) else job for job, _future in batch]
+            outcomes = await self._writer.call(_commit_now, self._writer.raw, jobs)
         except Exception as exc:
             log.exception("commit of %d writes failed", len(batch))
             _settle(batch, None, exc)
