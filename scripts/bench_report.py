@@ -191,9 +191,14 @@ def _heading(result: dict[str, Any]) -> str:
     return (
         f"### {result['started_at']}: {result['devices']:,} devices\n\n"
         f"`{result['command']}` · fleetstate {_served(result)} · {m['cores']} cores"
-        f" ({m['cpu']}), {m['memory_gib']} GiB · {tools} · simulated devices in"
+        f" ({m['cpu']}), {m['memory_gib']} GiB{_speed(m)} · {tools} · simulated devices in"
         f" {result['processes']} worker process(es) on the same cores as the service"
     )
+
+
+def _speed(machine: dict[str, Any]) -> str:
+    loop = machine.get("python_loop_s")
+    return f", Python loop {loop} s" if loop else ""
 
 
 def _served(result: dict[str, Any]) -> str:

@@ -12,6 +12,7 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,7 +194,25 @@ def machine() -> dict[str, object]:
         platform.processor(),
     )
     memory_kib = _meminfo_kib("MemTotal")
-    return {"cores": os.cpu_count(), "memory_gib": round(memory_kib / 2**20, 1), "cpu": model}
+    return {
+        "cores": os.cpu_count(),
+        "memory_gib": round(memory_kib / 2**20, 1),
+        "cpu": model,
+        "python_loop_s": python_loop_s(),
+    }
+
+
+def python_loop_s() -> float:
+    """Seconds for a fixed pure-Python loop (best of three): shared virtual machines of the same
+    model differ by 2x from day to day (CPU steal), so runs are comparable only with this."""
+    best = float("inf")
+    for _ in range(3):
+        t0 = time.perf_counter()
+        total = 0
+        for i in range(3_000_000):
+            total += i
+        best = min(best, time.perf_counter() - t0)
+    return round(best, 3)
 
 
 def _meminfo_kib(key: str) -> int:
