@@ -9,7 +9,8 @@ HTTP/1.1 keep-alive POST and its answer, with every byte but the sequence number
 advance. A closed loop keeps `window` messages in flight over all the devices, round robin, for
 `seconds`, and counts what was acknowledged (PUBACK, or 200 with `"success":true`).
 
-    python scripts/bench_load.py SPEC.json   ->   one JSON line of results on stdout
+    python scripts/bench_load.py SPEC.json   ->   a JSON line once every device is connected,
+                                                  then one with the results
 
 SPEC: {"transport": "mqtt" | "http", "host": ..., "port": ..., "devices": [[id, key], ...],
 "window": 2000, "seconds": 30, "key": "mqtt_lean_seq", "connect_within": 120}
@@ -218,6 +219,7 @@ async def main(spec: dict[str, Any]) -> dict[str, Any]:
     t0 = time.monotonic()
     connections = await _open(spec, run)
     connect_s = time.monotonic() - t0
+    print(json.dumps({"connected": len(connections), "connect_s": round(connect_s, 2)}), flush=True)
     t1 = time.monotonic()
     run.start(connections)
     await asyncio.sleep(float(spec["seconds"]))

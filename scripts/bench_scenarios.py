@@ -16,7 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench_service import Process, machine_busy_s
+from bench_service import Process, machine_busy_s, process_cpu_s
 
 from fleetstate.simulator.fleet import Burst
 from fleetstate.simulator.options import DeviceSpec, Transport
@@ -48,12 +48,15 @@ class Phase:
     used over one phase, in percent of one core (the machine has `os.cpu_count()` of them, shared
     by all). `others_cpu_pct` well above zero means the figures were disturbed."""
 
-    def __init__(self, target: Process, fleet: Fleet | None) -> None:
-        """`fleet` None: the load generator is this process and the children it waited for."""
+    def __init__(self, target: Process, fleet: Fleet | None, load_pid: int | None = None) -> None:
+        """`fleet` None: the load generator is this process and the children it waits for
+        by the end of the phase, such as `load_pid` (whose CPU so far is not the phase's)."""
         self.target, self.fleet = target, fleet
         self.t0 = time.monotonic()
         self.target0 = target.cpu_s()
         self.clients0 = self._clients_cpu_s()
+        if load_pid is not None:
+            self.clients0 += process_cpu_s(load_pid)
         self.machine0 = machine_busy_s()
 
     def _clients_cpu_s(self) -> float:
@@ -270,15 +273,15 @@ async def lean_telemetry(
     }
     spec_file = workdir / f"load-{transport}.json"
     spec_file.write_text(json.dumps(spec))
-    phase = Phase(target, None)
     load = await asyncio.create_subprocess_exec(
-        sys.executable,
-        str(Path(__file__).with_name("bench_load.py")),
-        str(spec_file),
+        *(sys.executable, str(Path(__file__).with_name("bench_load.py")), str(spec_file)),
         stdout=asyncio.subprocess.PIPE,
     )
-    out, _ = await load.communicate()
-    if load.returncode != 0:
+    assert load.stdout is not None
+    connected = await load.stdout.readline()  # the phase is the sending, not the connecting
+    phase = Phase(target, None, load.pid)
+    out = await load.stdout.read()
+    if await load.wait() != 0 or not connected:
         raise RuntimeError(f"bench_load.py exited with {load.returncode}")
     found = json.loads(out)
     return {
