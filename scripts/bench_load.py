@@ -76,12 +76,12 @@ class Run:
 # -- MQTT ----------------------------------------------------------------------------------------
 
 
-def _string(text: str) -> bytes:
+def mqtt_string(text: str) -> bytes:
     raw = text.encode()
     return len(raw).to_bytes(2, "big") + raw
 
 
-def _packet(first_byte: int, body: bytes) -> bytes:
+def mqtt_packet(first_byte: int, body: bytes) -> bytes:
     length, size = b"", len(body)
     while True:
         size, digit = divmod(size, 128)
@@ -93,9 +93,9 @@ def _packet(first_byte: int, body: bytes) -> bytes:
 class MqttDevice(asyncio.Protocol):
     def __init__(self, run: Run, device_id: str, key: str) -> None:
         self.run = run
-        self.topic = _string(f"devices/{device_id}/telemetry")
-        header = _string("MQTT") + bytes([4, 0xC2]) + (60).to_bytes(2, "big")
-        self.connect = _packet(0x10, header + _string(device_id) * 2 + _string(key))
+        self.topic = mqtt_string(f"devices/{device_id}/telemetry")
+        header = mqtt_string("MQTT") + bytes([4, 0xC2]) + (60).to_bytes(2, "big")
+        self.connect = mqtt_packet(0x10, header + mqtt_string(device_id) * 2 + mqtt_string(key))
         self.connected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
         self.buffer = b""
@@ -110,7 +110,7 @@ class MqttDevice(asyncio.Protocol):
         self.packet_id = self.packet_id % 65535 + 1
         body = self.topic + self.packet_id.to_bytes(2, "big") + payload
         assert self.transport is not None
-        self.transport.write(_packet(0x32, body))
+        self.transport.write(mqtt_packet(0x32, body))
 
     def data_received(self, data: bytes) -> None:
         buffer = self.buffer + data

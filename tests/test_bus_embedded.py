@@ -5,6 +5,7 @@ import json
 
 import aiomqtt
 import pytest
+from bench_load import mqtt_packet, mqtt_string  # the lean load generator's MQTT encoding
 
 from conftest import WAIT, Api, DeviceFactory, Fleet, eventually
 from fleetstate.app import Service
@@ -204,29 +205,15 @@ async def test_bus_collector_is_relaxed_for_amqtt_sessions(
 # -- inbound messages: QoS 1 handled where amqtt read it, QoS 0 the amqtt way ---------------------
 
 
-def _mqtt_string(text: str) -> bytes:
-    raw = text.encode()
-    return len(raw).to_bytes(2, "big") + raw
-
-
-def _mqtt_packet(first_byte: int, body: bytes) -> bytes:
-    length, size = b"", len(body)
-    while True:
-        size, digit = divmod(size, 128)
-        length += bytes([digit | (0x80 if size else 0)])
-        if not size:
-            return bytes([first_byte]) + length + body
-
-
 async def _raw_session(
     service: Service, device_id: str, key: str, keep_alive: int = 60
 ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """An MQTT 3.1.1 session on a bare socket, for byte-exact sequences no client library
     sends (a PUBLISH followed at once by the end of the connection)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", service.mqtt_port)
-    header = _mqtt_string("MQTT") + bytes([4, 0xC2]) + keep_alive.to_bytes(2, "big")
-    payload = _mqtt_string(device_id) + _mqtt_string(device_id) + _mqtt_string(key)
-    writer.write(_mqtt_packet(0x10, header + payload))
+    header = mqtt_string("MQTT") + bytes([4, 0xC2]) + keep_alive.to_bytes(2, "big")
+    payload = mqtt_string(device_id) + mqtt_string(device_id) + mqtt_string(key)
+    writer.write(mqtt_packet(0x10, header + payload))
     async with asyncio.timeout(WAIT):
         assert await reader.readexactly(4) == b"\x20\x02\x00\x00"  # CONNACK, accepted
     return reader, writer
@@ -237,7 +224,7 @@ async def _state_is(api: Api, path: str, state: dict[str, object]) -> bool:
 
 
 def _publish_qos1(topic: str, packet_id: int, payload: bytes) -> bytes:
-    return _mqtt_packet(0x32, _mqtt_string(topic) + packet_id.to_bytes(2, "big") + payload)
+    return mqtt_packet(0x32, mqtt_string(topic) + packet_id.to_bytes(2, "big") + payload)
 
 
 async def test_bus_qos1_publish_takes_no_trip_through_amqtts_message_loop(
