@@ -13,7 +13,9 @@ from conftest import Api, DeviceFactory, Fleet
 from fleetstate import config, semver, telemetry
 from fleetstate.app import Service
 from fleetstate.clock import rfc3339
-from fleetstate.errors import Invalid, NotFound
+from fleetstate.errors import Invalid, NotFound, StoreClosed
+from fleetstate.events import EventHub
+from fleetstate.store import Store
 from test_device_api import ANSWER_FIELDS, device_call, telemetry_answer, upload_file
 
 
@@ -300,6 +302,21 @@ async def test_telemetry_batch_message_for_a_missing_device_fails_alone(
     assert isinstance(results[2], telemetry.Answer)
     assert (await state_of(api, device_id))["state"] == {"t": 1, "status": "online"}
     assert len(await history_of(api, device_id, "key=t")) == 2
+
+
+async def test_telemetry_after_the_store_closed_every_message_is_refused_at_once(
+    tmp_path: Path,
+) -> None:
+    store = await Store.open(tmp_path / "closed.db")
+    writer = asyncio.create_task(store.writer_loop())
+    await store.close()
+    await writer
+    recorder = telemetry.Recorder(store, EventHub())
+    good = json.dumps({"status": "online", "telemetries": {"t": 1}}).encode()
+    for _ in range(2):  # the first refusal must not leave the second waiting
+        with pytest.raises(StoreClosed):
+            async with asyncio.timeout(5):
+                await recorder.record("any-device", good)
 
 
 async def test_telemetry_retention_removes_old_history_only(

@@ -153,11 +153,13 @@ class Recorder:
             then=then,
             done=asyncio.get_running_loop().create_future(),
         )
-        self._pending.append(entry)
-        if len(self._pending) == 1:
+        if not self._pending:
+            # Before the append: a closed store raises here, and must not leave the entry
+            # pending with no job to take it (every later message would wait for good).
             taken: list[list[_Entry]] = []
             written = self._store.submit_later(lambda: self._take(taken))
             written.add_done_callback(lambda w: self._settle(taken, w))
+        self._pending.append(entry)
         return entry.done
 
     def _take(self, taken: list[list[_Entry]]) -> "WriteJob[list[tuple[str | None, Any]]]":
