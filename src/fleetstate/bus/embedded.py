@@ -205,7 +205,11 @@ class FleetBroker(Broker):  # type: ignore[misc]
             now = time.monotonic()
             for session, handler in list(self._sessions.values()):
                 reader = handler.reader
-                if isinstance(reader, _StampedReader) and reader.overdue(now):
+                if (
+                    isinstance(reader, _StampedReader)
+                    and reader.overdue(now)
+                    and session.transitions.state == "connected"  # not a kept, idle session
+                ):
                     reader.closed = True
                     log.info("%s sent nothing within its keep-alive; closing", session.client_id)
                     await handler.handle_connection_closed()
