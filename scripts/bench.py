@@ -53,12 +53,6 @@ from fleetstate.simulator.provision import Api, ensure_group, provision
 from fleetstate.simulator.supervisor import Fleet
 
 SCENARIOS = ("connect", "rollout", "commands", "telemetry", "ceiling")
-TELEMETRY_PHASES = (
-    "telemetry_mqtt",
-    "telemetry_http",
-    "telemetry_mqtt_lean",
-    "telemetry_http_lean",
-)
 TOKEN = os.environ.get("FLEETSTATE_ADMIN_TOKEN") or "bench-admin-token"
 
 
@@ -151,7 +145,7 @@ async def _service_run(
             await fleet.stop()
             out["peak_rss_mib"] = round(svc.peak_rss_kib() / 1024, 1)
             out["exit_code"] = await svc.stop()
-    for name in TELEMETRY_PHASES:
+    for name in bench_report.TELEMETRY_PHASES:
         if name in out:
             sql = f"SELECT count(*) FROM telemetry_history WHERE key = '{out[name]['key']}'"
             out[name]["stored"] = count_rows(data / "fleetstate.db", sql)

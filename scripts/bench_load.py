@@ -90,12 +90,17 @@ def mqtt_packet(first_byte: int, body: bytes) -> bytes:
             return bytes([first_byte]) + length + body
 
 
+def mqtt_connect(device_id: str, key: str, keep_alive: int = 60) -> bytes:
+    """CONNECT, clean session, client id = username = the device id, password = its key."""
+    header = mqtt_string("MQTT") + bytes([4, 0xC2]) + keep_alive.to_bytes(2, "big")
+    return mqtt_packet(0x10, header + mqtt_string(device_id) * 2 + mqtt_string(key))
+
+
 class MqttDevice(asyncio.Protocol):
     def __init__(self, run: Run, device_id: str, key: str) -> None:
         self.run = run
         self.topic = mqtt_string(f"devices/{device_id}/telemetry")
-        header = mqtt_string("MQTT") + bytes([4, 0xC2]) + (60).to_bytes(2, "big")
-        self.connect = mqtt_packet(0x10, header + mqtt_string(device_id) * 2 + mqtt_string(key))
+        self.connect = mqtt_connect(device_id, key)
         self.connected: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.transport: asyncio.Transport | None = None
         self.buffer = b""

@@ -72,7 +72,7 @@ FIGURES: list[tuple[str, str, Getter, str, str]] = [
         "",
     ),
 ]
-TELEMETRY_CPU_PHASES = (
+TELEMETRY_PHASES = (
     "telemetry_mqtt",
     "telemetry_http",
     "telemetry_mqtt_lean",
@@ -136,7 +136,7 @@ def _best(service: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def _lossless_all(service: dict[str, Any]) -> bool:
-    runs = [service[k] for k in TELEMETRY_CPU_PHASES if k in service]
+    runs = [service[k] for k in TELEMETRY_PHASES if k in service]
     return all(t["stored"] == t["acked"] for t in runs)
 
 
@@ -218,7 +218,7 @@ def _cpu_lines(result: dict[str, Any]) -> list[str]:
         parts = [
             f"{name} {p['target_cpu_pct']:.0f} / {p['clients_cpu_pct']:.0f}"
             f" / {p.get('others_cpu_pct', 0):.0f}"
-            for name in ("connect", "rollout", "commands", *TELEMETRY_CPU_PHASES)
+            for name in ("connect", "rollout", "commands", *TELEMETRY_PHASES)
             if (p := run.get(name))
         ]
         if parts:

@@ -5,7 +5,11 @@ import json
 
 import aiomqtt
 import pytest
-from bench_load import mqtt_packet, mqtt_string  # the lean load generator's MQTT encoding
+from bench_load import (  # the lean load generator's MQTT encoding
+    mqtt_connect,
+    mqtt_packet,
+    mqtt_string,
+)
 
 from conftest import WAIT, Api, DeviceFactory, Fleet, eventually
 from fleetstate.app import Service
@@ -211,9 +215,7 @@ async def _raw_session(
     """An MQTT 3.1.1 session on a bare socket, for byte-exact sequences no client library
     sends (a PUBLISH followed at once by the end of the connection)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", service.mqtt_port)
-    header = mqtt_string("MQTT") + bytes([4, 0xC2]) + keep_alive.to_bytes(2, "big")
-    payload = mqtt_string(device_id) + mqtt_string(device_id) + mqtt_string(key)
-    writer.write(mqtt_packet(0x10, header + payload))
+    writer.write(mqtt_connect(device_id, key, keep_alive))
     async with asyncio.timeout(WAIT):
         assert await reader.readexactly(4) == b"\x20\x02\x00\x00"  # CONNACK, accepted
     return reader, writer

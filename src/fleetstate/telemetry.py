@@ -11,11 +11,11 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import msgspec
 
-from fleetstate import commands, files, licenses
+from fleetstate import commands, desired, files, licenses
 from fleetstate.clock import now_text, rfc3339, utcnow
 from fleetstate.errors import Invalid, NotFound, TooLarge
 from fleetstate.events import EventHub
@@ -23,7 +23,6 @@ from fleetstate.pagination import Page, page_of
 from fleetstate.store import Connection, Store, WriteJob
 
 log = logging.getLogger(__name__)
-T = TypeVar("T")
 
 MAX_BODY = 128 * 1024
 MAX_STRING = 1000
@@ -171,9 +170,10 @@ class Recorder:
         self, taken: list[list[_Entry]], written: "asyncio.Future[list[tuple[str | None, Any]]]"
     ) -> None:
         batch = taken[0] if taken else []
-        if written.exception() is not None:
+        failure = written.exception()
+        if failure is not None:
             for entry in batch:
-                entry.done.set_exception(written.exception() or RuntimeError("not written"))
+                entry.done.set_exception(failure)
             return
         for entry, (org_id, value) in zip(batch, written.result(), strict=True):
             if org_id is None:
@@ -227,22 +227,17 @@ async def _outcome(
     return found[0], None if entry.then is None else await entry.then(conn, entry.device_id)
 
 
-_STATE_CHUNK = 500
-"""Device ids per `IN (...)`, well under SQLite's limit on bound parameters."""
-
-
 async def _current(
     conn: Connection, device_ids: list[str]
 ) -> dict[str, tuple[str, dict[str, Any]]]:
     """(org id, state) of each device that exists."""
     found: dict[str, tuple[str, dict[str, Any]]] = {}
-    for i in range(0, len(device_ids), _STATE_CHUNK):
-        chunk = device_ids[i : i + _STATE_CHUNK]
+    for part in desired.chunks(device_ids):
         async with conn.execute(
             "SELECT d.id, d.org_id, s.state FROM devices d"
             " LEFT JOIN telemetry_state s ON s.device_id = d.id"
-            f" WHERE d.id IN ({', '.join('?' * len(chunk))})",
-            chunk,
+            f" WHERE d.id IN ({desired.marks(part)})",
+            part,
         ) as cur:
             for row in await cur.fetchall():
                 state = {} if row[2] is None else _state_decoder.decode(row[2])
