@@ -23,7 +23,12 @@ def _parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the service (embedded broker, SQLite, HTTP)")
     _common(serve)
     serve.add_argument("--http", help="HOST:PORT of the HTTP server (default 127.0.0.1:8080)")
-    serve.add_argument("--mqtt", help="HOST:PORT of the MQTT broker (default 127.0.0.1:1883)")
+    serve.add_argument(
+        "--mqtt", help="HOST:PORT of the MQTT listener (default 127.0.0.1:1883; 'off' for none)"
+    )
+    serve.add_argument(
+        "--mqtts", help="HOST:PORT of the MQTT-over-TLS listener, with [tls] (default :8883)"
+    )
     serve.add_argument("--admin-token", dest="admin_token", help="value of the operator token")
     token = commands.add_parser("token", help="API tokens")
     token_commands = token.add_subparsers(dest="token_command", required=True)
@@ -72,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "simulate":
         return _simulate(args)
     overrides: dict[str, Any] = {
-        k: getattr(args, k, None) for k in ("data", "http", "mqtt", "admin_token")
+        k: getattr(args, k, None) for k in ("data", "http", "mqtt", "mqtts", "admin_token")
     }
     try:
         settings = config.load(args.config, overrides)

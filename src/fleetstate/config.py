@@ -11,6 +11,7 @@ import msgspec
 
 from fleetstate.blobs import BlobConfig
 from fleetstate.errors import Invalid
+from fleetstate.tls import TlsConfig
 from fleetstate.uploads import UploadConfig
 
 ENV_PREFIX = "FLEETSTATE_"
@@ -22,7 +23,10 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     http: str = "127.0.0.1:8080"
     """HOST:PORT of the HTTP server (REST, device API, web app); port 0 picks a free port."""
     mqtt: str = "127.0.0.1:1883"
-    """HOST:PORT of the embedded MQTT broker; port 0 picks a free port."""
+    """HOST:PORT of the embedded MQTT broker; port 0 picks a free port; "off" turns it off.
+    With `[tls]` set, the plain listener runs only when this is given explicitly."""
+    mqtts: str = "127.0.0.1:8883"
+    """HOST:PORT of the MQTT-over-TLS listener, used when `[tls]` is set; port 0 picks one."""
     admin_token: str | None = None
     """Value of the bootstrap operator token; generated into DATA/admin-token when unset."""
     hub_url: str | None = None
@@ -39,6 +43,10 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     blobs: BlobConfig = BlobConfig()
     """The `[blobs]` table: where large artefacts live (local files or an S3-compatible bucket)."""
     uploads: UploadConfig = UploadConfig()
+    tls: TlsConfig = TlsConfig()
+    """The `[tls]` table: HTTPS and MQTT over TLS (SPEC section 8)."""
+    mqtt_explicit: bool = False
+    """Set when `mqtt` was given explicitly (flag, file or env): keeps plain MQTT on beside TLS."""
     """The `[uploads]` table: limits of the upload-URL flow and the removal of expired uploads."""
 
     @property
@@ -56,7 +64,13 @@ def load(
     if path is not None:
         merged.update(_read_toml(Path(path)))
     merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    merged.update(_from_env(os.environ if environ is None else environ))
+    for table, values in _from_env(os.environ if environ is None else environ).items():
+        if isinstance(values, dict) and isinstance(merged.get(table), dict):
+            merged[table] = {**merged[table], **values}
+        else:
+            merged[table] = values
+    if "mqtt" in merged:
+        merged["mqtt_explicit"] = True
     try:
         return msgspec.convert(merged, Config, strict=False)
     except msgspec.ValidationError as exc:
@@ -76,13 +90,21 @@ def _read_toml(path: Path) -> dict[str, Any]:
 
 
 def _from_env(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
+    """`FLEETSTATE_<KEY>` for top-level keys, `FLEETSTATE_<TABLE>_<KEY>` for keys of a table
+    (`FLEETSTATE_TLS_CERT_FILE` sets `[tls] cert_file`)."""
     fields = set(Config.__struct_fields__)
+    tables = {name for name in fields if isinstance(getattr(Config(), name), msgspec.Struct)}
     found: dict[str, Any] = {}
     for key, value in environ.items():
-        if key.startswith(ENV_PREFIX):
-            name = key.removeprefix(ENV_PREFIX).lower()
-            if name in fields:
-                found[name] = value
+        if not key.startswith(ENV_PREFIX):
+            continue
+        name = key.removeprefix(ENV_PREFIX).lower()
+        if name in fields and name not in tables:
+            found[name] = value
+            continue
+        table, _, sub = name.partition("_")
+        if table in tables and sub:
+            found.setdefault(table, {})[sub] = value
     return found
 
 

@@ -18,6 +18,8 @@ class Route:
     summary: str
     tag: str
     body: Any = None
+    response: Any = None
+    """The msgspec type (or `list[...]`, `Page[...]`) the handler encodes, for the document."""
     status: int = 200
     auth: bool = True
     query: tuple[str, ...] = ()

@@ -1,0 +1,61 @@
+"""Throttling of failed authentications (SPEC section 8), per source address and per credential.
+
+After `limit` failures within `window_s` for any one key, that key is blocked for `block_s`:
+every attempt naming it is refused before any secret is checked, a correct one included, so a
+guesser learns nothing during the block. Memory is bounded: at most `max_keys` keys are tracked
+(the oldest are forgotten first), and keys whose failures are all older than the window are
+dropped as they are seen.
+"""
+
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+
+
+class FailureThrottle:
+    def __init__(
+        self,
+        limit: int = 10,
+        window_s: float = 60.0,
+        block_s: float = 60.0,
+        max_keys: int = 100_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.limit, self.window_s, self.block_s = limit, window_s, block_s
+        self._max_keys = max_keys
+        self._clock = clock
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
+        self._blocked_until: dict[str, float] = {}
+        self.refused_total = 0
+        self.failed_total = 0
+
+    def blocked(self, *keys: str) -> bool:
+        """True when any key is blocked now (the attempt is then refused and counted)."""
+        now = self._clock()
+        for key in keys:
+            until = self._blocked_until.get(key)
+            if until is None:
+                continue
+            if until > now:
+                self.refused_total += 1
+                return True
+            del self._blocked_until[key]
+        return False
+
+    def failed(self, *keys: str) -> None:
+        """Record one failed attempt against every key."""
+        now = self._clock()
+        self.failed_total += 1
+        for key in keys:
+            stamps = self._failures.pop(key, None) or deque()
+            while stamps and stamps[0] <= now - self.window_s:
+                stamps.popleft()
+            stamps.append(now)
+            if len(stamps) >= self.limit:
+                self._blocked_until[key] = now + self.block_s
+                stamps.clear()
+            self._failures[key] = stamps
+        while len(self._failures) > self._max_keys:
+            self._failures.popitem(last=False)
+        if len(self._blocked_until) > self._max_keys:
+            self._blocked_until = {k: t for k, t in self._blocked_until.items() if t > now}
