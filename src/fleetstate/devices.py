@@ -251,14 +251,59 @@ async def get(store: Store, org_id: str, device_id: str) -> dict[str, Any]:
     return device
 
 
-async def list_page(store: Store, org_id: str, page: Page, search: str | None) -> dict[str, Any]:
-    where, params = "d.org_id = ? AND d.id > ?", [org_id, page.cursor or ""]
+CONFIG_STATUSES = ("PENDING", "IN_PROGRESS", "ACCEPTED", "REJECTED", "FAILED")
+# `_convergence` in SQL, so a filter on it pages like any other (`IS`: NULL matches NULL).
+_CONFIG_STATUS_SQL = (
+    "CASE WHEN r.version IS dd.version AND r.status IS NOT NULL THEN r.status ELSE 'PENDING' END"
+)
+
+
+class DeviceFilter(msgspec.Struct, frozen=True, kw_only=True):
+    """What a device list may be narrowed to; every given condition must hold."""
+
+    online: bool | None = None
+    config_status: str | None = None
+    profile_id: str | None = None
+    group_id: str | None = None
+
+
+def _filter_sql(search: str | None, wanted: DeviceFilter) -> tuple[str, list[Any]]:
+    where: list[str] = []
+    params: list[Any] = []
     if search:
-        where += " AND (" + " OR ".join(f"d.{c} LIKE ? ESCAPE '\\'" for c in _SEARCHED) + ")"
-        pattern = f"%{_like_prefix(search)}%"
-        params += [pattern, pattern, pattern]
+        where.append("(" + " OR ".join(f"d.{c} LIKE ? ESCAPE '\\'" for c in _SEARCHED) + ")")
+        params += [f"%{_like_prefix(search)}%"] * len(_SEARCHED)
+    if wanted.online is not None:
+        where.append("d.online = ?")
+        params.append(int(wanted.online))
+    if wanted.config_status is not None:
+        if wanted.config_status not in CONFIG_STATUSES:
+            raise Invalid(f"config_status must be one of {', '.join(CONFIG_STATUSES)}")
+        where.append(f"{_CONFIG_STATUS_SQL} = ?")
+        params.append(wanted.config_status)
+    if wanted.profile_id is not None:
+        where.append("d.profile_id = ?")
+        params.append(wanted.profile_id)
+    if wanted.group_id is not None:
+        where.append(
+            "EXISTS (SELECT 1 FROM group_members m WHERE m.device_id = d.id AND m.group_id = ?)"
+        )
+        params.append(wanted.group_id)
+    return "".join(f" AND {w}" for w in where), params
+
+
+async def list_page(
+    store: Store,
+    org_id: str,
+    page: Page,
+    search: str | None,
+    wanted: DeviceFilter | None = None,
+) -> dict[str, Any]:
+    """Devices in id order; `search` is a substring of the name, id or serial."""
+    conditions, params = _filter_sql(search, wanted or DeviceFilter())
     rows = await store.fetchall(
-        _DEVICE_SELECT + f" WHERE {where} ORDER BY d.id LIMIT ?", [*params, page.limit + 1]
+        _DEVICE_SELECT + f" WHERE d.org_id = ? AND d.id > ?{conditions} ORDER BY d.id LIMIT ?",
+        [org_id, page.cursor or "", *params, page.limit + 1],
     )
     return page_of([_device_row(r) for r in rows], page)
 

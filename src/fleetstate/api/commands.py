@@ -3,9 +3,12 @@
 from aiohttp import web
 
 from fleetstate import commands
+from fleetstate.api import resources as res
 from fleetstate.api.context import services
-from fleetstate.api.http import decode, json_response, org_id, page
+from fleetstate.api.http import decode, org_id, page
+from fleetstate.api.resources import reply
 from fleetstate.api.routing import RouteTable
+from fleetstate.pagination import PageOf
 from fleetstate.scheduler import Dispatcher
 
 routes = RouteTable()
@@ -20,6 +23,7 @@ DEVICE_COMMANDS = f"{API}/devices/{{device_id}}/commands"
     "Send a command (published at once to a connected device, else when it connects)",
     "commands",
     body=commands.NewCommand,
+    response=res.CommandDetail,
     status=201,
 )
 async def create_command(request: web.Request) -> web.Response:
@@ -29,7 +33,8 @@ async def create_command(request: web.Request) -> web.Response:
     svc.gateway.deliver(created.changes)
     await request.app[DISPATCHER].created(created)
     (command,) = created.commands
-    return json_response(await commands.get(svc.store, org_id(request), device_id, command.id), 201)
+    found = await commands.get(svc.store, org_id(request), device_id, command.id)
+    return reply(res.CommandDetail, found, 201)
 
 
 @routes.add(
@@ -38,6 +43,7 @@ async def create_command(request: web.Request) -> web.Response:
     "List a device's commands, newest first",
     "commands",
     query=("limit", "cursor", "status"),
+    response=PageOf[res.Command],
 )
 async def list_commands(request: web.Request) -> web.Response:
     found = await commands.list_page(
@@ -47,7 +53,7 @@ async def list_commands(request: web.Request) -> web.Response:
         page(request),
         request.query.get("status"),
     )
-    return json_response(found)
+    return reply(PageOf[res.Command], found)
 
 
 @routes.add(
@@ -55,6 +61,7 @@ async def list_commands(request: web.Request) -> web.Response:
     f"{DEVICE_COMMANDS}/{{command_id}}",
     "A command with its timestamps and every ack received",
     "commands",
+    response=res.CommandDetail,
 )
 async def get_command(request: web.Request) -> web.Response:
     found = await commands.get(
@@ -63,7 +70,7 @@ async def get_command(request: web.Request) -> web.Response:
         request.match_info["device_id"],
         request.match_info["command_id"],
     )
-    return json_response(found)
+    return reply(res.CommandDetail, found)
 
 
 @routes.add(
@@ -71,13 +78,15 @@ async def get_command(request: web.Request) -> web.Response:
     f"{DEVICE_COMMANDS}/{{command_id}}/cancel",
     "Cancel a PENDING or SENT command (409 otherwise)",
     "commands",
+    response=res.CommandDetail,
 )
 async def cancel_command(request: web.Request) -> web.Response:
     svc, device_id = services(request), request.match_info["device_id"]
     command_id = request.match_info["command_id"]
     cancelled = await commands.cancel(svc.store, org_id(request), device_id, command_id)
     request.app[DISPATCHER].changed([cancelled])
-    return json_response(await commands.get(svc.store, org_id(request), device_id, command_id))
+    found = await commands.get(svc.store, org_id(request), device_id, command_id)
+    return reply(res.CommandDetail, found)
 
 
 @routes.add(
@@ -86,6 +95,7 @@ async def cancel_command(request: web.Request) -> web.Response:
     "Send one command to every member of a group, as a batch",
     "commands",
     body=commands.NewCommand,
+    response=res.Batch,
     status=201,
 )
 async def create_group_command(request: web.Request) -> web.Response:
@@ -98,7 +108,7 @@ async def create_group_command(request: web.Request) -> web.Response:
     await request.app[DISPATCHER].created(created)
     assert created.batch_id is not None
     found = await commands.batch(svc.store, org_id(request), created.batch_id, page(request), None)
-    return json_response({"batch_id": created.batch_id, **found}, 201)
+    return reply(res.Batch, {"batch_id": created.batch_id, **found}, 201)
 
 
 @routes.add(
@@ -107,6 +117,7 @@ async def create_group_command(request: web.Request) -> web.Response:
     "A group command: counts per status and the per-device commands",
     "commands",
     query=("limit", "cursor", "status"),
+    response=res.Batch,
 )
 async def get_batch(request: web.Request) -> web.Response:
     found = await commands.batch(
@@ -116,4 +127,4 @@ async def get_batch(request: web.Request) -> web.Response:
         page(request),
         request.query.get("status"),
     )
-    return json_response({"batch_id": found["id"], **found})
+    return reply(res.Batch, {"batch_id": found["id"], **found})

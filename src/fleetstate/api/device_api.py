@@ -15,6 +15,7 @@ import msgspec
 from aiohttp import web
 
 from fleetstate import commands, provisioning, reports, telemetry
+from fleetstate.api import device_answers as answers
 from fleetstate.api.commands import DISPATCHER
 from fleetstate.api.context import Services, services
 from fleetstate.api.http import STATUS, decode, json_response
@@ -110,6 +111,7 @@ def hub_urls(svc: Services, request: web.Request) -> tuple[str, str]:
     TAG,
     auth=False,
     body=provisioning.Registration,
+    response=answers.Registered,
     status=201,
     responses={401: "revoked, exhausted or wrong hardware key", 409: "sn already registered"},
 )
@@ -136,6 +138,7 @@ async def register(request: web.Request) -> web.Response:
     "Update the device: firmware_version, name, details; config_version acknowledges that a"
     " desired-state version was applied",
     body=provisioning.DeviceUpdate,
+    response=answers.Success,
 )
 async def update_device(request: web.Request, device_id: str) -> web.Response:
     svc = services(request)
@@ -153,6 +156,7 @@ async def update_device(request: web.Request, device_id: str) -> web.Response:
     "Send telemetry (merged into the device's state); the answer says what to fetch next"
     " (space_data_version is always 0: spaces are not modelled)",
     body=telemetry.Telemetry,
+    response=answers.TelemetryAnswer,
     responses={413: "more than 128 KiB"},
 )
 async def send_telemetry(request: web.Request, device_id: str) -> web.Response:
@@ -165,7 +169,13 @@ async def send_telemetry(request: web.Request, device_id: str) -> web.Response:
 # -- desired state -------------------------------------------------------------------------------
 
 
-@device_route(routes, "GET", DEVICE + "/config", "The device's current desired-state document")
+@device_route(
+    routes,
+    "GET",
+    DEVICE + "/config",
+    "The device's current desired-state document",
+    response=answers.DeviceConfig,
+)
 async def get_config(request: web.Request, device_id: str) -> web.Response:
     return json_response(await provisioning.device_config(services(request).store, device_id))
 
@@ -176,6 +186,7 @@ async def get_config(request: web.Request, device_id: str) -> web.Response:
     DEVICE + "/config",
     "Report what the device applied (the HTTP twin of devices/{id}/reported)",
     body=reports.Report,
+    response=answers.ReportAnswer,
 )
 async def report_config(request: web.Request, device_id: str) -> web.Response:
     svc = services(request)
@@ -209,6 +220,7 @@ class CommandAnswer(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     "GET",
     DEVICE + "/command",
     "The oldest waiting command (it is then SENT); 204 when none waits",
+    response=answers.DeviceCommand,
     responses={204: "no command waits"},
 )
 async def next_command(request: web.Request, device_id: str) -> web.Response:
@@ -222,6 +234,7 @@ async def next_command(request: web.Request, device_id: str) -> web.Response:
     DEVICE + "/command",
     "Answer a command: in_progress, done, failed (error = failed)",
     body=CommandAnswer,
+    response=answers.CommandAnswered,
     responses={404: "unknown command, or another device's"},
 )
 async def answer_command(request: web.Request, device_id: str) -> web.Response:

@@ -3,6 +3,7 @@
 from aiohttp import web
 
 from fleetstate import files, licenses
+from fleetstate.api import device_answers as answers
 from fleetstate.api import downloads
 from fleetstate.api.context import services
 from fleetstate.api.device_api import DEVICE, device_route, hub_urls
@@ -12,7 +13,13 @@ from fleetstate.api.routing import RouteTable
 routes = RouteTable()
 
 
-@device_route(routes, "GET", DEVICE + "/licenses", "Licenses waiting for the device's answer")
+@device_route(
+    routes,
+    "GET",
+    DEVICE + "/licenses",
+    "Licenses waiting for the device's answer",
+    response=list[answers.DeviceLicense],
+)
 async def get_licenses(request: web.Request, device_id: str) -> web.Response:
     return json_response(await licenses.pending(services(request).store, device_id))
 
@@ -23,6 +30,7 @@ async def get_licenses(request: web.Request, device_id: str) -> web.Response:
     DEVICE + "/licenses",
     "Answer a license: inuse, removed or error",
     body=licenses.LicenseAnswer,
+    response=answers.Success,
 )
 async def answer_license(request: web.Request, device_id: str) -> web.Response:
     given = await decode(request, licenses.LicenseAnswer)
@@ -30,7 +38,13 @@ async def answer_license(request: web.Request, device_id: str) -> web.Response:
     return json_response({"success": True})
 
 
-@device_route(routes, "GET", DEVICE + "/info", "The operator-set info document and its version")
+@device_route(
+    routes,
+    "GET",
+    DEVICE + "/info",
+    "The operator-set info document and its version",
+    response=answers.DeviceInfo,
+)
 async def get_info(request: web.Request, device_id: str) -> web.Response:
     return json_response(await licenses.info_of(services(request).store, device_id))
 
@@ -49,13 +63,25 @@ def _device_file(
     }
 
 
-@device_route(routes, "GET", DEVICE + "/files", "Files for the device's profile, newest first")
+@device_route(
+    routes,
+    "GET",
+    DEVICE + "/files",
+    "Files for the device's profile, newest first",
+    response=list[answers.DeviceFile],
+)
 async def list_files(request: web.Request, device_id: str) -> web.Response:
     found = await files.for_device(services(request).store, device_id)
     return json_response([_device_file(request, device_id, f) for f in found])
 
 
-@device_route(routes, "GET", DEVICE + "/files/{file_id}", "One file; its url downloads it")
+@device_route(
+    routes,
+    "GET",
+    DEVICE + "/files/{file_id}",
+    "One file; its url downloads it",
+    response=answers.DeviceFile,
+)
 async def get_file(request: web.Request, device_id: str) -> web.Response:
     store = services(request).store
     found = await files.get_for_device(store, device_id, request.match_info["file_id"])
@@ -63,7 +89,12 @@ async def get_file(request: web.Request, device_id: str) -> web.Response:
 
 
 @device_route(
-    routes, "GET", DEVICE + "/files/{file_id}/download", "The file's bytes (device key auth)"
+    routes,
+    "GET",
+    DEVICE + "/files/{file_id}/download",
+    "The file's bytes (device key auth)",
+    media="*/*",
+    responses={206: "the requested range", 302: "redirect to a fresh presigned URL (S3)"},
 )
 async def download_file(request: web.Request, device_id: str) -> web.StreamResponse:
     svc = services(request)

@@ -20,6 +20,7 @@ _encoder = msgspec.json.Encoder()
     "Server-sent events: presence, reports, binding and command status, telemetry",
     "events",
     query=("types",),
+    media="text/event-stream",
 )
 async def events(request: web.Request) -> web.StreamResponse:
     wanted = set(filter(None, request.query.get("types", "").split(",")))

@@ -1,13 +1,20 @@
 """The management REST API (`/api/v1/...`): thin handlers over the domain modules."""
 
+from collections.abc import Mapping
+
 from aiohttp import web
 
 from fleetstate import artefacts, bindings, devices, groups, profiles, tenancy
 from fleetstate.api import downloads, uploads
+from fleetstate.api import resources as res
 from fleetstate.api.context import services
 from fleetstate.api.http import decode, json_response, org_id, page, principal
+from fleetstate.api.resources import reply
 from fleetstate.api.routing import RouteTable
+from fleetstate.desired import DesiredDocument
 from fleetstate.errors import Forbidden, Invalid
+from fleetstate.pagination import MAX_LIMIT, Page, PageOf
+from fleetstate.uploads import FinalizeUpload
 
 routes = RouteTable()
 API = "/api/v1"
@@ -22,24 +29,35 @@ API = "/api/v1"
     "Create an organization (operator token only)",
     "tenancy",
     body=tenancy.NewOrganization,
+    response=res.NewOrganizationAnswer,
     status=201,
 )
 async def create_organization(request: web.Request) -> web.Response:
     if not principal(request).is_operator:
         raise Forbidden("only the operator token may create organizations")
     new = await decode(request, tenancy.NewOrganization)
-    return json_response(await tenancy.create_organization(services(request).store, new), 201)
+    created = await tenancy.create_organization(services(request).store, new)
+    return reply(res.NewOrganizationAnswer, created, 201)
 
 
-@routes.add("GET", f"{API}/organizations/current", "The token's organization", "tenancy")
+@routes.add(
+    "GET",
+    f"{API}/organizations/current",
+    "The token's organization",
+    "tenancy",
+    response=res.Organization,
+)
 async def current_organization(request: web.Request) -> web.Response:
-    return json_response(await tenancy.get_organization(services(request).store, org_id(request)))
+    found = await tenancy.get_organization(services(request).store, org_id(request))
+    return reply(res.Organization, found)
 
 
-@routes.add("GET", f"{API}/tokens", "List API tokens", "tenancy")
+@routes.add(
+    "GET", f"{API}/tokens", "List API tokens (one page)", "tenancy", response=PageOf[res.Token]
+)
 async def list_tokens(request: web.Request) -> web.Response:
     items = await tenancy.list_tokens(services(request).store, org_id(request))
-    return json_response({"items": items, "next_cursor": None})
+    return reply(PageOf[res.Token], {"items": items, "next_cursor": None})
 
 
 @routes.add(
@@ -48,13 +66,13 @@ async def list_tokens(request: web.Request) -> web.Response:
     "Create an API token (secret shown once)",
     "tenancy",
     body=tenancy.NewToken,
+    response=res.NewTokenAnswer,
     status=201,
 )
 async def create_token(request: web.Request) -> web.Response:
     new = await decode(request, tenancy.NewToken)
-    return json_response(
-        await tenancy.create_token(services(request).store, org_id(request), new), 201
-    )
+    created = await tenancy.create_token(services(request).store, org_id(request), new)
+    return reply(res.NewTokenAnswer, created, 201)
 
 
 @routes.add("DELETE", f"{API}/tokens/{{token_id}}", "Revoke an API token", "tenancy", status=204)
@@ -72,15 +90,23 @@ def _profile_routes(
     kind: profiles.Kind,
     path: str,
     body: type[profiles.NewDeviceProfile | profiles.NewSensorProfile],
+    shown: type[res.SensorProfile],
 ) -> None:
     label = f"{kind} profile"
 
-    @routes.add("GET", f"{API}/{path}", f"List {label}s", "profiles", query=("limit", "cursor"))
+    @routes.add(
+        "GET",
+        f"{API}/{path}",
+        f"List {label}s",
+        "profiles",
+        query=("limit", "cursor"),
+        response=PageOf[shown],  # type: ignore[valid-type]
+    )
     async def list_(request: web.Request) -> web.Response:
         result = await profiles.list_page(
             services(request).store, org_id(request), kind, page(request)
         )
-        return json_response(result)
+        return reply(PageOf[shown], result)  # type: ignore[valid-type]
 
     @routes.add(
         "POST",
@@ -88,19 +114,20 @@ def _profile_routes(
         f"Create a {label} with its JSON Schema",
         "profiles",
         body=body,
+        response=shown,
         status=201,
     )
     async def create(request: web.Request) -> web.Response:
         new = await decode(request, body)
         created = await profiles.create(services(request).store, org_id(request), kind, new)
-        return json_response(created, 201)
+        return reply(shown, created, 201)
 
-    @routes.add("GET", f"{API}/{path}/{{profile_id}}", f"Get a {label}", "profiles")
+    @routes.add("GET", f"{API}/{path}/{{profile_id}}", f"Get a {label}", "profiles", response=shown)
     async def get(request: web.Request) -> web.Response:
         found = await profiles.get(
             services(request).store, org_id(request), kind, request.match_info["profile_id"]
         )
-        return json_response(found)
+        return reply(shown, found)
 
     @routes.add(
         "DELETE",
@@ -116,19 +143,41 @@ def _profile_routes(
         return web.Response(status=204)
 
 
-_profile_routes("device", "device-profiles", profiles.NewDeviceProfile)
-_profile_routes("sensor", "sensor-profiles", profiles.NewSensorProfile)
+_profile_routes("device", "device-profiles", profiles.NewDeviceProfile, res.DeviceProfile)
+_profile_routes("sensor", "sensor-profiles", profiles.NewSensorProfile, res.SensorProfile)
 
 
 # -- devices -----------------------------------------------------------------------------------
 
 
-@routes.add("GET", f"{API}/devices", "List devices", "devices", query=("limit", "cursor", "q"))
+@routes.add(
+    "GET",
+    f"{API}/devices",
+    "List devices; q searches name, id and serial; the other filters combine with it",
+    "devices",
+    query=("limit", "cursor", "q", "online", "config_status", "profile_id", "group_id"),
+    response=PageOf[res.DeviceSummary],
+)
 async def list_devices(request: web.Request) -> web.Response:
-    result = await devices.list_page(
-        services(request).store, org_id(request), page(request), request.query.get("q")
+    query = request.query
+    wanted = devices.DeviceFilter(
+        online=_flag(query, "online"),
+        config_status=query.get("config_status"),
+        profile_id=query.get("profile_id"),
+        group_id=query.get("group_id"),
     )
-    return json_response(result)
+    store = services(request).store
+    result = await devices.list_page(store, org_id(request), page(request), query.get("q"), wanted)
+    return reply(PageOf[res.DeviceSummary], result)
+
+
+def _flag(query: Mapping[str, str], name: str) -> bool | None:
+    value = query.get(name)
+    if value is None:
+        return None
+    if value not in ("true", "false"):
+        raise Invalid(f"{name} must be true or false")
+    return value == "true"
 
 
 @routes.add(
@@ -137,6 +186,7 @@ async def list_devices(request: web.Request) -> web.Response:
     "Create a device (access_key shown once)",
     "devices",
     body=devices.NewDevice,
+    response=res.NewDeviceAnswer,
     status=201,
 )
 async def create_device(request: web.Request) -> web.Response:
@@ -145,15 +195,15 @@ async def create_device(request: web.Request) -> web.Response:
     created = await devices.create(svc.store, org_id(request), new)
     svc.gateway.deliver(created.changes)
     device = await devices.get(svc.store, org_id(request), created.device_id)
-    return json_response({**device, "access_key": created.access_key}, 201)
+    return reply(res.NewDeviceAnswer, {**device, "access_key": created.access_key}, 201)
 
 
-@routes.add("GET", f"{API}/devices/{{device_id}}", "Get a device", "devices")
+@routes.add("GET", f"{API}/devices/{{device_id}}", "Get a device", "devices", response=res.Device)
 async def get_device(request: web.Request) -> web.Response:
     found = await devices.get(
         services(request).store, org_id(request), request.match_info["device_id"]
     )
-    return json_response(found)
+    return reply(res.Device, found)
 
 
 @routes.add(
@@ -162,12 +212,13 @@ async def get_device(request: web.Request) -> web.Response:
     "Rename a device, set its groups or components",
     "devices",
     body=devices.DevicePatch,
+    response=res.Device,
 )
 async def patch_device(request: web.Request) -> web.Response:
     svc, device_id = services(request), request.match_info["device_id"]
     change = await decode(request, devices.DevicePatch)
     svc.gateway.deliver(await devices.patch(svc.store, org_id(request), device_id, change))
-    return json_response(await devices.get(svc.store, org_id(request), device_id))
+    return reply(res.Device, await devices.get(svc.store, org_id(request), device_id))
 
 
 @routes.add("DELETE", f"{API}/devices/{{device_id}}", "Delete a device", "devices", status=204)
@@ -184,13 +235,14 @@ async def delete_device(request: web.Request) -> web.Response:
     f"{API}/devices/{{device_id}}/access-key",
     "Rotate the access key (the old one stops working at once)",
     "devices",
+    response=res.AccessKey,
 )
 async def rotate_key(request: web.Request) -> web.Response:
     svc, device_id = services(request), request.match_info["device_id"]
     key = await devices.rotate_key(svc.store, org_id(request), device_id)
     if svc.gateway.bus is not None:
         await svc.gateway.bus.disconnect(device_id)
-    return json_response({"device_id": device_id, "access_key": key})
+    return reply(res.AccessKey, {"device_id": device_id, "access_key": key})
 
 
 @routes.add(
@@ -199,6 +251,7 @@ async def rotate_key(request: web.Request) -> web.Response:
     "Effective desired document; with explain=true, every candidate per slot and why",
     "desired state",
     query=("explain",),
+    response=(DesiredDocument, res.Resolution),
 )
 async def desired_state(request: web.Request) -> web.Response:
     svc, device_id = services(request), request.match_info["device_id"]
@@ -207,7 +260,9 @@ async def desired_state(request: web.Request) -> web.Response:
     if explain not in ("true", "false", "1", "0"):
         raise Invalid("explain must be true or false")
     if explain in ("true", "1"):
-        return json_response(resolution)
+        return reply(res.Resolution, resolution)
+    # The stored document was encoded from a DesiredDocument (whose raw `content` cannot be
+    # decoded back into one): it is sent as it was stored.
     return json_response(resolution["document"])
 
 
@@ -215,12 +270,16 @@ async def desired_state(request: web.Request) -> web.Response:
 
 
 @routes.add(
-    "GET", f"{API}/device-groups", "List device groups", "groups", query=("limit", "cursor")
+    "GET",
+    f"{API}/device-groups",
+    "List device groups",
+    "groups",
+    query=("limit", "cursor"),
+    response=PageOf[res.GroupSummary],
 )
 async def list_groups(request: web.Request) -> web.Response:
-    return json_response(
-        await groups.list_page(services(request).store, org_id(request), page(request))
-    )
+    found = await groups.list_page(services(request).store, org_id(request), page(request))
+    return reply(PageOf[res.GroupSummary], found)
 
 
 @routes.add(
@@ -229,6 +288,7 @@ async def list_groups(request: web.Request) -> web.Response:
     "Create a device group",
     "groups",
     body=groups.NewGroup,
+    response=res.Group,
     status=201,
 )
 async def create_group(request: web.Request) -> web.Response:
@@ -236,15 +296,17 @@ async def create_group(request: web.Request) -> web.Response:
     new = await decode(request, groups.NewGroup)
     group_id, changes = await groups.create(svc.store, org_id(request), new)
     svc.gateway.deliver(changes)
-    return json_response(await groups.get(svc.store, org_id(request), group_id), 201)
+    return reply(res.Group, await groups.get(svc.store, org_id(request), group_id), 201)
 
 
-@routes.add("GET", f"{API}/device-groups/{{group_id}}", "Get a device group", "groups")
+@routes.add(
+    "GET", f"{API}/device-groups/{{group_id}}", "Get a device group", "groups", response=res.Group
+)
 async def get_group(request: web.Request) -> web.Response:
     found = await groups.get(
         services(request).store, org_id(request), request.match_info["group_id"]
     )
-    return json_response(found)
+    return reply(res.Group, found)
 
 
 @routes.add(
@@ -302,12 +364,13 @@ async def remove_member(request: web.Request) -> web.Response:
     "List config artefacts",
     "artefacts",
     query=("limit", "cursor", "name"),
+    response=PageOf[res.Artefact],
 )
 async def list_artefacts(request: web.Request) -> web.Response:
     result = await artefacts.list_page(
         services(request).store, org_id(request), page(request), request.query.get("name")
     )
-    return json_response(result)
+    return reply(PageOf[res.Artefact], result)
 
 
 @routes.add(
@@ -316,7 +379,8 @@ async def list_artefacts(request: web.Request) -> web.Response:
     "Create the next version of a config artefact (validated against its profile);"
     " the body is {name, profile_id, content} or, after an upload URL, {upload_id}",
     "artefacts",
-    body=artefacts.NewArtefact,
+    body=(artefacts.NewArtefact, FinalizeUpload),
+    response=res.Artefact,
     status=201,
 )
 async def create_artefact(request: web.Request) -> web.Response:
@@ -324,23 +388,33 @@ async def create_artefact(request: web.Request) -> web.Response:
         return finalized  # the body was {upload_id}: the upload-URL flow's second step
     new = await decode(request, artefacts.NewArtefact)
     created = await artefacts.create_inline(services(request).store, org_id(request), new)
-    return json_response(created, 201)
+    return reply(res.Artefact, created, 201)
 
 
-@routes.add("GET", f"{API}/config-artefacts/{{artefact_id}}", "Get a config artefact", "artefacts")
+@routes.add(
+    "GET",
+    f"{API}/config-artefacts/{{artefact_id}}",
+    "Get a config artefact",
+    "artefacts",
+    response=res.Artefact,
+)
 async def get_artefact(request: web.Request) -> web.Response:
     found = await artefacts.get(
         services(request).store, org_id(request), request.match_info["artefact_id"]
     )
-    return json_response(found)
+    return reply(res.Artefact, found)
 
 
 @routes.add(
     "GET",
     f"{API}/config-artefacts/{{artefact_id}}/content",
-    "The artefact's exact stored bytes",
+    "The artefact's exact stored bytes (with the content type it was created with)",
     "artefacts",
-    responses={302: "redirect to a fresh presigned URL (S3 blob store)"},
+    media="*/*",
+    responses={
+        206: "the requested range (local blob store)",
+        302: "redirect to a fresh presigned URL (S3 blob store)",
+    },
 )
 async def artefact_content(request: web.Request) -> web.StreamResponse:
     found = await artefacts.inline_content(
@@ -376,13 +450,14 @@ async def delete_artefact(request: web.Request) -> web.Response:
     "List bindings with counts of device status per binding",
     "bindings",
     query=("limit", "cursor", "target_type", "target_id"),
+    response=PageOf[res.BindingSummary],
 )
 async def list_bindings(request: web.Request) -> web.Response:
     target = _target_query(request, required=False)
     result = await bindings.list_page(
         services(request).store, org_id(request), page(request), target
     )
-    return json_response(result)
+    return reply(PageOf[res.BindingSummary], result)
 
 
 def _target_query(request: web.Request, *, required: bool) -> tuple[str, str] | None:
@@ -400,6 +475,7 @@ def _target_query(request: web.Request, *, required: bool) -> tuple[str, str] | 
     "Bind an artefact to a target (upsert per target and slot)",
     "bindings",
     body=bindings.BindingSpec,
+    response=res.Binding,
     responses={201: "created", 200: "replaced"},
 )
 async def put_binding(request: web.Request) -> web.Response:
@@ -408,7 +484,7 @@ async def put_binding(request: web.Request) -> web.Response:
     result = await bindings.upsert(svc.store, org_id(request), spec)
     svc.gateway.deliver(result.changes)
     found = await bindings.get(svc.store, org_id(request), result.binding_id)
-    return json_response(found, 201 if result.created else 200)
+    return reply(res.Binding, found, 201 if result.created else 200)
 
 
 @routes.add(
@@ -418,12 +494,13 @@ async def put_binding(request: web.Request) -> web.Response:
     "bindings",
     status=204,
     query=("target_type", "target_id"),
+    required=("target_type", "target_id"),
 )
 async def delete_target_bindings(request: web.Request) -> web.Response:
     svc = services(request)
     target = _target_query(request, required=True)
     assert target is not None
-    listed = await bindings.list_page(svc.store, org_id(request), page(request), target)
+    listed = await bindings.list_page(svc.store, org_id(request), Page(limit=MAX_LIMIT), target)
     for item in listed["items"]:
         svc.gateway.deliver(await bindings.delete(svc.store, org_id(request), item["id"]))
     return web.Response(status=204)
@@ -434,12 +511,13 @@ async def delete_target_bindings(request: web.Request) -> web.Response:
     f"{API}/desired-state-bindings/{{binding_id}}",
     "A binding with each device's reported version, status and hash",
     "bindings",
+    response=res.Binding,
 )
 async def get_binding(request: web.Request) -> web.Response:
     found = await bindings.get(
         services(request).store, org_id(request), request.match_info["binding_id"]
     )
-    return json_response(found)
+    return reply(res.Binding, found)
 
 
 @routes.add(

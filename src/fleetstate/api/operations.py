@@ -1,7 +1,10 @@
 """Liveness, Prometheus metrics and the OpenAPI document."""
 
+from typing import Any
+
 from aiohttp import web
 
+from fleetstate.api import resources as res
 from fleetstate.api.context import services
 from fleetstate.api.http import json_response
 from fleetstate.api.routing import RouteTable
@@ -10,12 +13,14 @@ routes = RouteTable()
 ALL_ROUTES: web.AppKey[RouteTable] = web.AppKey("all_routes", RouteTable)
 
 
-@routes.add("GET", "/healthz", "Liveness", "operations", auth=False)
+@routes.add("GET", "/healthz", "Liveness", "operations", auth=False, response=res.Health)
 async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
-@routes.add("GET", "/metrics", "Prometheus text metrics", "operations", auth=False)
+@routes.add(
+    "GET", "/metrics", "Prometheus text metrics", "operations", auth=False, media="text/plain"
+)
 async def metrics(request: web.Request) -> web.Response:
     svc = services(request)
     bus = svc.gateway.bus
@@ -32,7 +37,14 @@ async def metrics(request: web.Request) -> web.Response:
     return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
 
 
-@routes.add("GET", "/api/v1/openapi.json", "This OpenAPI 3.1 document", "operations", auth=False)
+@routes.add(
+    "GET",
+    "/api/v1/openapi.json",
+    "This OpenAPI 3.1 document",
+    "operations",
+    auth=False,
+    response=dict[str, Any],
+)
 async def openapi(request: web.Request) -> web.Response:
     from fleetstate.api.openapi import document  # noqa: PLC0415
 

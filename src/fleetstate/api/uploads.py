@@ -10,9 +10,11 @@ import msgspec
 from aiohttp import web
 
 from fleetstate import uploads
+from fleetstate.api import resources as res
 from fleetstate.api.context import services
 from fleetstate.api.downloads import artefact_download
 from fleetstate.api.http import STATUS, decode, json_response, org_id
+from fleetstate.api.resources import reply
 from fleetstate.api.routing import Route, RouteTable
 from fleetstate.blobs import BlobStore, LocalBlobStore, blob_routes
 from fleetstate.errors import FleetstateError
@@ -29,6 +31,7 @@ DEVICE_NOT_AUTHORIZED = {"error": "Not authorized"}
     "A presigned URL to upload a large artefact's bytes to; then POST {upload_id} to create it",
     "artefacts",
     body=uploads.NewUpload,
+    response=uploads.UploadTicket,
     status=201,
 )
 async def create_upload_url(request: web.Request) -> web.Response:
@@ -37,7 +40,7 @@ async def create_upload_url(request: web.Request) -> web.Response:
     ticket = await uploads.create_upload(
         svc.store, svc.blobs, svc.config.uploads, org_id(request), new
     )
-    return json_response(ticket, 201)
+    return reply(uploads.UploadTicket, ticket, 201)
 
 
 class _UploadProbe(msgspec.Struct):
@@ -63,15 +66,16 @@ async def finalize_if_upload(request: web.Request) -> web.Response | None:
     created = await uploads.finalize(
         svc.store, svc.blobs, svc.config.uploads, org_id(request), body.upload_id
     )
-    return json_response(created, 201)
+    return reply(res.Artefact, created, 201)
 
 
 @routes.add(
     "GET",
     "/v1/devices/{device_id}/artefacts/{artefact_id}",
     "Device API: an artefact of the device's desired state (header `Authorization: <access key>`)",
-    "device api",
+    "device API",
     auth=False,
+    media="*/*",
     responses={
         302: "redirect to a fresh presigned URL (S3 backend)",
         206: "the requested range (local backend)",
@@ -107,6 +111,8 @@ def blob_table(blobs: BlobStore) -> RouteTable:
                 summaries[d.method],
                 "blobs",
                 auth=False,
+                query=("method", "expires", "size", "sha256", "sig"),
+                media="application/octet-stream" if d.method == "GET" else "application/json",
                 responses={403: "bad or expired signature", 404: "no such blob"},
             )
             for d in blob_routes(blobs)

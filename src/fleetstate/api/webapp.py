@@ -20,7 +20,8 @@ from aiohttp import web
 
 from fleetstate import devices
 from fleetstate.api.context import services
-from fleetstate.api.http import PRINCIPAL, SESSION_COOKIE, json_response, org_id
+from fleetstate.api.http import PRINCIPAL, SESSION_COOKIE, org_id
+from fleetstate.api.resources import DeviceCounts, SignIn, reply
 from fleetstate.api.routing import RouteTable
 from fleetstate.errors import Forbidden, NotFound, Unauthorized
 from fleetstate.pagination import MAX_LIMIT, Page
@@ -133,14 +134,28 @@ def _signin_form(next_path: str, error: str = "", status: int = 200) -> web.Resp
 
 
 @routes.add(
-    "GET", "/", "Web app: the organization's devices, or sign-in", TAG, auth=False, status=303
+    "GET",
+    "/",
+    "Web app: the organization's devices, or sign-in",
+    TAG,
+    auth=False,
+    status=303,
+    media="text/html",
 )
 async def web_home(request: web.Request) -> web.Response:
     principal = await _signed_in(request)
     raise web.HTTPSeeOther(f"/{principal.org_slug}/devices" if principal else "/signin")
 
 
-@routes.add("GET", "/signin", "Web app: the sign-in page", TAG, auth=False, query=("next",))
+@routes.add(
+    "GET",
+    "/signin",
+    "Web app: the sign-in page",
+    TAG,
+    auth=False,
+    query=("next",),
+    media="text/html",
+)
 async def web_signin_page(request: web.Request) -> web.Response:
     return _signin_form(request.query.get("next", ""))
 
@@ -152,6 +167,9 @@ async def web_signin_page(request: web.Request) -> web.Response:
     TAG,
     auth=False,
     status=303,
+    media="text/html",
+    body=SignIn,
+    body_media="application/x-www-form-urlencoded",
     responses={401: "the token was not accepted", 403: "posted from another site"},
 )
 async def web_signin(request: web.Request) -> web.Response:
@@ -180,6 +198,7 @@ async def web_signin(request: web.Request) -> web.Response:
     TAG,
     auth=False,
     status=303,
+    media="text/html",
     responses={403: "posted from another site"},
 )
 async def web_signout(request: web.Request) -> web.Response:
@@ -198,6 +217,7 @@ async def web_signout(request: web.Request) -> web.Response:
     TAG,
     auth=False,
     query=("q",),
+    media="text/html",
     responses={303: "not signed in: to the sign-in page", 404: "another organization"},
 )
 async def web_devices(request: web.Request) -> web.Response:
@@ -212,6 +232,7 @@ async def web_devices(request: web.Request) -> web.Response:
     "Web app: a device's page (overview, commands, configuration)",
     TAG,
     auth=False,
+    media="text/html",
     responses={303: "not signed in: to the sign-in page", 404: "unknown or another org's"},
 )
 async def web_device(request: web.Request) -> web.Response:
@@ -240,6 +261,7 @@ async def web_device(request: web.Request) -> web.Response:
     "Counts over the organization's devices (those matching q): online, and per config status",
     TAG,
     query=("q",),
+    response=DeviceCounts,
 )
 async def device_summary(request: web.Request) -> web.Response:
     store, org, search = services(request).store, org_id(request), request.query.get("q")
@@ -255,7 +277,7 @@ async def device_summary(request: web.Request) -> web.Response:
         if cursor is None:
             break
     counts = {status: statuses[status] for status in CONFIG_STATUSES}
-    return json_response({"total": total, "online": online, "config_status": counts})
+    return reply(DeviceCounts, {"total": total, "online": online, "config_status": counts})
 
 
 # -- static files ----------------------------------------------------------------------------------
@@ -286,6 +308,7 @@ def _static_files() -> dict[str, _Static]:
     "Web app: stylesheet, scripts and icon",
     TAG,
     auth=False,
+    media="*/*",
     responses={304: "not modified", 404: "no such file"},
 )
 async def web_static(request: web.Request) -> web.Response:

@@ -1,0 +1,91 @@
+"""What the device HTTP API answers with, for the OpenAPI document (SPEC section 4).
+
+These follow Xyte's device API, which devices read tolerantly: a device must ignore fields it
+does not know, so these types list the fields a device can rely on and leave the document open
+to more (no `forbid_unknown_fields`, unlike the management API's `resources`).
+"""
+
+from typing import Any
+
+import msgspec
+
+
+class Answer(msgspec.Struct, kw_only=True):
+    """Base of the device API's answers."""
+
+
+class Registered(Answer):
+    id: str
+    access_key: str
+    """The device's key, shown once: send it as the bare `Authorization` header."""
+    hub_url: str
+    mqtt_hub_url: str
+
+
+class Success(Answer):
+    success: bool
+
+
+class TelemetryAnswer(Answer):
+    """What to fetch next: a changed version or a true flag means "GET that resource"."""
+
+    success: bool
+    config_version: int
+    command: bool
+    new_licenses: bool
+    info_version: int
+    latest_fw_version: str | None
+    latest_fw_file_id: str | None
+    space_data_version: int
+
+
+class DeviceConfig(Answer):
+    device_id: str
+    name: str
+    version: int
+    last_updated: str | None
+    config: Any
+
+
+class ReportAnswer(Answer):
+    success: bool
+    version: int
+    status: str
+    current: bool
+
+
+class DeviceCommand(Answer):
+    id: str
+    device_id: str
+    status: str
+    name: str
+    parameters: Any
+
+
+class CommandAnswered(Answer):
+    success: bool
+    id: str
+    status: str
+
+
+class DeviceLicense(Answer):
+    id: str
+    device_id: str
+    data: str | None
+
+
+class DeviceInfo(Answer):
+    device_id: str
+    version: int
+    last_updated: str | None
+    info: dict[str, Any]
+
+
+class DeviceFile(Answer):
+    id: str
+    name: str
+    url: str
+    """Where the device downloads the bytes, with its key."""
+    version: str
+    file_type: str
+    created_at: str
