@@ -1,6 +1,8 @@
 """The management REST API: profiles, artefacts, devices, tenancy, errors and the OpenAPI doc."""
 
-from conftest import SCHEMA, Api, Fleet
+import pytest
+
+from conftest import SCHEMA, Api, DeviceFactory, Fleet, eventually
 
 
 async def test_api_profile_with_invalid_schema_is_422(api: Api) -> None:
@@ -123,6 +125,108 @@ async def test_api_pagination_walks_every_item_once(api: Api, fleet: Fleet) -> N
         cursor = page["next_cursor"]
     assert sorted(seen) == sorted(ids)
     assert (await api.get("/api/v1/devices?limit=0"))[0] == 400
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/devices?cursor=garbage",
+        "/api/v1/device-profiles?cursor=garbage",
+        "/api/v1/device-groups?cursor=garbage",
+        "/api/v1/config-artefacts?cursor=garbage",
+        "/api/v1/desired-state-bindings?cursor=garbage",
+        "/api/v1/hardware-keys?cursor=garbage",
+        "/api/v1/files?cursor=garbage",
+        "/api/v1/devices?cursor=0197aa00bb11cc22dd3%27",
+    ],
+)
+async def test_api_list_with_a_malformed_cursor_is_400(api: Api, fleet: Fleet, path: str) -> None:
+    await fleet.device(await fleet.profile())
+    status, answer = await api.get(path)
+    assert (status, answer["error"]["code"]) == (400, "invalid"), answer
+    assert "cursor" in answer["error"]["message"]
+
+
+async def test_api_device_commands_and_history_with_a_malformed_cursor_are_400(
+    api: Api, fleet: Fleet
+) -> None:
+    device_id, _ = await fleet.device(await fleet.profile())
+    for path in (
+        f"/api/v1/devices/{device_id}/commands?cursor=garbage",
+        f"/api/v1/devices/{device_id}/telemetry?cursor=garbage",
+    ):
+        assert (await api.get(path))[0] == 400, path
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api/v1/devices?onlin=true",
+        "/api/v1/devices?status=ACCEPTED",
+        "/api/v1/device-profiles?name=x",
+        "/api/v1/device-groups?q=x",
+        "/api/v1/tokens?limit=5",
+    ],
+)
+async def test_api_unknown_query_parameter_is_400(api: Api, path: str) -> None:
+    status, answer = await api.get(path)
+    assert status == 400, answer
+    assert "unknown query parameter" in answer["error"]["message"]
+
+
+async def test_api_device_list_filters_bad_values_are_400(api: Api) -> None:
+    for query in ("online=yes", "online=", "config_status=DONE", "limit=1.5", "limit=%C2%B2"):
+        status, answer = await api.get(f"/api/v1/devices?{query}")
+        assert status == 400, (query, answer)
+
+
+async def report_accepted(api: Api, device_id: str, key: str) -> None:
+    """The device reports over HTTP that it applied its current desired version."""
+    path, headers = f"/v1/devices/{device_id}/config", {"Authorization": key}
+    async with api.session.get(api.base + path, headers=headers) as response:
+        version = (await response.json())["version"]
+    report = {"version": version, "status": "ACCEPTED"}
+    async with api.session.post(api.base + path, json=report, headers=headers) as response:
+        assert response.status == 200, await response.text()
+
+
+async def listed(api: Api, query: str) -> list[str]:
+    """Every device id the filtered list shows, walked page by page (2 a page)."""
+    seen, cursor = [], ""
+    while True:
+        page = await api.ok("GET", f"/api/v1/devices?limit=2&cursor={cursor}&{query}")
+        seen += [d["id"] for d in page["items"]]
+        if not page["next_cursor"]:
+            return seen
+        cursor = page["next_cursor"]
+
+
+async def test_api_device_list_filters_combine_with_pagination(
+    api: Api, fleet: Fleet, connect: DeviceFactory
+) -> None:
+    thermo, other = await fleet.profile("thermo"), await fleet.profile("other")
+    a = [await fleet.device(thermo, f"alpha-{i}") for i in range(4)]
+    b = [await fleet.device(other, f"beta-{i}") for i in range(2)]
+    group = await fleet.group("lobby", [a[0][0], a[1][0], b[0][0]])
+    await report_accepted(api, *a[1])
+    await report_accepted(api, *b[0])
+    async with connect(*a[0]) as device:
+        await device.desired()
+        online = await eventually(lambda: listed(api, "online=true"))
+        assert online == [a[0][0]]
+        assert await listed(api, "online=false") == sorted(d for d, _ in [*a[1:], *b])
+        assert await listed(api, f"online=true&group_id={group}") == [a[0][0]]
+    assert await listed(api, f"profile_id={thermo}") == sorted(d for d, _ in a)
+    assert await listed(api, f"group_id={group}") == sorted([a[0][0], a[1][0], b[0][0]])
+    assert await listed(api, "config_status=ACCEPTED") == sorted([a[1][0], b[0][0]])
+    assert await listed(api, f"config_status=ACCEPTED&profile_id={thermo}") == [a[1][0]]
+    pending = await listed(api, f"config_status=PENDING&group_id={group}")
+    assert pending == [a[0][0]]
+    for device_id in pending:  # what the filter matched is what the device shows
+        device = await api.ok("GET", f"/api/v1/devices/{device_id}")
+        assert device["config_status"] == "PENDING"
+    assert await listed(api, "profile_id=unknown") == []
+    assert await listed(api, "q=alpha&config_status=ACCEPTED") == [a[1][0]]
 
 
 async def test_api_tenancy_other_organizations_objects_are_404(api: Api, fleet: Fleet) -> None:
