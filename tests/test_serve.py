@@ -14,8 +14,9 @@ import aiomqtt
 import pytest
 
 from conftest import SCHEMA, WAIT, Api, Device
-from fleetstate import config
+from fleetstate import app, config
 from fleetstate.errors import Invalid
+from fleetstate.store import Store
 
 TOKEN = "serve-test-token"
 
@@ -157,6 +158,7 @@ async def test_serve_generates_admin_token_file_when_none_is_given(tmp_path: Pat
 
 
 async def test_serve_token_create_for_unknown_org_fails_clearly(tmp_path: Path) -> None:
+    await (await Store.open(tmp_path / app.DATABASE)).close()  # a database, without that org
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from fleetstate import app, config, tenancy
-from fleetstate.errors import FleetstateError
+from fleetstate.errors import FleetstateError, Invalid
 from fleetstate.simulator import EXTRA_HINT
 from fleetstate.simulator import options as simulation
 from fleetstate.store import Store
@@ -150,7 +150,15 @@ async def _serve(settings: config.Config) -> None:
 
 
 async def _create_token(settings: config.Config, slug: str, name: str) -> str:
-    store = await Store.open(settings.data_dir / app.DATABASE, settings.batch_max)
+    database = settings.data_dir / app.DATABASE
+    # Opening a missing database would create an empty one: a stray file in a mistyped
+    # directory, and a token for a service that will never read it.
+    if not database.is_file():
+        raise Invalid(
+            f"no fleetstate database in {settings.data_dir} (expected {database}); pass the"
+            " --data directory of the service, or run `fleetstate serve` there first"
+        )
+    store = await Store.open(database, settings.batch_max)
     writer = asyncio.create_task(store.writer_loop(), name="store-writer")
     try:
         return await tenancy.create_token_by_slug(store, slug, name)

@@ -1,0 +1,50 @@
+"""`fleetstate token create` against a data directory without a database: refused, nothing made."""
+
+import asyncio
+import sys
+from pathlib import Path
+
+WAIT = 30.0
+
+
+async def token_create(data: Path) -> tuple[int, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "fleetstate",
+        "token",
+        "create",
+        "--org",
+        "default",
+        "--data",
+        str(data),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(WAIT):
+        out, err = await proc.communicate()
+    assert not out, out  # no token printed
+    assert proc.returncode is not None
+    return proc.returncode, err.decode()
+
+
+async def test_token_create_in_an_empty_directory_is_refused_and_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, err = await token_create(empty)
+    assert code == 2
+    assert str(empty) in err
+    assert "no fleetstate database" in err
+    assert list(empty.iterdir()) == []
+
+
+async def test_token_create_in_a_missing_directory_is_refused_and_creates_nothing(
+    tmp_path: Path,
+) -> None:
+    missing = tmp_path / "typo" / "data"
+    code, err = await token_create(missing)
+    assert code == 2
+    assert str(missing) in err
+    assert not (tmp_path / "typo").exists()
