@@ -15,6 +15,7 @@ from fleetstate.canonical import canonical_bytes, content_hash
 from fleetstate.clock import now_text
 from fleetstate.errors import Conflict, Invalid, NotFound, SchemaInvalid, TooLarge
 from fleetstate.ids import new_id
+from fleetstate.names import Name
 from fleetstate.pagination import Page, page_of
 from fleetstate.store import Connection, Store
 
@@ -26,7 +27,7 @@ _COLUMNS = (
 
 
 class NewArtefact(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    name: str
+    name: Name
     profile_id: str
     content: Any
 

@@ -241,12 +241,14 @@ async def get(store: Store, org_id: str, binding_id: str) -> dict[str, Any]:
 
 
 async def list_page(
-    store: Store, org_id: str, page: Page, target: tuple[str, str] | None
+    store: Store, org_id: str, page: Page, target: tuple[str | None, str | None] | None
 ) -> dict[str, Any]:
+    """Bindings in id order, of one target type and/or one target id when given."""
     where, params = "b.org_id = ? AND b.id > ?", [org_id, page.cursor or ""]
-    if target is not None:
-        where += " AND b.target_type = ? AND b.target_id = ?"
-        params += list(target)
+    for column, value in zip(("target_type", "target_id"), target or (None, None), strict=True):
+        if value is not None:
+            where += f" AND b.{column} = ?"
+            params.append(value)
     rows = await store.fetchall(
         _SELECT + f" WHERE {where} ORDER BY b.id LIMIT ?", [*params, page.limit + 1]
     )

@@ -6,7 +6,7 @@ job and returns the documents to deliver.
 
 import asyncio
 import re
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -14,6 +14,7 @@ from fleetstate import credentials, desired
 from fleetstate.clock import now_text
 from fleetstate.errors import Conflict, Invalid, NotFound
 from fleetstate.ids import new_id
+from fleetstate.names import Name
 from fleetstate.pagination import Page, page_of
 from fleetstate.store import Connection, Store, WriteJob
 
@@ -22,12 +23,12 @@ _COMPONENT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
 class ComponentSpec(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    name: str
+    name: Annotated[str, msgspec.Meta(pattern=_COMPONENT_NAME.pattern)]
     sensor_profile_id: str
 
 
 class NewDevice(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    name: str
+    name: Name
     profile_id: str
     serial: str | None = None
     groups: list[str] = []
@@ -35,7 +36,7 @@ class NewDevice(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
 
 
 class DevicePatch(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    name: str | None = None
+    name: Name | None = None
     groups: list[str] | None = None
     components: list[ComponentSpec] | None = None
 

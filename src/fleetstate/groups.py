@@ -8,12 +8,13 @@ from fleetstate import desired
 from fleetstate.clock import now_text
 from fleetstate.errors import Conflict, Invalid, NotFound
 from fleetstate.ids import new_id
+from fleetstate.names import Name
 from fleetstate.pagination import Page, page_of
 from fleetstate.store import Connection, Store
 
 
 class NewGroup(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    name: str
+    name: Name
     device_ids: list[str] = []
 
 

@@ -12,7 +12,7 @@ from fleetstate.errors import Invalid
 
 _NUMBER = r"(0|[1-9]\d*)"
 _PRE_FIELD = r"(?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*)"
-_PATTERN = re.compile(
+PATTERN = re.compile(
     rf"^{_NUMBER}\.{_NUMBER}\.{_NUMBER}"
     rf"(?:-({_PRE_FIELD}(?:\.{_PRE_FIELD})*))?"
     r"(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?$"
@@ -24,7 +24,7 @@ Key = tuple[int, int, int, int, tuple[PreField, ...]]
 
 def key(version: str) -> Key:
     """The precedence key of `version`; raises Invalid when it is not a semantic version."""
-    match = _PATTERN.match(version)
+    match = PATTERN.match(version)
     if match is None:
         raise Invalid(f"version {version!r} is not a semantic version (MAJOR.MINOR.PATCH[-pre])")
     major, minor, patch, pre = match.groups()
@@ -38,4 +38,4 @@ def _pre_field(text: str) -> PreField:
 
 
 def is_valid(version: str) -> bool:
-    return _PATTERN.match(version) is not None
+    return PATTERN.match(version) is not None

@@ -5,7 +5,7 @@ organizations) are made on first start. Tokens are shown once and stored only as
 """
 
 import re
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -13,6 +13,7 @@ from fleetstate import credentials
 from fleetstate.clock import now_text
 from fleetstate.errors import Conflict, Invalid, NotFound, Unauthorized
 from fleetstate.ids import new_id
+from fleetstate.names import Name
 from fleetstate.store import Connection, Store
 
 DEFAULT_SLUG = "default"
@@ -30,8 +31,9 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class NewOrganization(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    slug: str
-    name: str
+    slug: Annotated[str, msgspec.Meta(pattern=_SLUG.pattern)]
+    """1-63 lowercase letters, digits or '-', starting alphanumeric."""
+    name: Name
 
 
 class NewToken(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

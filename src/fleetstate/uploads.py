@@ -26,6 +26,7 @@ from fleetstate.blobs.store import check_sha256, check_upload_terms
 from fleetstate.clock import rfc3339, utcnow
 from fleetstate.errors import Conflict, FleetstateError, Invalid, NotFound, SchemaInvalid, TooLarge
 from fleetstate.ids import new_id
+from fleetstate.names import Name
 from fleetstate.pagination import Page
 from fleetstate.store import Connection, Store
 
@@ -54,13 +55,13 @@ class UploadConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
 
 
 class NewUpload(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    name: str
+    name: Name
     profile_id: str
-    size: int
+    size: _Positive
     """Exact number of bytes that will be uploaded."""
-    sha256: str
+    sha256: Annotated[str, msgspec.Meta(pattern="^[0-9A-Fa-f]{64}$")]
     """Hex SHA-256 of those bytes."""
-    content_type: str
+    content_type: Annotated[str, msgspec.Meta(pattern="^[ -~]+$")]
     """`application/json` (or `…+json`) content is validated against the profile's schema."""
 
 

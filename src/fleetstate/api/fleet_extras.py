@@ -8,6 +8,7 @@ import msgspec
 from aiohttp import web
 
 from fleetstate import files, licenses, provisioning, telemetry
+from fleetstate.api import numbers
 from fleetstate.api import resources as res
 from fleetstate.api.context import services
 from fleetstate.api.http import decode, org_id, page
@@ -132,7 +133,7 @@ async def list_files(request: web.Request) -> web.Response:
 async def create_file(request: web.Request) -> web.Response:
     body = await _read_limited(request, _MAX_FILE_BODY)
     try:
-        new = msgspec.json.decode(body, type=files.NewFile)
+        new = numbers.decode(body, files.NewFile)
     except msgspec.ValidationError as exc:
         raise Invalid(f"invalid body: {exc}") from exc
     except msgspec.DecodeError as exc:
@@ -220,10 +221,10 @@ async def list_licenses(request: web.Request) -> web.Response:
     status=201,
 )
 async def offer_license(request: web.Request) -> web.Response:
+    store, device_id = services(request).store, request.match_info["device_id"]
+    await licenses.operator_info(store, org_id(request), device_id)  # 404 before judging the body
     new = await decode(request, licenses.NewLicense)
-    found = await licenses.offer(
-        services(request).store, org_id(request), request.match_info["device_id"], new
-    )
+    found = await licenses.offer(store, org_id(request), device_id, new)
     return reply(res.License, found, 201)
 
 
@@ -233,6 +234,7 @@ async def offer_license(request: web.Request) -> web.Response:
     "The merged telemetry state; with from, to or key: the history (from inclusive, to exclusive)",
     "telemetry",
     query=("from", "to", "key", "limit", "cursor"),
+    params={"cursor": {"type": "string", "pattern": f"^({_HISTORY_CURSOR.pattern})?$"}},
     response=(res.TelemetryState, res.TelemetryHistory),
 )
 async def get_telemetry(request: web.Request) -> web.Response:

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 import msgspec
 from aiohttp import web
 
+from fleetstate.api import numbers
 from fleetstate.errors import (
     Conflict,
     FleetstateError,
@@ -56,7 +57,7 @@ async def decode(request: web.Request, kind: type[T]) -> T:
     if not body:
         raise Invalid("a JSON body is required")
     try:
-        return msgspec.json.decode(body, type=kind)
+        return numbers.decode(body, kind)
     except msgspec.ValidationError as exc:
         raise Invalid(f"invalid body: {exc}") from exc
     except msgspec.DecodeError as exc:
@@ -91,8 +92,12 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         if exc.status < 400 or not request.path.startswith(("/api/", "/v1/")):
             raise
         if request.path.startswith("/v1/"):
-            return json_response({"error": exc.reason}, exc.status)
-        return error_response(exc.status, _code_for(exc), exc.reason)
+            answer = json_response({"error": exc.reason}, exc.status)
+        else:
+            answer = error_response(exc.status, _code_for(exc), exc.reason)
+        if "Allow" in exc.headers:  # a 405 must say which methods the path takes (RFC 9110)
+            answer.headers["Allow"] = exc.headers["Allow"]
+        return answer
 
 
 def _code_for(exc: web.HTTPException) -> str:

@@ -1,6 +1,7 @@
 """The management REST API (`/api/v1/...`): thin handlers over the domain modules."""
 
 from collections.abc import Mapping
+from typing import get_args
 
 from aiohttp import web
 
@@ -12,12 +13,14 @@ from fleetstate.api.http import decode, json_response, org_id, page, principal
 from fleetstate.api.resources import reply
 from fleetstate.api.routing import RouteTable
 from fleetstate.desired import DesiredDocument
-from fleetstate.errors import Forbidden, Invalid
+from fleetstate.errors import Conflict, Forbidden, Invalid
 from fleetstate.pagination import MAX_LIMIT, Page, PageOf
 from fleetstate.uploads import FinalizeUpload
 
 routes = RouteTable()
 API = "/api/v1"
+ARTEFACT_ID = "{artefact_id:(?!upload-url$)[^/]+}"
+"""Not `upload-url`, so that path answers 405 with `Allow: POST` to other methods."""
 
 
 # -- tenancy -----------------------------------------------------------------------------------
@@ -75,8 +78,17 @@ async def create_token(request: web.Request) -> web.Response:
     return reply(res.NewTokenAnswer, created, 201)
 
 
-@routes.add("DELETE", f"{API}/tokens/{{token_id}}", "Revoke an API token", "tenancy", status=204)
+@routes.add(
+    "DELETE",
+    f"{API}/tokens/{{token_id}}",
+    "Revoke an API token (with another token: a token cannot revoke itself, 409)",
+    "tenancy",
+    status=204,
+)
 async def delete_token(request: web.Request) -> web.Response:
+    if request.match_info["token_id"] == principal(request).token_id:
+        # The caller would lock itself out; for the operator token, irrecoverably.
+        raise Conflict("a token cannot revoke itself: revoke it with another token")
     await tenancy.delete_token(
         services(request).store, org_id(request), request.match_info["token_id"]
     )
@@ -393,7 +405,7 @@ async def create_artefact(request: web.Request) -> web.Response:
 
 @routes.add(
     "GET",
-    f"{API}/config-artefacts/{{artefact_id}}",
+    f"{API}/config-artefacts/{ARTEFACT_ID}",
     "Get a config artefact",
     "artefacts",
     response=res.Artefact,
@@ -407,7 +419,7 @@ async def get_artefact(request: web.Request) -> web.Response:
 
 @routes.add(
     "GET",
-    f"{API}/config-artefacts/{{artefact_id}}/content",
+    f"{API}/config-artefacts/{ARTEFACT_ID}/content",
     "The artefact's exact stored bytes (with the content type it was created with)",
     "artefacts",
     media="*/*",
@@ -428,7 +440,7 @@ async def artefact_content(request: web.Request) -> web.StreamResponse:
 
 @routes.add(
     "DELETE",
-    f"{API}/config-artefacts/{{artefact_id}}",
+    f"{API}/config-artefacts/{ARTEFACT_ID}",
     "Delete an artefact that nothing uses (409 while bound)",
     "artefacts",
     status=204,
@@ -460,12 +472,15 @@ async def list_bindings(request: web.Request) -> web.Response:
     return reply(PageOf[res.BindingSummary], result)
 
 
-def _target_query(request: web.Request, *, required: bool) -> tuple[str, str] | None:
+def _target_query(request: web.Request, *, required: bool) -> tuple[str | None, str | None]:
+    """The target filter: either or both of type and id, both when `required`."""
     target_type, target_id = request.query.get("target_type"), request.query.get("target_id")
-    if target_type is None and target_id is None and not required:
-        return None
-    if not target_type or not target_id:
+    if required and (target_type is None or target_id is None):
         raise Invalid("give both target_type and target_id")
+    if target_type is not None and target_type not in get_args(bindings.TargetType):
+        raise Invalid(f"target_type must be one of {', '.join(get_args(bindings.TargetType))}")
+    if target_id == "":
+        raise Invalid("target_id must not be empty")
     return target_type, target_id
 
 
@@ -499,7 +514,6 @@ async def put_binding(request: web.Request) -> web.Response:
 async def delete_target_bindings(request: web.Request) -> web.Response:
     svc = services(request)
     target = _target_query(request, required=True)
-    assert target is not None
     listed = await bindings.list_page(svc.store, org_id(request), Page(limit=MAX_LIMIT), target)
     for item in listed["items"]:
         svc.gateway.deliver(await bindings.delete(svc.store, org_id(request), item["id"]))

@@ -2,37 +2,37 @@
 request and response schemas from the very msgspec types the handlers decode and encode."""
 
 import re
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 
 from fleetstate import __version__
 from fleetstate.api.routing import Route
-from fleetstate.pagination import MAX_LIMIT
+from fleetstate.bindings import TargetType
+from fleetstate.commands import Status
+from fleetstate.devices import CONFIG_STATUSES
+from fleetstate.pagination import ID_CURSOR, MAX_LIMIT
 
 _PARAM = re.compile(r"\{(\w+)(?::[^{}]*)?\}")
 """A path parameter; aiohttp's `{name:regex}` form is documented as OpenAPI's plain `{name}`."""
 _REF = "#/components/schemas/{name}"
 _BOOLEAN = {"type": "string", "enum": ["true", "false"]}
+_TIME = {"anyOf": [{"type": "string", "format": "date-time"}, {"type": "string", "maxLength": 0}]}
 _QUERY: dict[str, dict[str, Any]] = {
     "limit": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT, "default": 100},
-    "cursor": {"type": "string", "description": "the next_cursor of the previous page"},
+    "cursor": {
+        "type": "string",
+        "pattern": f"^({ID_CURSOR.pattern})?$",
+        "description": "the next_cursor of the previous page (empty: the first page)",
+    },
     "online": _BOOLEAN,
-    "explain": _BOOLEAN,
-    "config_status": {
-        "type": "string",
-        "enum": ["PENDING", "IN_PROGRESS", "ACCEPTED", "REJECTED", "FAILED"],
-    },
-    "status": {
-        "type": "string",
-        "enum": ["PENDING", "SENT", "ACKNOWLEDGED", "SUCCESS", "FAILED", "TIMEOUT", "CANCELLED"],
-    },
-    "target_type": {
-        "type": "string",
-        "enum": ["device", "component", "device_group", "device_profile", "sensor_profile"],
-    },
-    "from": {"type": "string", "description": "RFC 3339 time, inclusive"},
-    "to": {"type": "string", "description": "RFC 3339 time, exclusive"},
+    "explain": {"type": "string", "enum": ["true", "false", "1", "0"]},
+    "config_status": {"type": "string", "enum": list(CONFIG_STATUSES)},
+    "status": {"type": "string", "enum": [s.value for s in Status]},
+    "target_type": {"type": "string", "enum": list(get_args(TargetType))},
+    "from": {**_TIME, "description": "RFC 3339 time, inclusive (empty: no bound)"},
+    "to": {**_TIME, "description": "RFC 3339 time, exclusive (empty: no bound)"},
+    "target_id": {"type": "string", "minLength": 1},
 }
 """Query parameters by name; any other is a plain string."""
 _SECURITY = {
@@ -58,6 +58,7 @@ def document(routes: list[Route]) -> dict[str, Any]:
     schemas, components = msgspec.json.schema_components(types, ref_template=_REF)
     refs = dict(zip(types, schemas, strict=True))
     components.update(ERROR_SCHEMAS)
+    _strict_base64(components)
     paths: dict[str, dict[str, Any]] = {}
     for route in routes:
         path = _PARAM.sub(r"{\1}", route.path)
@@ -68,6 +69,21 @@ def document(routes: list[Route]) -> dict[str, Any]:
         "paths": paths,
         "components": {"schemas": components, "securitySchemes": _SECURITY},
     }
+
+
+_BASE64 = "^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+
+
+def _strict_base64(node: Any) -> None:
+    """msgspec decodes `bytes` from padded base64 only: say so where the schema says base64."""
+    if isinstance(node, dict):
+        if node.get("contentEncoding") == "base64":
+            node.setdefault("pattern", _BASE64)
+        for value in node.values():
+            _strict_base64(value)
+    elif isinstance(node, list):
+        for value in node:
+            _strict_base64(value)
 
 
 def _types(routes: list[Route]) -> list[Any]:
@@ -104,7 +120,7 @@ def _operation(route: Route, refs: dict[Any, Any]) -> dict[str, Any]:
                     "name": n,
                     "in": "query",
                     "required": n in route.required,
-                    "schema": _QUERY.get(n, {"type": "string"}),
+                    "schema": route.params.get(n) or _QUERY.get(n, {"type": "string"}),
                 }
                 for n in route.query
             ),
@@ -141,7 +157,17 @@ def _responses(route: Route, refs: dict[Any, Any]) -> dict[str, Any]:
     for code in _error_codes(route):
         described = found.get(str(code), {}).get("description", "error")
         found[str(code)] = {**error, "description": described}
+    if not route.auth and route.tag != "device API":
+        _plain_errors(found)
     return found
+
+
+def _plain_errors(found: dict[str, Any]) -> None:
+    """Outside /api/ and /v1/, aiohttp itself answers what no handler sees (an unmatched path,
+    a method the path does not take) in plain text."""
+    for code in ("400", "404", "405"):
+        answer = found.setdefault(code, {"description": "error"})
+        answer.setdefault("content", {})["text/plain"] = {"schema": {"type": "string"}}
 
 
 def _success(route: Route, refs: dict[Any, Any]) -> dict[str, Any]:

@@ -31,6 +31,8 @@ class Route:
     """Every query parameter the route reads; an `/api/` route answers 400 to any other."""
     required: tuple[str, ...] = ()
     """The query parameters among `query` that must be given."""
+    params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """JSON Schemas of this route's query parameters where they differ from the usual ones."""
     media: str = "application/json"
     """The media type of the success answer (text/html, text/event-stream, bytes...)."""
     responses: dict[int, str] = field(default_factory=dict)

@@ -174,7 +174,10 @@ async def web_signin_page(request: web.Request) -> web.Response:
 )
 async def web_signin(request: web.Request) -> web.Response:
     _same_origin(request)
-    form = await request.post()
+    try:
+        form = await request.post()
+    except ValueError as exc:  # e.g. multipart/form-data without a boundary
+        raise web.HTTPBadRequest(text=f"unreadable form: {exc}") from exc
     token, next_path = str(form.get("token", "")).strip(), str(form.get("next", ""))
     try:
         principal = await request.app[PRINCIPAL].authenticate(token) if token else None
