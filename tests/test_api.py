@@ -264,3 +264,61 @@ async def test_api_healthz_and_metrics(api: Api) -> None:
     status, text = await api.as_token("").get("/metrics")
     assert status == 200
     assert "fleetstate_store_commits_total" in text
+
+
+async def test_api_method_not_allowed_says_which_methods_are(api: Api) -> None:
+    for method, path, allowed in (
+        ("TRACE", "/api/v1/devices", {"GET", "POST"}),
+        ("PUT", "/api/v1/config-artefacts/upload-url", {"POST"}),
+        ("DELETE", "/v1/devices", {"POST"}),
+    ):
+        async with api.session.request(
+            method, api.base + path, headers={"Authorization": f"Bearer {api.token}"}
+        ) as response:
+            assert response.status == 405, (method, path)
+            assert set(response.headers["Allow"].split(",")) == allowed, (method, path)
+
+
+async def test_api_whole_number_floats_are_integers(api: Api, fleet: Fleet) -> None:
+    device_id, _ = await fleet.device(await fleet.profile())
+    body = {"type": "REBOOT", "params": {}, "timeout_s": 30.0}
+    created = await api.ok("POST", f"/api/v1/devices/{device_id}/commands", body, status=201)
+    assert created["timeout_s"] == 30
+    body["timeout_s"] = 30.5
+    status, answer = await api.post(f"/api/v1/devices/{device_id}/commands", body)
+    assert status == 400, answer
+
+
+async def test_api_names_and_slugs_the_document_refuses_are_400(api: Api, fleet: Fleet) -> None:
+    profile = await fleet.profile()
+    for path, body in (
+        ("/api/v1/device-groups", {"name": " "}),
+        ("/api/v1/devices", {"name": "", "profile_id": profile}),
+        ("/api/v1/organizations", {"slug": "-x", "name": "X"}),
+        ("/api/v1/config-artefacts", {"name": "\t", "profile_id": profile, "content": {}}),
+    ):
+        status, answer = await api.post(path, body)
+        assert (status, answer["error"]["code"]) == (400, "invalid"), (path, answer)
+
+
+async def test_api_a_token_cannot_revoke_itself(api: Api) -> None:
+    created = await api.ok("POST", "/api/v1/tokens", {"name": "ci"}, status=201)
+    own = api.as_token(created["token"])
+    status, answer = await own.delete(f"/api/v1/tokens/{created['id']}")
+    assert (status, answer["error"]["code"]) == (409, "conflict"), answer
+    assert (await own.get("/api/v1/tokens"))[0] == 200  # still works
+    await api.ok("DELETE", f"/api/v1/tokens/{created['id']}", status=204)
+    assert (await own.get("/api/v1/tokens"))[0] == 401
+
+
+async def test_api_bindings_filter_by_target_type_or_id_alone(api: Api, fleet: Fleet) -> None:
+    profile = await fleet.profile()
+    device_id, _ = await fleet.device(profile)
+    artefact = await fleet.artefact(profile, {"setpoint": 20})
+    on_device = await fleet.bind("device", device_id, artefact["id"])
+    on_profile = await fleet.bind("device_profile", profile, artefact["id"])
+    by_type = await api.ok("GET", "/api/v1/desired-state-bindings?target_type=device")
+    assert [b["id"] for b in by_type["items"]] == [on_device["id"]]
+    by_id = await api.ok("GET", f"/api/v1/desired-state-bindings?target_id={profile}")
+    assert [b["id"] for b in by_id["items"]] == [on_profile["id"]]
+    assert (await api.get("/api/v1/desired-state-bindings?target_type=planet"))[0] == 400
