@@ -135,6 +135,8 @@ async def test_openapi_non_json_answers_declare_their_media_type(api: Api) -> No
     assert "text/plain" in paths["/metrics"]["get"]["responses"]["200"]["content"]
     signin = paths["/signin"]["post"]["requestBody"]["content"]
     assert "application/x-www-form-urlencoded" in signin
+    upload = paths["/blobs/{key}"]["put"]["requestBody"]["content"]["*/*"]  # the raw bytes
+    assert upload["schema"]["contentMediaType"] == "application/octet-stream"
 
 
 async def test_openapi_real_answers_match_their_declared_schemas(api: Api, fleet: Fleet) -> None:

@@ -89,9 +89,15 @@ def _strict_base64(node: Any) -> None:
 def _types(routes: list[Route]) -> list[Any]:
     found: dict[str, Any] = {}
     for route in routes:
-        for kind in (*_choices(route.body), *_choices(route.response)):
+        bodies = () if _raw(route) else _choices(route.body)
+        for kind in (*bodies, *_choices(route.response)):
             found.setdefault(repr(kind), kind)
     return [found[k] for k in sorted(found)]
+
+
+def _raw(route: Route) -> bool:
+    """A body of raw bytes (not JSON with base64 in it)."""
+    return route.body is bytes and route.body_media != "application/json"
 
 
 def _choices(kinds: Any) -> tuple[Any, ...]:
@@ -130,8 +136,8 @@ def _operation(route: Route, refs: dict[Any, Any]) -> dict[str, Any]:
     if security := _security(route):
         op["security"] = security
     if route.body is not None:
-        content = {route.body_media: {"schema": _schema(route.body, refs)}}
-        op["requestBody"] = {"required": True, "content": content}
+        schema = _BYTES if _raw(route) else _schema(route.body, refs)
+        op["requestBody"] = {"required": True, "content": {route.body_media: {"schema": schema}}}
     return op
 
 

@@ -112,6 +112,8 @@ def blob_table(blobs: BlobStore) -> RouteTable:
                 "blobs",
                 auth=False,
                 query=("method", "expires", "size", "sha256", "sig"),
+                body=bytes if d.method == "PUT" else None,
+                body_media="*/*",  # exactly the signed size, sha256 and content type
                 media="application/octet-stream" if d.method == "GET" else "application/json",
                 responses={403: "bad or expired signature", 404: "no such blob"},
             )
