@@ -2,7 +2,9 @@
 
 These follow Xyte's device API, which devices read tolerantly: a device must ignore fields it
 does not know, so these types list the fields a device can rely on and leave the document open
-to more (no `forbid_unknown_fields`, unlike the management API's `resources`).
+to more (no `forbid_unknown_fields`, unlike the management API's `resources`). Fields a device
+needs are required; fields only fleetstate adds have defaults, so they are documented but not
+promised.
 """
 
 from typing import Any
@@ -40,26 +42,26 @@ class TelemetryAnswer(Answer):
 
 
 class DeviceConfig(Answer):
-    device_id: str
-    name: str
     version: int
-    last_updated: str | None
     config: Any
+    last_updated: str | None = None
+    device_id: str | None = None
+    name: str | None = None
 
 
 class ReportAnswer(Answer):
     success: bool
-    version: int
-    status: str
-    current: bool
+    version: int | None = None
+    status: str | None = None
+    current: bool | None = None
 
 
 class DeviceCommand(Answer):
     id: str
-    device_id: str
-    status: str
     name: str
-    parameters: Any
+    status: str
+    parameters: Any = None
+    device_id: str | None = None
 
 
 class CommandAnswered(Answer):
@@ -70,15 +72,15 @@ class CommandAnswered(Answer):
 
 class DeviceLicense(Answer):
     id: str
-    device_id: str
-    data: str | None
+    data: str | None = None
+    device_id: str | None = None
 
 
 class DeviceInfo(Answer):
-    device_id: str
     version: int
-    last_updated: str | None
     info: dict[str, Any]
+    last_updated: str | None = None
+    device_id: str | None = None
 
 
 class DeviceFile(Answer):
