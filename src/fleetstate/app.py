@@ -15,7 +15,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from fleetstate import commands, desired, devices, telemetry, tenancy, uploads
+from fleetstate import commands, desired, devices, telemetry, tenancy, tls, uploads
 from fleetstate.api.commands import DISPATCHER
 from fleetstate.api.context import Services
 from fleetstate.api.server import build_app
@@ -40,6 +40,7 @@ class Service:
     broker: EmbeddedBroker
     telemetry: telemetry.Recorder
     http_url: str
+    """The bound HTTP server: `https://HOST:PORT` with `[tls]`, else `http://HOST:PORT`."""
     mqtt_url: str
     admin_token_file: Path | None
     http_app: web.Application
@@ -104,8 +105,7 @@ async def start(config: Config) -> AsyncIterator[Service]:
             )
         )
         app[DISPATCHER] = dispatcher
-        http_host, http_port = await _serve_http(stack, app, config)
-        http_url = f"http://{_url_host(http_host)}:{http_port}"
+        http_url = await _serve_http(stack, app, config)
         public_url[0] = config.hub_url or http_url
         yield Service(
             config=config,
@@ -123,16 +123,20 @@ async def start(config: Config) -> AsyncIterator[Service]:
 
 async def _serve_http(
     stack: contextlib.AsyncExitStack, app: web.Application, config: Config
-) -> tuple[str, int]:
+) -> str:
+    """Serve `app` on `config.http` (HTTPS with `[tls]`); the bound URL (port 0 resolved)."""
+    # Built before anything listens: unreadable certificate files end the start with a clear error.
+    context = tls.server_context(config.tls) if config.tls.enabled else None
     # Open event streams never finish on their own: give requests a short grace, not a minute.
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
     host, port = split_hostport(config.http)
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=context)
     await site.start()
     bound = runner.addresses[0]
-    return str(bound[0]), int(bound[1])
+    scheme = "https" if context is not None else "http"
+    return f"{scheme}://{_url_host(str(bound[0]))}:{int(bound[1])}"
 
 
 def _url_host(host: str) -> str:
