@@ -26,6 +26,7 @@ from fleetstate.events import EventHub
 from fleetstate.gateway import Gateway
 from fleetstate.scheduler import Dispatcher
 from fleetstate.store import Store
+from fleetstate.throttle import FailureThrottle
 
 log = logging.getLogger(__name__)
 DATABASE = "fleetstate.db"
@@ -52,6 +53,7 @@ class Service:
 
 @contextlib.asynccontextmanager
 async def start(config: Config) -> AsyncIterator[Service]:
+    tenancy.check_admin_token(config.admin_token)  # before anything starts: a plain error
     async with contextlib.AsyncExitStack() as stack:
         tasks = await stack.enter_async_context(asyncio.TaskGroup())
         store = await Store.open(config.data_dir / DATABASE, config.batch_max)
@@ -102,6 +104,7 @@ async def start(config: Config) -> AsyncIterator[Service]:
                 blobs=blobs,
                 telemetry=recorder,
                 mqtt_url=f"mqtt://{_url_host(mqtt_host)}:{mqtt_port}",
+                device_throttle=FailureThrottle.from_config(config.throttle),
             )
         )
         app[DISPATCHER] = dispatcher

@@ -4,6 +4,7 @@ The bootstrap organization `default` and its admin token (also the operator toke
 organizations) are made on first start. Tokens are shown once and stored only as scrypt hashes.
 """
 
+import logging
 import re
 from typing import Any
 
@@ -14,9 +15,14 @@ from fleetstate.clock import now_text
 from fleetstate.errors import Conflict, Invalid, NotFound, Unauthorized
 from fleetstate.ids import new_id
 from fleetstate.store import Connection, Store
+from fleetstate.throttle import FailureThrottle
 
+log = logging.getLogger(__name__)
 DEFAULT_SLUG = "default"
 BOOTSTRAP_TOKEN_ID = "admin"
+MIN_ADMIN_TOKEN_LENGTH = 16
+"""A chosen operator token shorter than this is refused at start: scrypt slows guessing, but
+no hash makes a short secret hard to guess."""
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
@@ -38,12 +44,22 @@ class NewToken(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     name: str = "api"
 
 
+def check_admin_token(admin_token: str | None) -> None:
+    """Refuse a chosen operator token that is too short to resist guessing."""
+    if admin_token and len(admin_token) < MIN_ADMIN_TOKEN_LENGTH:
+        raise Invalid(
+            f"the admin token (FLEETSTATE_ADMIN_TOKEN or --admin-token) must have at least"
+            f" {MIN_ADMIN_TOKEN_LENGTH} characters; it has {len(admin_token)}"
+        )
+
+
 async def bootstrap(store: Store, admin_token: str | None) -> str | None:
     """Create the default organization and its admin token on first start.
 
     Returns the generated token when one had to be made (the caller writes it to a file), None
     when the database was already bootstrapped or the value was given.
     """
+    check_admin_token(admin_token)
     generated = None if admin_token else credentials.new_secret()
     secret = admin_token or generated
     assert secret is not None
@@ -93,14 +109,35 @@ async def _insert_token(
 
 
 class Authenticator:
-    """Turns a bearer token into a Principal, remembering verified tokens."""
+    """Turns a bearer token into a Principal, remembering verified tokens and throttling
+    failures per source address and per token id (SPEC section 8)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, throttle: FailureThrottle | None = None) -> None:
         self._store = store
         self._verifier = credentials.Verifier()
+        self.throttle = throttle or FailureThrottle()
+        self.failures_total = 0
+        """Tokens that were presented and refused (for metrics; throttled ones not counted)."""
 
-    async def authenticate(self, token: str) -> Principal:
+    async def authenticate(self, token: str, source: str | None = None) -> Principal:
+        """The token's caller; `Throttled` while its address or token id is blocked (even for
+        the right token), `Unauthorized` for a wrong one. `source` is the peer address."""
         parsed = credentials.parse_token(token)
+        token_id = parsed[0] if parsed else BOOTSTRAP_TOKEN_ID
+        keys = (f"token:{token_id}", f"addr:{source}") if source else (f"token:{token_id}",)
+        self.throttle.check(*keys)
+        try:
+            return await self._verify(token, parsed)
+        except Unauthorized:
+            self.failures_total += 1
+            log.warning("refused API token %r from %s", token_id[:64], source or "?")
+            for key in self.throttle.failed(*keys):
+                log.warning(
+                    "%s blocked for %.0f s after repeated failures", key, self.throttle.block_s
+                )
+            raise
+
+    async def _verify(self, token: str, parsed: tuple[str, str] | None) -> Principal:
         token_id, secret = parsed if parsed else (BOOTSTRAP_TOKEN_ID, token)
         row = await self._store.fetchone(
             "SELECT t.id, t.secret_hash, t.is_operator, o.id AS org_id, o.slug"

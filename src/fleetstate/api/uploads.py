@@ -12,7 +12,7 @@ from aiohttp import web
 from fleetstate import uploads
 from fleetstate.api.context import services
 from fleetstate.api.downloads import artefact_download
-from fleetstate.api.http import STATUS, decode, json_response, org_id
+from fleetstate.api.http import STATUS, check_device_key, decode, json_response, org_id
 from fleetstate.api.routing import Route, RouteTable
 from fleetstate.blobs import BlobStore, LocalBlobStore, blob_routes
 from fleetstate.errors import FleetstateError
@@ -82,7 +82,7 @@ async def finalize_if_upload(request: web.Request) -> web.Response | None:
 async def device_artefact(request: web.Request) -> web.StreamResponse:
     device_id = request.match_info["device_id"]
     key = request.headers.get("Authorization", "")
-    if not key or not await services(request).gateway.authenticate(device_id, key):
+    if not await check_device_key(request, device_id, key):
         return json_response(DEVICE_NOT_AUTHORIZED, 401)
     try:
         return await artefact_download(request, device_id, request.match_info["artefact_id"])

@@ -25,6 +25,7 @@ from fleetstate.api.routing import RouteTable
 from fleetstate.errors import Forbidden, NotFound, Unauthorized
 from fleetstate.pagination import MAX_LIMIT, Page
 from fleetstate.tenancy import Principal
+from fleetstate.throttle import Throttled
 
 routes = RouteTable()
 TAG = "web app"
@@ -152,16 +153,26 @@ async def web_signin_page(request: web.Request) -> web.Response:
     TAG,
     auth=False,
     status=303,
-    responses={401: "the token was not accepted", 403: "posted from another site"},
+    responses={
+        401: "the token was not accepted",
+        403: "posted from another site",
+        429: "too many failed sign-ins from this address or for this token (Retry-After)",
+    },
 )
 async def web_signin(request: web.Request) -> web.Response:
     _same_origin(request)
     form = await request.post()
     token, next_path = str(form.get("token", "")).strip(), str(form.get("next", ""))
+    authenticator = request.app[PRINCIPAL]
     try:
-        principal = await request.app[PRINCIPAL].authenticate(token) if token else None
+        principal = await authenticator.authenticate(token, request.remote) if token else None
     except Unauthorized:
         principal = None
+    except Throttled as exc:
+        wait = f"Too many failed sign-ins: try again in {exc.retry_after} s."
+        refused = _signin_form(next_path, wait, 429)
+        refused.headers["Retry-After"] = str(exc.retry_after)
+        return refused
     if principal is None:
         return _signin_form(next_path, "That token was not accepted.", 401)
     target = _local_path(next_path) or f"/{principal.org_slug}/devices"
