@@ -152,6 +152,8 @@ async def _bootstrap(store: Store, config: Config) -> Path | None:
     if generated is not None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as file:
+            os.fchmod(file.fileno(), 0o600)  # an existing file keeps its mode through O_CREAT
             file.write(generated + "\n")
+        log.info("a new operator token was generated into %s", path)
         return path
     return path if path.exists() and not config.admin_token else None

@@ -59,8 +59,9 @@ async def create_token(request: web.Request) -> web.Response:
 
 @routes.add("DELETE", f"{API}/tokens/{{token_id}}", "Revoke an API token", "tenancy", status=204)
 async def delete_token(request: web.Request) -> web.Response:
+    caller, token_id = principal(request), request.match_info["token_id"]
     await tenancy.delete_token(
-        services(request).store, org_id(request), request.match_info["token_id"]
+        services(request).store, caller.org_id, token_id, by_operator=caller.is_operator
     )
     return web.Response(status=204)
 
