@@ -94,6 +94,8 @@ def _operator_token_job(secret_hash: str) -> Any:
             " SET secret_hash = excluded.secret_hash, is_operator = 1",
             (BOOTSTRAP_TOKEN_ID, org_id, secret_hash, now_text()),
         )
+        # Signed in with the old value: as good as revoked.
+        await conn.execute("DELETE FROM web_sessions WHERE token_id = ?", (BOOTSTRAP_TOKEN_ID,))
 
     return job
 

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 import msgspec
 from aiohttp import web
 
+from fleetstate import sessions
 from fleetstate.api.context import services
 from fleetstate.errors import (
     Conflict,
@@ -39,7 +40,7 @@ STATUS = {
 PRINCIPAL: web.AppKey[Authenticator] = web.AppKey("authenticator", Authenticator)
 CALLER: web.RequestKey[Principal] = web.RequestKey("caller", Principal)
 SESSION_COOKIE = "fleetstate_session"
-"""The web app's session: the API token itself, in an HttpOnly, SameSite=Strict cookie."""
+"""The web app's session secret (`sessions.py`), in an HttpOnly, SameSite=Strict cookie."""
 CSRF_HEADER = "X-Fleetstate-CSRF"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _encoder = msgspec.json.Encoder()
@@ -129,12 +130,16 @@ async def _authenticate(request: web.Request) -> Principal:
     return await request.app[PRINCIPAL].authenticate(token.strip(), request.remote)
 
 
-async def _authenticate_cookie(request: web.Request, token: str) -> Principal:
+async def _authenticate_cookie(request: web.Request, secret: str) -> Principal:
     # Browsers attach cookies to cross-site requests too. A custom header cannot be sent by a
     # cross-site form, and a cross-site fetch with it needs a CORS preflight we never allow.
     if request.method not in SAFE_METHODS and request.headers.get(CSRF_HEADER) != "1":
         raise Forbidden(f"a request authenticated by the session cookie needs '{CSRF_HEADER}: 1'")
-    return await request.app[PRINCIPAL].authenticate(token, request.remote)
+    # Not throttled: a session secret has 256 random bits, and a stale cookie is no guess.
+    caller = await sessions.principal(services(request).store, secret)
+    if caller is None:
+        raise Unauthorized("the web session has ended: sign in again")
+    return caller
 
 
 async def check_device_key(request: web.Request, device_id: str, key: str) -> bool:
