@@ -424,9 +424,7 @@ async def delete_target_bindings(request: web.Request) -> web.Response:
     svc = services(request)
     target = _target_query(request, required=True)
     assert target is not None
-    listed = await bindings.list_page(svc.store, org_id(request), page(request), target)
-    for item in listed["items"]:
-        svc.gateway.deliver(await bindings.delete(svc.store, org_id(request), item["id"]))
+    svc.gateway.deliver(await bindings.delete_target(svc.store, org_id(request), *target))
     return web.Response(status=204)
 
 
