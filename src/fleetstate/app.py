@@ -15,7 +15,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from fleetstate import commands, desired, devices, telemetry, tenancy, uploads
+from fleetstate import commands, desired, devices, telemetry, tenancy, tls, uploads
 from fleetstate.api.commands import DISPATCHER
 from fleetstate.api.context import Services
 from fleetstate.api.server import build_app
@@ -26,6 +26,7 @@ from fleetstate.events import EventHub
 from fleetstate.gateway import Gateway
 from fleetstate.scheduler import Dispatcher
 from fleetstate.store import Store
+from fleetstate.throttle import FailureThrottle
 
 log = logging.getLogger(__name__)
 DATABASE = "fleetstate.db"
@@ -40,6 +41,7 @@ class Service:
     broker: EmbeddedBroker
     telemetry: telemetry.Recorder
     http_url: str
+    """The bound HTTP server: `https://HOST:PORT` with `[tls]`, else `http://HOST:PORT`."""
     mqtt_url: str
     admin_token_file: Path | None
     http_app: web.Application
@@ -51,6 +53,7 @@ class Service:
 
 @contextlib.asynccontextmanager
 async def start(config: Config) -> AsyncIterator[Service]:
+    tenancy.check_admin_token(config.admin_token)  # before anything starts: a plain error
     async with contextlib.AsyncExitStack() as stack:
         tasks = await stack.enter_async_context(asyncio.TaskGroup())
         store = await Store.open(config.data_dir / DATABASE, config.batch_max)
@@ -101,11 +104,11 @@ async def start(config: Config) -> AsyncIterator[Service]:
                 blobs=blobs,
                 telemetry=recorder,
                 mqtt_url=f"mqtt://{_url_host(mqtt_host)}:{mqtt_port}",
+                device_throttle=FailureThrottle.from_config(config.throttle),
             )
         )
         app[DISPATCHER] = dispatcher
-        http_host, http_port = await _serve_http(stack, app, config)
-        http_url = f"http://{_url_host(http_host)}:{http_port}"
+        http_url = await _serve_http(stack, app, config)
         public_url[0] = config.hub_url or http_url
         yield Service(
             config=config,
@@ -123,16 +126,20 @@ async def start(config: Config) -> AsyncIterator[Service]:
 
 async def _serve_http(
     stack: contextlib.AsyncExitStack, app: web.Application, config: Config
-) -> tuple[str, int]:
+) -> str:
+    """Serve `app` on `config.http` (HTTPS with `[tls]`); the bound URL (port 0 resolved)."""
+    # Built before anything listens: unreadable certificate files end the start with a clear error.
+    context = tls.server_context(config.tls) if config.tls.enabled else None
     # Open event streams never finish on their own: give requests a short grace, not a minute.
     runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
     host, port = split_hostport(config.http)
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=context)
     await site.start()
     bound = runner.addresses[0]
-    return str(bound[0]), int(bound[1])
+    scheme = "https" if context is not None else "http"
+    return f"{scheme}://{_url_host(str(bound[0]))}:{int(bound[1])}"
 
 
 def _url_host(host: str) -> str:
@@ -145,6 +152,8 @@ async def _bootstrap(store: Store, config: Config) -> Path | None:
     if generated is not None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as file:
+            os.fchmod(file.fileno(), 0o600)  # an existing file keeps its mode through O_CREAT
             file.write(generated + "\n")
+        log.info("a new operator token was generated into %s", path)
         return path
     return path if path.exists() and not config.admin_token else None

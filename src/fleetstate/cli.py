@@ -141,7 +141,8 @@ async def _serve(settings: config.Config) -> None:
         async with app.start(settings) as service:
             if service.admin_token_file is not None:
                 print(f"admin token in {service.admin_token_file}", flush=True)
-            print(f"http listening on {service.http_url}", flush=True)
+            scheme = service.http_url.partition(":")[0]  # "https" with [tls]
+            print(f"{scheme} listening on {service.http_url}", flush=True)
             print(f"mqtt listening on {service.mqtt_url}", flush=True)
             await stop.wait()
     finally:

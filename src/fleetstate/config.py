@@ -11,6 +11,8 @@ import msgspec
 
 from fleetstate.blobs import BlobConfig
 from fleetstate.errors import Invalid
+from fleetstate.sessions import WebConfig
+from fleetstate.throttle import ThrottleConfig
 from fleetstate.tls import TlsConfig
 from fleetstate.uploads import UploadConfig
 
@@ -45,6 +47,10 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     uploads: UploadConfig = UploadConfig()
     tls: TlsConfig = TlsConfig()
     """The `[tls]` table: HTTPS and MQTT over TLS (SPEC section 8)."""
+    web: WebConfig = WebConfig()
+    """The `[web]` table: how long a web app session lasts."""
+    throttle: ThrottleConfig = ThrottleConfig()
+    """The `[throttle]` table: how failed authentications are throttled (SPEC section 8)."""
     mqtt_explicit: bool = False
     """Set when `mqtt` was given explicitly (flag, file or env): keeps plain MQTT on beside TLS."""
     """The `[uploads]` table: limits of the upload-URL flow and the removal of expired uploads."""

@@ -17,10 +17,11 @@ from aiohttp import web
 from fleetstate import commands, provisioning, reports, telemetry
 from fleetstate.api.commands import DISPATCHER
 from fleetstate.api.context import Services, services
-from fleetstate.api.http import STATUS, decode, json_response
+from fleetstate.api.http import STATUS, check_device_key, decode, json_response
 from fleetstate.api.routing import Handler, RouteTable
 from fleetstate.credentials import Verifier
 from fleetstate.errors import Conflict, FleetstateError, Invalid, TooLarge, Unauthorized
+from fleetstate.throttle import Throttled
 
 routes = RouteTable()
 DEVICES = "/v1/devices"
@@ -43,6 +44,8 @@ def _flat_errors(handler: Handler) -> Handler:
             return await handler(request)
         except Unauthorized:
             return flat_error(401, provisioning.NOT_AUTHORIZED)
+        except Throttled:
+            raise  # the error middleware answers it flat, with Retry-After
         except FleetstateError as exc:
             status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 500)
             return flat_error(status, exc.message)
@@ -62,7 +65,7 @@ async def authenticated_device(request: web.Request) -> str:
     """The path's device id, if the request carries that device's current access key."""
     device_id = request.match_info["device_id"]
     key = request.headers.get("Authorization", "").strip()
-    if not key or not await services(request).gateway.authenticate(device_id, key):
+    if not await check_device_key(request, device_id, key):
         raise Unauthorized(provisioning.NOT_AUTHORIZED)
     return device_id
 

@@ -59,8 +59,9 @@ async def create_token(request: web.Request) -> web.Response:
 
 @routes.add("DELETE", f"{API}/tokens/{{token_id}}", "Revoke an API token", "tenancy", status=204)
 async def delete_token(request: web.Request) -> web.Response:
+    caller, token_id = principal(request), request.match_info["token_id"]
     await tenancy.delete_token(
-        services(request).store, org_id(request), request.match_info["token_id"]
+        services(request).store, caller.org_id, token_id, by_operator=caller.is_operator
     )
     return web.Response(status=204)
 
@@ -423,9 +424,7 @@ async def delete_target_bindings(request: web.Request) -> web.Response:
     svc = services(request)
     target = _target_query(request, required=True)
     assert target is not None
-    listed = await bindings.list_page(svc.store, org_id(request), page(request), target)
-    for item in listed["items"]:
-        svc.gateway.deliver(await bindings.delete(svc.store, org_id(request), item["id"]))
+    svc.gateway.deliver(await bindings.delete_target(svc.store, org_id(request), *target))
     return web.Response(status=204)
 
 

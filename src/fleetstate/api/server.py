@@ -17,6 +17,7 @@ from fleetstate.api.context import SERVICES, Services
 from fleetstate.api.http import PRINCIPAL, auth_middleware, errors_middleware
 from fleetstate.api.routing import RouteTable
 from fleetstate.tenancy import Authenticator
+from fleetstate.throttle import FailureThrottle
 
 MAX_BODY = 1024 * 1024
 
@@ -42,7 +43,7 @@ def build_app(svc: Services) -> web.Application:
         middlewares=[errors_middleware, auth_middleware(public)], client_max_size=MAX_BODY
     )
     app[SERVICES] = svc
-    app[PRINCIPAL] = Authenticator(svc.store)
+    app[PRINCIPAL] = Authenticator(svc.store, FailureThrottle.from_config(svc.config.throttle))
     app[operations.ALL_ROUTES] = table
     table.install(app)
     return app

@@ -82,7 +82,7 @@ class Store:
 
     @classmethod
     async def open(cls, path: Path, batch_max: int = 512) -> "Store":
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # the data dir: ours alone
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         writer, reader = ConnectionThread("store-writer"), ConnectionThread("store-reader")
         try:
