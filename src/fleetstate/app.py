@@ -15,7 +15,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from fleetstate import commands, desired, devices, telemetry, tenancy, uploads
+from fleetstate import commands, desired, devices, retention, telemetry, tenancy, uploads
 from fleetstate.api.commands import DISPATCHER
 from fleetstate.api.context import Services
 from fleetstate.api.server import build_app
@@ -84,13 +84,15 @@ async def start(config: Config) -> AsyncIterator[Service]:
             name="upload-cleanup",
         )
         stack.callback(upload_cleanup.cancel)
-        recorder = telemetry.Recorder(store, events)
+        recorder = telemetry.Recorder(store, events, config.limits)
         gateway.inbound["telemetry"] = recorder.record
-        retention = tasks.create_task(
-            telemetry.retention_loop(store, config.telemetry_retention_days),
-            name="telemetry-retention",
+        pruning = tasks.create_task(
+            retention.retention_loop(
+                store, config.telemetry_retention_days, config.limits.history_retention_days
+            ),
+            name="history-retention",
         )
-        stack.callback(retention.cancel)
+        stack.callback(pruning.cancel)
 
         app = build_app(
             Services(

@@ -11,6 +11,7 @@ import msgspec
 
 from fleetstate.blobs import BlobConfig
 from fleetstate.errors import Invalid
+from fleetstate.limits import Limits
 from fleetstate.tls import TlsConfig
 from fleetstate.uploads import UploadConfig
 
@@ -45,6 +46,9 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     uploads: UploadConfig = UploadConfig()
     tls: TlsConfig = TlsConfig()
     """The `[tls]` table: HTTPS and MQTT over TLS (SPEC section 8)."""
+    limits: Limits = Limits()
+    """The `[limits]` table: what one device or client may cost (telemetry keys, rate, history
+    retention, SSE queue)."""
     mqtt_explicit: bool = False
     """Set when `mqtt` was given explicitly (flag, file or env): keeps plain MQTT on beside TLS."""
     """The `[uploads]` table: limits of the upload-URL flow and the removal of expired uploads."""

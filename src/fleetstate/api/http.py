@@ -14,6 +14,7 @@ from fleetstate.errors import (
     Forbidden,
     Invalid,
     NotFound,
+    RateLimited,
     SchemaInvalid,
     TooLarge,
     Unauthorized,
@@ -32,6 +33,7 @@ STATUS = {
     Conflict: 409,
     TooLarge: 413,
     SchemaInvalid: 422,
+    RateLimited: 429,
 }
 PRINCIPAL: web.AppKey[Authenticator] = web.AppKey("authenticator", Authenticator)
 CALLER: web.RequestKey[Principal] = web.RequestKey("caller", Principal)
