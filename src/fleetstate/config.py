@@ -49,6 +49,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     limits: Limits = Limits()
     """The `[limits]` table: what one device or client may cost (telemetry keys, rate, history
     retention, SSE queue)."""
+    shutdown_grace_s: Annotated[float, msgspec.Meta(ge=0)] = 5.0
+    """On SIGTERM, in-flight requests and publishes get this long; then they are cancelled."""
     mqtt_explicit: bool = False
     """Set when `mqtt` was given explicitly (flag, file or env): keeps plain MQTT on beside TLS."""
     """The `[uploads]` table: limits of the upload-URL flow and the removal of expired uploads."""
