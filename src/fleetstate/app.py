@@ -18,12 +18,14 @@ from aiohttp import web
 from fleetstate import commands, desired, devices, retention, telemetry, tenancy, uploads
 from fleetstate.api.commands import DISPATCHER
 from fleetstate.api.context import Services
+from fleetstate.api.observability import METRICS
 from fleetstate.api.server import build_app
 from fleetstate.blobs import open_blob_store
 from fleetstate.bus.embedded import EmbeddedBroker
 from fleetstate.config import Config, split_hostport
 from fleetstate.events import EventHub
 from fleetstate.gateway import Gateway
+from fleetstate.metrics import Metrics, Sources
 from fleetstate.scheduler import Dispatcher
 from fleetstate.shutdown import InFlight
 from fleetstate.store import Store
@@ -96,6 +98,8 @@ async def start(config: Config) -> AsyncIterator[Service]:
             name="history-retention",
         )
         stack.callback(pruning.cancel)
+        metrics = Metrics(Sources(store, gateway=gateway, events=events, telemetry=recorder))
+        store.on_commit = metrics.observe_commit
 
         app = build_app(
             Services(
@@ -109,6 +113,7 @@ async def start(config: Config) -> AsyncIterator[Service]:
             )
         )
         app[DISPATCHER] = dispatcher
+        app[METRICS] = metrics
         http_host, http_port = await _serve_http(stack, app, config)
         # First on the way out: open event streams end, so HTTP shutdown does not wait on them.
         stack.callback(events.close)

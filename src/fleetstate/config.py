@@ -12,6 +12,8 @@ import msgspec
 from fleetstate.blobs import BlobConfig
 from fleetstate.errors import Invalid
 from fleetstate.limits import Limits
+from fleetstate.logs import LogConfig
+from fleetstate.metrics import MetricsConfig
 from fleetstate.tls import TlsConfig
 from fleetstate.uploads import UploadConfig
 
@@ -49,6 +51,10 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     limits: Limits = Limits()
     """The `[limits]` table: what one device or client may cost (telemetry keys, rate, history
     retention, SSE queue)."""
+    log: LogConfig = LogConfig()
+    """The `[log]` table: text or JSON lines, and the HTTP access log."""
+    metrics: MetricsConfig = MetricsConfig()
+    """The `[metrics]` table: who may read `/metrics`."""
     shutdown_grace_s: Annotated[float, msgspec.Meta(ge=0)] = 5.0
     """On SIGTERM, in-flight requests and publishes get this long; then they are cancelled."""
     mqtt_explicit: bool = False

@@ -26,6 +26,7 @@ from fleetstate.clock import now_text, rfc3339, utcnow
 from fleetstate.errors import FleetstateError, Invalid, NotFound, RateLimited, TooLarge
 from fleetstate.events import EventHub
 from fleetstate.limits import Limits, RateLimiter
+from fleetstate.logs import device_context
 from fleetstate.pagination import Page, page_of
 from fleetstate.store import Connection, Store, WriteJob
 
@@ -196,6 +197,7 @@ class Recorder:
         payload: bytes,
         then: "Callable[[Connection, str], Awaitable[Any]] | None",
     ) -> "asyncio.Future[Any]":
+        device_context(device_id)
         message = decode(payload, self._limits)
         entry = _Entry(
             device_id=device_id,
