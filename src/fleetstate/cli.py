@@ -3,14 +3,13 @@ Argument parsing only."""
 
 import argparse
 import asyncio
-import logging
 import os
 import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from fleetstate import app, config, tenancy
+from fleetstate import app, config, logs, tenancy
 from fleetstate.errors import FleetstateError
 from fleetstate.simulator import EXTRA_HINT
 from fleetstate.simulator import options as simulation
@@ -81,12 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         settings = config.load(args.config, overrides)
-        logging.basicConfig(
-            level=settings.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
-        for noisy in ("amqtt", "transitions"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+        logs.configure(settings.log_level, settings.log)
         if args.command == "serve":
             asyncio.run(_serve(settings))
         else:

@@ -11,6 +11,9 @@ import msgspec
 
 from fleetstate.blobs import BlobConfig
 from fleetstate.errors import Invalid
+from fleetstate.limits import Limits
+from fleetstate.logs import LogConfig
+from fleetstate.metrics import MetricsConfig
 from fleetstate.sessions import WebConfig
 from fleetstate.throttle import ThrottleConfig
 from fleetstate.tls import TlsConfig
@@ -51,6 +54,15 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     """The `[web]` table: how long a web app session lasts."""
     throttle: ThrottleConfig = ThrottleConfig()
     """The `[throttle]` table: how failed authentications are throttled (SPEC section 8)."""
+    limits: Limits = Limits()
+    """The `[limits]` table: what one device or client may cost (telemetry keys, rate, history
+    retention, SSE queue)."""
+    log: LogConfig = LogConfig()
+    """The `[log]` table: text or JSON lines, and the HTTP access log."""
+    metrics: MetricsConfig = MetricsConfig()
+    """The `[metrics]` table: who may read `/metrics`."""
+    shutdown_grace_s: Annotated[float, msgspec.Meta(ge=0)] = 5.0
+    """On SIGTERM, in-flight requests and publishes get this long; then they are cancelled."""
     mqtt_explicit: bool = False
     """Set when `mqtt` was given explicitly (flag, file or env): keeps plain MQTT on beside TLS."""
     """The `[uploads]` table: limits of the upload-URL flow and the removal of expired uploads."""

@@ -53,7 +53,8 @@ async def list_commands(request: web.Request) -> web.Response:
 @routes.add(
     "GET",
     f"{DEVICE_COMMANDS}/{{command_id}}",
-    "A command with its timestamps and every ack received",
+    "A command with its timestamps and its first answers (history_next_cursor: more in"
+    " .../history)",
     "commands",
 )
 async def get_command(request: web.Request) -> web.Response:
@@ -62,6 +63,24 @@ async def get_command(request: web.Request) -> web.Response:
         org_id(request),
         request.match_info["device_id"],
         request.match_info["command_id"],
+    )
+    return json_response(found)
+
+
+@routes.add(
+    "GET",
+    f"{DEVICE_COMMANDS}/{{command_id}}/history",
+    "Every answer the device sent about the command, oldest first, paginated",
+    "commands",
+    query=("limit", "cursor"),
+)
+async def command_history(request: web.Request) -> web.Response:
+    found = await commands.history(
+        services(request).store,
+        org_id(request),
+        request.match_info["device_id"],
+        request.match_info["command_id"],
+        page(request),
     )
     return json_response(found)
 

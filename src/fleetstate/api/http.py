@@ -16,6 +16,7 @@ from fleetstate.errors import (
     Forbidden,
     Invalid,
     NotFound,
+    RateLimited,
     SchemaInvalid,
     TooLarge,
     Unauthorized,
@@ -36,6 +37,7 @@ STATUS = {
     TooLarge: 413,
     SchemaInvalid: 422,
     Throttled: 429,
+    RateLimited: 429,
 }
 PRINCIPAL: web.AppKey[Authenticator] = web.AppKey("authenticator", Authenticator)
 CALLER: web.RequestKey[Principal] = web.RequestKey("caller", Principal)

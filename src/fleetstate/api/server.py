@@ -15,6 +15,7 @@ from fleetstate.api import (
 )
 from fleetstate.api.context import SERVICES, Services
 from fleetstate.api.http import PRINCIPAL, auth_middleware, errors_middleware
+from fleetstate.api.observability import observe
 from fleetstate.api.routing import RouteTable
 from fleetstate.tenancy import Authenticator
 from fleetstate.throttle import FailureThrottle
@@ -40,7 +41,8 @@ def build_app(svc: Services) -> web.Application:
         table.routes.extend(part.routes)
     public = {path for _method, path in table.public_paths()}
     app = web.Application(
-        middlewares=[errors_middleware, auth_middleware(public)], client_max_size=MAX_BODY
+        middlewares=[observe, errors_middleware, auth_middleware(public)],
+        client_max_size=MAX_BODY,
     )
     app[SERVICES] = svc
     app[PRINCIPAL] = Authenticator(svc.store, FailureThrottle.from_config(svc.config.throttle))

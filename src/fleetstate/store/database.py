@@ -22,6 +22,7 @@ import functools
 import logging
 import sqlite3
 import sys
+import time
 from collections.abc import Callable, Iterable
 from importlib import resources
 from pathlib import Path
@@ -79,6 +80,8 @@ class Store:
         self._reading: asyncio.Task[None] | None = None
         self.commits = 0
         self.jobs_committed = 0
+        self.on_commit: Callable[[int, float], None] | None = None
+        """Told of each committed batch: (jobs in it, seconds from taking it to the commit)."""
 
     @classmethod
     async def open(cls, path: Path, batch_max: int = 512) -> "Store":
@@ -192,6 +195,7 @@ class Store:
             self._stopped.set()
 
     async def _commit(self, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
         try:
             jobs = [job.make() if isinstance(job, _Later) else job for job, _future in batch]
             outcomes = await self._writer.call(_commit_now, self._writer.raw, jobs)
@@ -201,6 +205,8 @@ class Store:
             return
         self.commits += 1
         self.jobs_committed += len(batch)
+        if self.on_commit is not None:
+            self.on_commit(len(batch), time.perf_counter() - started)
         _settle(batch, outcomes, None)
 
     # -- lifecycle ---------------------------------------------------------------------------
