@@ -16,7 +16,7 @@ from fleetstate import config
 from fleetstate.logs import LogConfig
 from test_device_api import device_call
 
-TOKEN = "logs-test-token"
+TOKEN = "logs-test-token-0001"
 
 
 async def serve_with(data: Path, log: Path, **env: str) -> tuple[asyncio.subprocess.Process, str]:
