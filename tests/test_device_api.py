@@ -157,19 +157,38 @@ async def test_device_api_put_bad_bodies_are_400_and_change_nothing(api: Api, fl
     assert (device["firmware_version"], device["name"]) == (None, "name")
 
 
-async def test_device_api_get_config_is_the_desired_document(api: Api, fleet: Fleet) -> None:
+async def test_device_api_get_config_is_xytes_config_object(api: Api, fleet: Fleet) -> None:
     profile = await fleet.profile()
     device_id, key = await fleet.device(profile, "thermo")
+    path = f"/v1/devices/{device_id}/config"
+    status, empty = await device_call(api, "GET", path, key)
+    assert (status, empty["config"], empty["components"]) == (200, {}, {})
     artefact = await fleet.artefact(profile, {"setpoint": 21})
     await fleet.bind("device", device_id, artefact["id"])
-    status, answer = await device_call(api, "GET", f"/v1/devices/{device_id}/config", key)
+    status, answer = await device_call(api, "GET", path, key)
     assert status == 200
-    assert set(answer) == {"device_id", "name", "version", "last_updated", "config"}
+    assert set(answer) == {"device_id", "name", "version", "last_updated", "config", "components"}
     assert (answer["device_id"], answer["name"]) == (device_id, "thermo")
+    # The device slot's content is the configuration itself, as a Xyte device expects it.
+    assert (answer["config"], answer["components"]) == ({"setpoint": 21}, {})
     document = await api.ok("GET", f"/api/v1/devices/{device_id}/desired-state")
-    assert answer["config"]["configs"] == document["configs"]
-    assert answer["version"] == answer["config"]["version"] == document["version"]
-    assert answer["last_updated"] == answer["config"]["issued_at"]
+    assert answer["version"] == document["version"]
+    assert answer["last_updated"] == document["issued_at"]
+
+
+async def test_device_api_get_config_shows_component_slots_beside_the_device_slot(
+    api: Api, fleet: Fleet
+) -> None:
+    camera = await fleet.sensor_profile()
+    profile = await fleet.profile()
+    components = [{"name": "cam", "sensor_profile_id": camera}]
+    device_id, key = await fleet.device(profile, components=components)
+    device_artefact = await fleet.artefact(profile, {"setpoint": 19})
+    camera_artefact = await fleet.artefact(camera, {"fps": 30}, name="camera")
+    await fleet.bind("device", device_id, device_artefact["id"])
+    await fleet.bind("component", f"{device_id}/cam", camera_artefact["id"])
+    answer = (await device_call(api, "GET", f"/v1/devices/{device_id}/config", key))[1]
+    assert (answer["config"], answer["components"]) == ({"setpoint": 19}, {"cam": {"fps": 30}})
 
 
 async def test_device_api_put_config_version_acknowledges_like_an_accepted_report(
@@ -208,7 +227,7 @@ async def test_device_api_post_config_is_the_twin_of_reported(api: Api, fleet: F
     artefact = await fleet.artefact(profile, {"setpoint": 21})
     await fleet.bind("device", device_id, artefact["id"])
     path = f"/v1/devices/{device_id}/config"
-    doc = (await device_call(api, "GET", path, key))[1]["config"]
+    doc = await api.ok("GET", f"/api/v1/devices/{device_id}/desired-state")
     wrong = _report(doc, "ACCEPTED", "sha256:" + "0" * 64)
     status, answer = await device_call(api, "POST", path, key, wrong)
     assert (status, answer["status"], answer["current"]) == (200, "FAILED", True)
@@ -224,7 +243,7 @@ async def test_device_api_post_config_bad_reports_are_400_and_change_nothing(
 ) -> None:
     device_id, key = await fleet.device(await fleet.profile())
     path = f"/v1/devices/{device_id}/config"
-    doc = (await device_call(api, "GET", path, key))[1]["config"]
+    doc = await api.ok("GET", f"/api/v1/devices/{device_id}/desired-state")
     for body in (
         {"version": doc["version"], "status": "GREAT"},
         {"version": doc["version"], "status": "ACCEPTED", "extra": 1},
@@ -339,7 +358,7 @@ async def test_device_api_licenses_are_offered_answered_and_removed(api: Api, fl
     offered = await api.ok(
         "POST",
         f"/api/v1/devices/{device_id}/licenses",
-        {"data": "feature=pro", "expires_at": "2030-01-01T00:00:00Z"},
+        {"data": "feature=pro", "expires_at": "2030-01-01T00:00:00Z", "signature": "c2ln"},
         status=201,
     )
     assert (await telemetry_answer(api, device_id, key))["new_licenses"] is True
@@ -350,7 +369,8 @@ async def test_device_api_licenses_are_offered_answered_and_removed(api: Api, fl
             "id": offered["id"],
             "device_id": device_id,
             "data": "feature=pro",
-            "action": "add",
+            "signature": "c2ln",
+            "add": True,
             "expires_at": "2030-01-01T00:00:00.000Z",
         }
     ]
@@ -366,7 +386,9 @@ async def test_device_api_licenses_are_offered_answered_and_removed(api: Api, fl
     )
     assert (await telemetry_answer(api, device_id, key))["new_licenses"] is True
     (removal,) = (await device_call(api, "GET", path, key))[1]
-    assert removal["action"] == "remove"
+    assert removal["remove"] is True
+    assert "add" not in removal
+    assert "update" not in removal
     await device_call(api, "POST", path, key, {"id": offered["id"], "state": "removed"})
     assert (await telemetry_answer(api, device_id, key))["new_licenses"] is False
     listed = await api.ok("GET", f"/api/v1/devices/{device_id}/licenses")
@@ -455,7 +477,7 @@ async def test_device_api_commands_are_taken_and_answered_over_http(api: Api, fl
             "id": first["id"],
             "device_id": device_id,
             "status": "pending",
-            "name": "REBOOT",
+            "name": "reboot",
             "parameters": {},
         },
     )
@@ -521,9 +543,11 @@ async def test_device_api_mixed_http_telemetry_and_mqtt_commands(
         assert (await device_call(api, "GET", path, key))[1]["id"] == created["id"]
         assert (await telemetry_answer(api, device_id, key))["command"] is True
         await device.publish("commands/ack", {"id": created["id"], "status": "ACKNOWLEDGED"})
-        assert (await telemetry_answer(api, device_id, key))["command"] is False
+        # Started but not finished: still the device's command until it says how it ended.
+        assert (await telemetry_answer(api, device_id, key))["command"] is True
         answer = {"id": created["id"], "status": "done"}
         assert (await device_call(api, "POST", path, key, answer))[0] == 200
+        assert (await telemetry_answer(api, device_id, key))["command"] is False
     assert await command_status(api, device_id, created["id"]) == "SUCCESS"
 
 

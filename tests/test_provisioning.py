@@ -64,15 +64,31 @@ async def test_provisioning_name_defaults_to_the_serial(api: Api, fleet: Fleet) 
     assert (await api.ok("GET", f"/api/v1/devices/{registered['id']}"))["name"] == "SN-9"
 
 
-async def test_provisioning_same_sn_twice_is_409_and_takes_no_slot(api: Api, fleet: Fleet) -> None:
-    created = await hardware_key(api, await fleet.profile(), device_limit=2)
-    assert (await register(api, created["key"], "A"))[0] == 201
-    status, answer = await register(api, created["key"], "A")
+async def test_provisioning_same_sn_with_another_key_is_409_and_takes_no_slot(
+    api: Api, fleet: Fleet
+) -> None:
+    profile = await fleet.profile()
+    first = await hardware_key(api, profile)
+    other = await hardware_key(api, profile, device_limit=2)
+    assert (await register(api, first["key"], "A"))[0] == 201
+    status, answer = await register(api, other["key"], "A")
     assert status == 409
     assert isinstance(answer["error"], str)
-    assert (await register(api, created["key"], "B"))[0] == 201
-    assert await register(api, created["key"], "C") == (401, NOT_AUTHORIZED)
-    assert await device_count(api) == 2
+    assert (await register(api, other["key"], "B"))[0] == 201
+    assert (await register(api, other["key"], "C"))[0] == 201
+    assert await register(api, other["key"], "D") == (401, NOT_AUTHORIZED)
+    assert await device_count(api) == 3
+
+
+async def test_provisioning_an_operators_device_cannot_be_taken_over_by_sn(
+    api: Api, fleet: Fleet
+) -> None:
+    profile = await fleet.profile()
+    device_id, key = await fleet.device(profile, serial="OP-1")
+    created = await hardware_key(api, profile)
+    assert (await register(api, created["key"], "OP-1"))[0] == 409
+    status, _ = await device_call(api, "GET", f"/v1/devices/{device_id}/config", key)
+    assert status == 200  # its key still works
 
 
 async def test_provisioning_same_sn_under_another_profile_registers(api: Api, fleet: Fleet) -> None:

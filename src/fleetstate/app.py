@@ -18,6 +18,7 @@ from aiohttp import web
 from fleetstate import commands, desired, devices, telemetry, tenancy, uploads
 from fleetstate.api.commands import DISPATCHER
 from fleetstate.api.context import Services
+from fleetstate.api.device_api import HTTP_PRESENCE
 from fleetstate.api.server import build_app
 from fleetstate.blobs import open_blob_store
 from fleetstate.bus.embedded import EmbeddedBroker
@@ -104,6 +105,9 @@ async def start(config: Config) -> AsyncIterator[Service]:
             )
         )
         app[DISPATCHER] = dispatcher
+        # One sweep for the whole fleet turns silent HTTP-only devices offline.
+        presence = tasks.create_task(app[HTTP_PRESENCE].run(), name="http-presence-sweep")
+        stack.callback(presence.cancel)
         http_host, http_port = await _serve_http(stack, app, config)
         http_url = f"http://{_url_host(http_host)}:{http_port}"
         public_url[0] = config.hub_url or http_url

@@ -10,7 +10,9 @@ from typing import Annotated, Any
 import msgspec
 
 from fleetstate.blobs import BlobConfig
+from fleetstate.dumps import DumpConfig
 from fleetstate.errors import Invalid
+from fleetstate.http_presence import PresenceConfig
 from fleetstate.tls import TlsConfig
 from fleetstate.uploads import UploadConfig
 
@@ -45,6 +47,10 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     uploads: UploadConfig = UploadConfig()
     tls: TlsConfig = TlsConfig()
     """The `[tls]` table: HTTPS and MQTT over TLS (SPEC section 8)."""
+    dumps: DumpConfig = DumpConfig()
+    """The `[dumps]` table: how large a device's dump may grow."""
+    presence: PresenceConfig = PresenceConfig()
+    """The `[presence]` table: when a device that only talks HTTP counts as offline."""
     mqtt_explicit: bool = False
     """Set when `mqtt` was given explicitly (flag, file or env): keeps plain MQTT on beside TLS."""
     """The `[uploads]` table: limits of the upload-URL flow and the removal of expired uploads."""
