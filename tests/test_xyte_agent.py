@@ -257,7 +257,7 @@ async def test_xyte_agent_registers_converges_reboots_updates_and_licenses(
     assert (await agent.notify_server())["new_licenses"] is False
 
 
-async def test_xyte_agent_dump_upload_is_kept_and_downloadable(
+async def test_xyte_agent_dump_command_uploads_a_dump_operators_can_download(
     api: Api, fleet: Fleet, service: Service, http: aiohttp.ClientSession
 ) -> None:
     profile = await fleet.profile()
@@ -268,11 +268,13 @@ async def test_xyte_agent_dump_upload_is_kept_and_downloadable(
     await agent.authenticate()
     assert agent.auth is not None
     device_id = agent.auth["id"]
-    result = await agent.dump({"id": "c-1", "name": "dump", "parameters": {}})
-    assert result["status"] == "done"
-    (dump,) = (await api.ok("GET", f"/api/v1/devices/{device_id}/dumps"))["items"]
-    assert (dump["file_name"], dump["content_type"], dump["parts"]) == ("agent.log", "text/txt", 2)
-    url = f"{api.base}/api/v1/devices/{device_id}/dumps/{dump['id']}/content"
+    dump = await _command(api, device_id, {"type": "DUMP"})
+    await agent.notify_server()
+    found = await _status(api, device_id, dump)
+    assert (found["status"], found["message"]) == ("SUCCESS", "uploaded")
+    (item,) = (await api.ok("GET", f"/api/v1/devices/{device_id}/dumps"))["items"]
+    assert (item["file_name"], item["content_type"], item["parts"]) == ("agent.log", "text/txt", 2)
+    url = f"{api.base}/api/v1/devices/{device_id}/dumps/{item['id']}/content"
     async with http.get(url, headers={"Authorization": f"Bearer {api.token}"}) as answer:
         assert await answer.read() == b"error log\nstandard log\n"
 

@@ -45,3 +45,15 @@ UPDATE hardware_keys SET used =
 -- IP or host name (Update Device).
 ALTER TABLE device_details ADD COLUMN sub_model TEXT;
 ALTER TABLE device_details ADD COLUMN host_address TEXT;
+
+-- A `DUMP` command (Xyte's `dump`: the device uploads a state report). SQLite cannot alter a
+-- CHECK constraint, and rebuilding `commands` would cascade-delete its history, so the stored
+-- CREATE TABLE text gains the value in place (SQLite's documented writable_schema procedure;
+-- a looser CHECK holds for every existing row). The runner then bumps schema_version so every
+-- connection re-reads the schema.
+PRAGMA writable_schema = ON;
+UPDATE sqlite_schema
+    SET sql = replace(sql, '''BIND_CONFIG'', ''UNBIND_CONFIG'')',
+                           '''BIND_CONFIG'', ''UNBIND_CONFIG'', ''DUMP'')')
+    WHERE type = 'table' AND name = 'commands';
+PRAGMA writable_schema = OFF;
