@@ -173,13 +173,15 @@ async def test_device_api_get_config_is_xytes_config_object(api: Api, fleet: Fle
     await fleet.bind("device", device_id, artefact["id"])
     status, answer = await device_call(api, "GET", path, key)
     assert status == 200
-    assert set(answer) == {"device_id", "name", "version", "last_updated", "config", "components"}
+    fields = {"device_id", "name", "version", "last_updated", "config", "components", "desired"}
+    assert set(answer) == fields
     assert (answer["device_id"], answer["name"]) == (device_id, "thermo")
     # The device slot's content is the configuration itself, as a Xyte device expects it.
     assert (answer["config"], answer["components"]) == ({"setpoint": 21}, {})
     document = await api.ok("GET", f"/api/v1/devices/{device_id}/desired-state")
     assert answer["version"] == document["version"]
     assert answer["last_updated"] == document["issued_at"]
+    assert answer["desired"]["configs"] == document["configs"]  # with hashes, as on MQTT
 
 
 async def test_device_api_get_config_shows_component_slots_beside_the_device_slot(

@@ -3,9 +3,10 @@
 A Xyte device reads `GET /v1/devices/{id}/config` as `{device_id, name, version, last_updated,
 config}` and uses `config` as its configuration, so `config` is the content of the device's
 `device` slot itself (the device-profile artefact's JSON), `{}` while no binding applies.
-Component slots (`component:<name>`) come beside it in `components: {<name>: <content>}`, which
-Xyte firmware ignores. A slot whose artefact lives in the blob store is described instead of
-inlined: `{"download": <url>, "hash", "size"}`.
+Component slots (`component:<name>`) come beside it in `components: {<name>: <content>}`, and the
+desired-state document itself (with hashes, as on MQTT) in `desired`; Xyte firmware ignores
+both. A slot whose artefact lives in the blob store is described instead of inlined:
+`{"download": <url>, "hash", "size"}`.
 
 A Xyte device posts that whole answer back (Set Config) once it applied it: that is its report
 that it runs `version`. For the current version each slot is judged by content: the same content
@@ -34,6 +35,8 @@ class XyteConfig(msgspec.Struct, frozen=True, kw_only=True):
     last_updated: str
     config: Any
     components: dict[str, Any]
+    desired: msgspec.Raw
+    """The desired-state document itself (as on MQTT), for devices that report per slot."""
 
 
 class ConfigEcho(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -46,6 +49,8 @@ class ConfigEcho(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     device_id: str | None = None
     name: str | None = None
     last_updated: str | None = None
+    desired: Any = None
+    """Echoed back with the rest; the content judged is `config` and `components`."""
 
 
 class _Slot(msgspec.Struct, frozen=True, kw_only=True):
@@ -101,6 +106,7 @@ async def device_config(store: Store, device_id: str, hub_url: str) -> XyteConfi
         last_updated=row[2],
         config=config,
         components=components,
+        desired=msgspec.Raw(bytes(row[3])),
     )
 
 

@@ -215,6 +215,11 @@ async def get_config(request: web.Request, device_id: str) -> web.Response:
     return json_response(await xyte_config.device_config(svc.store, device_id, hub_url))
 
 
+_CONFIG_BODY = 1024 * 1024
+"""A Set Config echo carries the desired document too: the whole request limit (server.py), not
+the 256 KiB of an MQTT report."""
+
+
 class ConfigOutcome(msgspec.Struct, frozen=True, kw_only=True):
     success: bool
     version: int
@@ -234,7 +239,7 @@ class ConfigOutcome(msgspec.Struct, frozen=True, kw_only=True):
 )
 async def report_config(request: web.Request, device_id: str) -> web.Response:
     svc = services(request)
-    raw = await raw_body(request, 256 * 1024)
+    raw = await raw_body(request, _CONFIG_BODY)
     if _is_echo(raw):
         echo = msgspec.json.decode(raw, type=xyte_config.ConfigEcho)
         hub_url, _ = hub_urls(svc, request)
