@@ -18,6 +18,7 @@ from aiohttp import web
 from fleetstate import commands, desired, devices, retention, telemetry, tenancy, tls, uploads
 from fleetstate.api.commands import DISPATCHER
 from fleetstate.api.context import Services
+from fleetstate.api.device_api import HTTP_PRESENCE
 from fleetstate.api.observability import METRICS
 from fleetstate.api.server import build_app
 from fleetstate.blobs import open_blob_store
@@ -118,6 +119,9 @@ async def start(config: Config) -> AsyncIterator[Service]:
         )
         app[DISPATCHER] = dispatcher
         app[METRICS] = metrics
+        # One sweep for the whole fleet turns silent HTTP-only devices offline.
+        presence = tasks.create_task(app[HTTP_PRESENCE].run(), name="http-presence-sweep")
+        stack.callback(presence.cancel)
         http_url = await _serve_http(stack, app, config)
         # First on the way out: open event streams end, so HTTP shutdown does not wait on them.
         stack.callback(events.close)

@@ -10,7 +10,9 @@ from typing import Annotated, Any
 import msgspec
 
 from fleetstate.blobs import BlobConfig
+from fleetstate.dumps import DumpConfig
 from fleetstate.errors import Invalid
+from fleetstate.http_presence import PresenceConfig
 from fleetstate.limits import Limits
 from fleetstate.logs import LogConfig
 from fleetstate.metrics import MetricsConfig
@@ -63,6 +65,10 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     """The `[metrics]` table: who may read `/metrics`."""
     shutdown_grace_s: Annotated[float, msgspec.Meta(ge=0)] = 5.0
     """On SIGTERM, in-flight requests and publishes get this long; then they are cancelled."""
+    dumps: DumpConfig = DumpConfig()
+    """The `[dumps]` table: how large a device's dump may grow."""
+    presence: PresenceConfig = PresenceConfig()
+    """The `[presence]` table: when a device that only talks HTTP counts as offline."""
     mqtt_explicit: bool = False
     """Set when `mqtt` was given explicitly (flag, file or env): keeps plain MQTT on beside TLS."""
     """The `[uploads]` table: limits of the upload-URL flow and the removal of expired uploads."""

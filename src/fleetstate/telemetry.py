@@ -47,7 +47,8 @@ Value = int | float | bool | str | None
 class Telemetry(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     status: Literal["online", "offline", "error"]
     timestamp: str | float | None = None
-    """RFC 3339 with a time zone, or seconds since the epoch; server time when absent."""
+    """ISO 8601 with a time zone, or seconds or milliseconds since the epoch; server time when
+    absent."""
     telemetries: dict[str, Value] = {}
     override: bool = False
     """True: the message replaces the whole state instead of merging into it."""
@@ -84,18 +85,30 @@ def _check_length(what: str, text: str) -> None:
         raise Invalid(f"{what} is {size} bytes; strings are at most {MAX_STRING} bytes")
 
 
+_EPOCH_MS_FROM = 1e11
+"""Epoch numbers from here on are milliseconds (1e11 s is the year 5138; 1e11 ms is 1973)."""
+
+
 def timestamp_of(value: str | float | None, future_s: float = _DEFAULTS.telemetry_future_s) -> str:
-    """The stored form of a message's time. A time more than `future_s` ahead is refused, not
-    clamped: it would outlive every retention, and a clamped one would misdate the reading."""
+    """The stored form of a message's time, from Xyte's forms: ISO 8601 with a zone
+    (`2021-08-04T07:45:44.122Z`), or epoch seconds or milliseconds, as a number or a numeric
+    string. A time more than `future_s` ahead is refused, not clamped: it would outlive every
+    retention, and a clamped one would misdate the reading."""
     if value is None:
         return now_text()
     try:
-        if isinstance(value, str):
+        if isinstance(value, str) and not value.strip().replace(".", "", 1).isdigit():
             moment = datetime.fromisoformat(value)
         else:
-            moment = datetime.fromtimestamp(value, UTC)
+            seconds = float(value)
+            if seconds >= _EPOCH_MS_FROM:
+                seconds /= 1000
+            moment = datetime.fromtimestamp(seconds, UTC)
     except (ValueError, OverflowError, OSError) as exc:
-        raise Invalid(f"timestamp {value!r}: use RFC 3339 or seconds since the epoch") from exc
+        raise Invalid(
+            f"timestamp {value!r}: use ISO 8601 with a zone, or seconds or milliseconds since"
+            " the epoch"
+        ) from exc
     if moment.tzinfo is None:
         raise Invalid(f"timestamp {value!r} has no time zone; e.g. 2026-01-31T12:00:00Z")
     if moment.astimezone(UTC).year < _FIRST_YEAR:

@@ -335,3 +335,7 @@ def _migrate(raw: sqlite3.Connection) -> None:
             continue
         log.info("applying migration %s", name)
         raw.executescript(f"BEGIN;\n{script}\nPRAGMA user_version={number};\nCOMMIT;")
+        # A migration may rewrite schema text in place (writable_schema); a new schema cookie
+        # makes every connection, this one included, parse the schema again.
+        cookie = int(raw.execute("PRAGMA schema_version").fetchone()[0])
+        raw.execute(f"PRAGMA schema_version = {cookie + 1}")
