@@ -1,6 +1,7 @@
 """The README, run as written: its serve command's flags, and the walk-through's shell blocks
 pasted into bash against a real `fleetstate serve` (mosquitto-clients, curl and jq), so the
-README cannot drift from the service."""
+README cannot drift from the service. And every link of the README and docs/ stays inside the
+repository and finds its target."""
 
 import asyncio
 import json
@@ -12,7 +13,9 @@ from typing import Any
 
 from test_serve import serve
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+ROOT = Path(__file__).resolve().parent.parent
+README = ROOT / "README.md"
+LINK = re.compile(r"\]\(([^)\s]+)\)")
 # The one form each default address takes in the walk-through; the test points them at the
 # ports the service bound.
 API_LINE = "API=http://127.0.0.1:8080/api/v1"
@@ -107,3 +110,22 @@ async def test_readme_walk_through_runs_as_written(tmp_path: Path) -> None:
     assert slots[0]["slot"] == "device", slots
     assert device["config_status"] == "ACCEPTED", device
     assert (device["desired_version"], device["reported_version"]) == (2, 2), device
+
+
+def anchors(path: Path) -> set[str]:
+    """GitHub's anchors for a Markdown file's headings."""
+    headings = re.findall(r"^#+ (.+)$", path.read_text(), re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-") for h in headings}
+
+
+def test_docs_links_stay_inside_the_repository() -> None:
+    for page in [README, *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in LINK.findall(page.read_text()):
+            if re.match(r"https?://", target):
+                continue
+            file_part, _, anchor = target.partition("#")
+            path = (page.parent / file_part).resolve() if file_part else page
+            assert path.is_relative_to(ROOT), f"{page.name}: {target} leaves the repository"
+            assert path.exists(), f"{page.name}: {target} does not exist"
+            if anchor:
+                assert anchor in anchors(path), f"{page.name}: {target} names no heading"
