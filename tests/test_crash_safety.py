@@ -40,6 +40,7 @@ PUBLISH_WAIT = 5.0  # a QoS 1 publish not acknowledged by then counts as not ack
 BURST = 20  # at the end, messages each device publishes at once, and REST writes sent at once
 KILL_AFTER = DEVICES * BURST // 10  # acknowledgements of the burst before the kill
 OPEN = {"PENDING", "SENT", "ACKNOWLEDGED"}
+LATE = timedelta(seconds=2)  # how late a deadline may fire on a busy machine
 # Telemetry over a device's rate is dropped by design (and still acknowledged, SPEC section 8):
 # not what this test is about, so the limit is off. The load stays under the default rate anyway.
 NO_RATE_LIMIT = {"FLEETSTATE_LIMITS_TELEMETRY_RATE_PER_DEVICE": "0"}
@@ -369,7 +370,7 @@ async def check_commands(api: Api, fleet: Fleet, ledger: Ledger, killed_at: date
         for got in page["items"]:
             deadline = parse_time(got["timeout_at"])
             if got["status"] in OPEN:
-                assert deadline > now - timedelta(seconds=1), ("deadline not re-armed", got)
+                assert deadline > now - LATE, ("deadline not re-armed", got)
             if got["status"] == "TIMEOUT":
                 assert parse_time(got["finished_at"]) >= deadline, ("timed out early", got)
 
