@@ -96,12 +96,14 @@ async def _read_addresses(proc: asyncio.subprocess.Process) -> tuple[str, str]:
 async def fleetstate_serve(
     data: Path, token: str, src: Path | None = None
 ) -> AsyncIterator[Process]:
-    """`fleetstate serve` on loopback port 0 with a fresh data directory, logging WARNING;
-    from another source tree when `src` is given (its `src/` goes first on the path)."""
+    """`fleetstate serve` on loopback port 0 with a fresh data directory, logging WARNING, without
+    the telemetry rate limit; from another source tree when `src` is given (its `src/` first)."""
     env = {
         **os.environ,
         "FLEETSTATE_ADMIN_TOKEN": token,
         "FLEETSTATE_LOG_LEVEL": "WARNING",
+        # The benchmark measures how fast telemetry can go: no per-device rate limit.
+        "FLEETSTATE_LIMITS_TELEMETRY_RATE_PER_DEVICE": "0",
     }
     if src is not None:
         env["PYTHONPATH"] = str(src / "src")

@@ -3,18 +3,24 @@ files, licenses, info and commands over HTTP, and key rotation on HTTP and MQTT.
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiohttp
 import aiomqtt
 import pytest
 
-from conftest import WAIT, Api, DeviceFactory, Fleet
-from fleetstate import files
+from conftest import ADMIN_TOKEN, WAIT, Api, DeviceFactory, Fleet, eventually, make_config
+from fleetstate import app, files
 from fleetstate.api.context import SERVICES
 from fleetstate.app import Service
+from fleetstate.dumps import DumpConfig
+from fleetstate.http_presence import HttpPresence, PresenceConfig
+from test_events import stream
 
 NOT_AUTHORIZED = {"error": "Not authorized"}
 ANSWER_FIELDS = {
@@ -157,19 +163,40 @@ async def test_device_api_put_bad_bodies_are_400_and_change_nothing(api: Api, fl
     assert (device["firmware_version"], device["name"]) == (None, "name")
 
 
-async def test_device_api_get_config_is_the_desired_document(api: Api, fleet: Fleet) -> None:
+async def test_device_api_get_config_is_xytes_config_object(api: Api, fleet: Fleet) -> None:
     profile = await fleet.profile()
     device_id, key = await fleet.device(profile, "thermo")
+    path = f"/v1/devices/{device_id}/config"
+    status, empty = await device_call(api, "GET", path, key)
+    assert (status, empty["config"], empty["components"]) == (200, {}, {})
     artefact = await fleet.artefact(profile, {"setpoint": 21})
     await fleet.bind("device", device_id, artefact["id"])
-    status, answer = await device_call(api, "GET", f"/v1/devices/{device_id}/config", key)
+    status, answer = await device_call(api, "GET", path, key)
     assert status == 200
-    assert set(answer) == {"device_id", "name", "version", "last_updated", "config"}
+    fields = {"device_id", "name", "version", "last_updated", "config", "components", "desired"}
+    assert set(answer) == fields
     assert (answer["device_id"], answer["name"]) == (device_id, "thermo")
+    # The device slot's content is the configuration itself, as a Xyte device expects it.
+    assert (answer["config"], answer["components"]) == ({"setpoint": 21}, {})
     document = await api.ok("GET", f"/api/v1/devices/{device_id}/desired-state")
-    assert answer["config"]["configs"] == document["configs"]
-    assert answer["version"] == answer["config"]["version"] == document["version"]
-    assert answer["last_updated"] == answer["config"]["issued_at"]
+    assert answer["version"] == document["version"]
+    assert answer["last_updated"] == document["issued_at"]
+    assert answer["desired"]["configs"] == document["configs"]  # with hashes, as on MQTT
+
+
+async def test_device_api_get_config_shows_component_slots_beside_the_device_slot(
+    api: Api, fleet: Fleet
+) -> None:
+    camera = await fleet.sensor_profile()
+    profile = await fleet.profile()
+    components = [{"name": "cam", "sensor_profile_id": camera}]
+    device_id, key = await fleet.device(profile, components=components)
+    device_artefact = await fleet.artefact(profile, {"setpoint": 19})
+    camera_artefact = await fleet.artefact(camera, {"fps": 30}, name="camera")
+    await fleet.bind("device", device_id, device_artefact["id"])
+    await fleet.bind("component", f"{device_id}/cam", camera_artefact["id"])
+    answer = (await device_call(api, "GET", f"/v1/devices/{device_id}/config", key))[1]
+    assert (answer["config"], answer["components"]) == ({"setpoint": 19}, {"cam": {"fps": 30}})
 
 
 async def test_device_api_put_config_version_acknowledges_like_an_accepted_report(
@@ -208,7 +235,7 @@ async def test_device_api_post_config_is_the_twin_of_reported(api: Api, fleet: F
     artefact = await fleet.artefact(profile, {"setpoint": 21})
     await fleet.bind("device", device_id, artefact["id"])
     path = f"/v1/devices/{device_id}/config"
-    doc = (await device_call(api, "GET", path, key))[1]["config"]
+    doc = await api.ok("GET", f"/api/v1/devices/{device_id}/desired-state")
     wrong = _report(doc, "ACCEPTED", "sha256:" + "0" * 64)
     status, answer = await device_call(api, "POST", path, key, wrong)
     assert (status, answer["status"], answer["current"]) == (200, "FAILED", True)
@@ -224,7 +251,7 @@ async def test_device_api_post_config_bad_reports_are_400_and_change_nothing(
 ) -> None:
     device_id, key = await fleet.device(await fleet.profile())
     path = f"/v1/devices/{device_id}/config"
-    doc = (await device_call(api, "GET", path, key))[1]["config"]
+    doc = await api.ok("GET", f"/api/v1/devices/{device_id}/desired-state")
     for body in (
         {"version": doc["version"], "status": "GREAT"},
         {"version": doc["version"], "status": "ACCEPTED", "extra": 1},
@@ -339,7 +366,7 @@ async def test_device_api_licenses_are_offered_answered_and_removed(api: Api, fl
     offered = await api.ok(
         "POST",
         f"/api/v1/devices/{device_id}/licenses",
-        {"data": "feature=pro", "expires_at": "2030-01-01T00:00:00Z"},
+        {"data": "feature=pro", "expires_at": "2030-01-01T00:00:00Z", "signature": "c2ln"},
         status=201,
     )
     assert (await telemetry_answer(api, device_id, key))["new_licenses"] is True
@@ -350,7 +377,8 @@ async def test_device_api_licenses_are_offered_answered_and_removed(api: Api, fl
             "id": offered["id"],
             "device_id": device_id,
             "data": "feature=pro",
-            "action": "add",
+            "signature": "c2ln",
+            "add": True,
             "expires_at": "2030-01-01T00:00:00.000Z",
         }
     ]
@@ -366,7 +394,9 @@ async def test_device_api_licenses_are_offered_answered_and_removed(api: Api, fl
     )
     assert (await telemetry_answer(api, device_id, key))["new_licenses"] is True
     (removal,) = (await device_call(api, "GET", path, key))[1]
-    assert removal["action"] == "remove"
+    assert removal["remove"] is True
+    assert "add" not in removal
+    assert "update" not in removal
     await device_call(api, "POST", path, key, {"id": offered["id"], "state": "removed"})
     assert (await telemetry_answer(api, device_id, key))["new_licenses"] is False
     listed = await api.ok("GET", f"/api/v1/devices/{device_id}/licenses")
@@ -455,7 +485,7 @@ async def test_device_api_commands_are_taken_and_answered_over_http(api: Api, fl
             "id": first["id"],
             "device_id": device_id,
             "status": "pending",
-            "name": "REBOOT",
+            "name": "reboot",
             "parameters": {},
         },
     )
@@ -521,9 +551,11 @@ async def test_device_api_mixed_http_telemetry_and_mqtt_commands(
         assert (await device_call(api, "GET", path, key))[1]["id"] == created["id"]
         assert (await telemetry_answer(api, device_id, key))["command"] is True
         await device.publish("commands/ack", {"id": created["id"], "status": "ACKNOWLEDGED"})
-        assert (await telemetry_answer(api, device_id, key))["command"] is False
+        # Started but not finished: still the device's command until it says how it ended.
+        assert (await telemetry_answer(api, device_id, key))["command"] is True
         answer = {"id": created["id"], "status": "done"}
         assert (await device_call(api, "POST", path, key, answer))[0] == 200
+        assert (await telemetry_answer(api, device_id, key))["command"] is False
     assert await command_status(api, device_id, created["id"]) == "SUCCESS"
 
 
@@ -590,3 +622,323 @@ async def test_device_api_unknown_paths_and_methods_answer_the_flat_error_shape(
             body = await response.json()
             assert set(body) == {"error"}, body
             assert isinstance(body["error"], str), body
+
+
+# -- Xyte's Set Config: the Get Config answer posted back --------------------------------------
+
+
+async def _bound_device(api: Api, fleet: Fleet, content: Any) -> tuple[str, str, dict[str, Any]]:
+    profile = await fleet.profile()
+    device_id, key = await fleet.device(profile)
+    artefact = await fleet.artefact(profile, content)
+    await fleet.bind("device", device_id, artefact["id"])
+    return device_id, key, artefact
+
+
+async def test_device_api_set_config_echo_of_get_config_is_accepted(api: Api, fleet: Fleet) -> None:
+    device_id, key, artefact = await _bound_device(api, fleet, {"setpoint": 21})
+    path = f"/v1/devices/{device_id}/config"
+    answer = (await device_call(api, "GET", path, key))[1]
+    status, outcome = await device_call(api, "POST", path, key, answer)
+    assert status == 200, outcome
+    assert (outcome["status"], outcome["version"], outcome["current"]) == (
+        "ACCEPTED",
+        answer["version"],
+        True,
+    )
+    device = await api.ok("GET", f"/api/v1/devices/{device_id}")
+    assert (device["reported_version"], device["config_status"]) == (answer["version"], "ACCEPTED")
+    commands = (await api.ok("GET", f"/api/v1/devices/{device_id}/commands"))["items"]
+    bind = next(c for c in commands if c["type"] == "BIND_CONFIG")
+    assert bind["status"] == "SUCCESS"
+    binding_rows = await api.ok("GET", f"/api/v1/devices/{device_id}/desired-state")
+    assert binding_rows["configs"][0]["hash"] == artefact["hash"]
+
+
+async def test_device_api_set_config_with_other_content_is_failed_with_a_message(
+    api: Api, fleet: Fleet
+) -> None:
+    device_id, key, _ = await _bound_device(api, fleet, {"setpoint": 21})
+    path = f"/v1/devices/{device_id}/config"
+    answer = (await device_call(api, "GET", path, key))[1]
+    changed = {**answer, "config": {"setpoint": 25}}
+    status, outcome = await device_call(api, "POST", path, key, changed)
+    assert (status, outcome["status"]) == (200, "FAILED")
+    assert "'device'" in outcome["message"]
+    device = await api.ok("GET", f"/api/v1/devices/{device_id}")
+    assert device["config_status"] == "FAILED"
+    assert "'device'" in device["reported_message"]
+
+
+async def test_device_api_set_config_takes_xytes_shape_and_a_numeric_string_version(
+    api: Api, fleet: Fleet
+) -> None:
+    device_id, key, _ = await _bound_device(api, fleet, {"setpoint": 21})
+    path = f"/v1/devices/{device_id}/config"
+    version = (await device_call(api, "GET", path, key))[1]["version"]
+    body = {"version": str(version), "config": {"setpoint": 21}}
+    status, outcome = await device_call(api, "POST", path, key, body)
+    assert (status, outcome["status"]) == (200, "ACCEPTED")
+    status, outcome = await device_call(api, "POST", path, key, {"config": {"setpoint": 21}})
+    assert (status, outcome["status"], outcome["version"]) == (200, "ACCEPTED", version)
+
+
+async def test_device_api_set_config_bad_echoes_are_400_and_change_nothing(
+    api: Api, fleet: Fleet
+) -> None:
+    device_id, key, _ = await _bound_device(api, fleet, {"setpoint": 21})
+    path = f"/v1/devices/{device_id}/config"
+    answer = (await device_call(api, "GET", path, key))[1]
+    for body in (
+        {**answer, "colour": "red"},
+        {**answer, "version": "three"},
+        {**answer, "version": answer["version"] + 1},
+        {**answer, "device_id": "someone-else"},
+    ):
+        status, outcome = await device_call(api, "POST", path, key, body)
+        assert status == 400, (body, outcome)
+        assert isinstance(outcome["error"], str)
+    device = await api.ok("GET", f"/api/v1/devices/{device_id}")
+    assert device["reported_version"] is None
+
+
+# -- Xyte's command names, in-progress commands, firmware --------------------------------------
+
+
+async def test_device_api_in_progress_command_is_served_until_it_is_finished(
+    api: Api, fleet: Fleet
+) -> None:
+    device_id, key = await fleet.device(await fleet.profile())
+    path = f"/v1/devices/{device_id}/command"
+    created = await send_command(api, device_id)
+    status, taken = await device_call(api, "GET", path, key)
+    assert (status, taken["status"], taken["name"]) == (200, "pending", "reboot")
+    await device_call(api, "POST", path, key, {"id": created["id"], "status": "in_progress"})
+    # The device rebooted: it asks again and must find the command that rebooted it.
+    assert (await telemetry_answer(api, device_id, key))["command"] is True
+    status, again = await device_call(api, "GET", path, key)
+    assert (status, again["id"], again["status"]) == (200, created["id"], "in_progress")
+    answer = {"id": created["id"], "status": "done", "message": "Device restart OK"}
+    assert (await device_call(api, "POST", path, key, answer))[0] == 200
+    assert (await telemetry_answer(api, device_id, key))["command"] is False
+    assert await device_call(api, "GET", path, key) == (204, b"")
+    found = await api.ok("GET", f"/api/v1/devices/{device_id}/commands/{created['id']}")
+    assert (found["status"], found["message"]) == ("SUCCESS", "Device restart OK")
+
+
+async def test_device_api_update_firmware_carries_a_url_and_version_the_device_can_get(
+    api: Api, fleet: Fleet, service: Service
+) -> None:
+    profile = await fleet.profile()
+    device_id, key = await fleet.device(profile)
+    content = b"\x7fELF firmware 2.1.0"
+    uploaded = await upload_file(api, profile, "2.1.0", content)
+    body = {"type": "UPDATE_FIRMWARE", "params": {"file_id": uploaded["id"]}}
+    created = await api.ok("POST", f"/api/v1/devices/{device_id}/commands", body, status=201)
+    status, taken = await device_call(api, "GET", f"/v1/devices/{device_id}/command", key)
+    assert (status, taken["id"], taken["name"]) == (200, created["id"], "update_firmware")
+    assert taken["parameters"]["version"] == "2.1.0"
+    assert taken["parameters"]["url"].startswith(service.http_url + "/v1/devices/")
+    assert await device_call(api, "GET", taken["parameters"]["url"], key) == (200, content)
+    rest = await api.ok("GET", f"/api/v1/devices/{device_id}/commands/{created['id']}")
+    assert rest["type"] == "UPDATE_FIRMWARE"  # the REST API keeps its own names
+
+
+# -- Xyte's optional fields --------------------------------------------------------------------
+
+
+async def test_device_api_put_takes_xytes_optional_fields(api: Api, fleet: Fleet) -> None:
+    device_id, key = await fleet.device(await fleet.profile())
+    version = (await telemetry_answer(api, device_id, key))["config_version"]
+    path = f"/v1/devices/{device_id}"
+    for body in (
+        {"host_address": "10.0.0.7", "sub_model": "XL"},
+        {"config_version": str(version)},
+        {"config_version": version},
+    ):
+        status, answer = await device_call(api, "PUT", path, key, body)
+        assert (status, answer) == (200, {"success": True}), body
+    assert (await api.ok("GET", f"/api/v1/devices/{device_id}"))["config_status"] == "ACCEPTED"
+    for body in ({"config_version": "1.5"}, {"space_id": 3}):
+        status, answer = await device_call(api, "PUT", path, key, body)
+        assert status == 400, (body, answer)
+
+
+async def test_device_api_telemetry_timestamps_in_xytes_forms(api: Api, fleet: Fleet) -> None:
+    device_id, key = await fleet.device(await fleet.profile())
+    forms = (
+        ("2021-08-04T07:45:44.122Z", "2021-08-04T07:45:44.122Z"),
+        (1628063144122, "2021-08-04T07:45:44.122Z"),
+        (1628063144, "2021-08-04T07:45:44.000Z"),
+        ("1628063144", "2021-08-04T07:45:44.000Z"),
+    )
+    for i, (value, moment) in enumerate(forms):
+        await telemetry_answer(api, device_id, key, telemetries={f"t{i}": 1}, timestamp=value)
+        rows = await api.ok("GET", f"/api/v1/devices/{device_id}/telemetry?key=t{i}")
+        assert [r["timestamp"] for r in rows["items"]] == [moment], value
+    status, _ = await device_call(
+        api,
+        "POST",
+        f"/v1/devices/{device_id}/telemetry",
+        key,
+        {"status": "online", "timestamp": "1e9x"},
+    )
+    assert status == 400
+
+
+# -- dumps -------------------------------------------------------------------------------------
+
+
+async def _upload_dump(
+    api: Api, device_id: str, key: str, content_type: str, name: str, data: bytes
+) -> tuple[int, Any]:
+    # The content type travels URL-encoded in one path segment, as Xyte's agent sends it.
+    path = f"/v1/devices/{device_id}/dumps/{content_type.replace('/', '%2F')}/{name}"
+    headers = {"Authorization": key, "Content-Type": "text/plain"}
+    async with api.session.post(api.base + path, data=data, headers=headers) as response:
+        return response.status, await response.json()
+
+
+async def test_device_api_dumps_are_uploaded_appended_listed_and_downloaded(
+    api: Api, fleet: Fleet, service: Service
+) -> None:
+    device_id, key = await fleet.device(await fleet.profile())
+    status, dump_id = await _upload_dump(api, device_id, key, "text/txt", "agent.log", b"err\n")
+    assert status == 201
+    assert isinstance(dump_id, str)
+    path = f"/v1/devices/{device_id}/dumps/{dump_id}"
+    big = b"o" * (2 * 1024 * 1024)  # past the 1 MiB JSON request limit
+    status, grown = await device_call(api, "PUT", path, key, raw=big)
+    assert (status, grown["size"]) == (200, 4 + len(big))
+    listed = await api.ok("GET", f"/api/v1/devices/{device_id}/dumps")
+    (item,) = listed["items"]
+    assert (item["id"], item["file_name"], item["content_type"]) == (
+        dump_id,
+        "agent.log",
+        "text/txt",
+    )
+    assert (item["size"], item["parts"]) == (4 + len(big), 2)
+    url = f"{api.base}/api/v1/devices/{device_id}/dumps/{dump_id}/content"
+    async with api.session.get(url, headers={"Authorization": f"Bearer {api.token}"}) as answer:
+        assert answer.status == 200
+        assert await answer.read() == b"err\n" + big
+        assert "agent.log" in answer.headers["Content-Disposition"]
+    blobs = service.http_app[SERVICES].blobs
+    assert (await blobs.stat(f"dumps/{dump_id}")).size == 4 + len(big)
+
+
+async def test_device_api_dumps_refuse_bad_input_and_other_devices(api: Api, fleet: Fleet) -> None:
+    profile = await fleet.profile()
+    device_id, key = await fleet.device(profile, "a")
+    other_id, other_key = await fleet.device(profile, "b")
+    for content_type, name, data in (
+        ("text", "a.log", b"x"),
+        ("text/plain", "a.log", b""),
+        ("text/plain", "..", b"x"),
+    ):
+        status, answer = await _upload_dump(api, device_id, key, content_type, name, data)
+        assert status in (400, 404), (content_type, name, answer)
+    status, theirs = await _upload_dump(api, other_id, other_key, "text/plain", "b.log", b"x")
+    assert status == 201
+    path = f"/v1/devices/{device_id}/dumps/{theirs}"
+    assert (await device_call(api, "PUT", path, key, raw=b"more"))[0] == 404
+    assert (await device_call(api, "PUT", path, "wrong", raw=b"more"))[0] == 401
+    assert (await api.ok("GET", f"/api/v1/devices/{device_id}/dumps"))["items"] == []
+    (their_dump,) = (await api.ok("GET", f"/api/v1/devices/{other_id}/dumps"))["items"]
+    assert their_dump["size"] == 1
+    assert (await api.get(f"/api/v1/devices/{device_id}/dumps/{theirs}/content"))[0] == 404
+    org = await api.ok("POST", "/api/v1/organizations", {"slug": "acme", "name": "A"}, status=201)
+    assert (await api.as_token(org["token"]).get(f"/api/v1/devices/{other_id}/dumps"))[0] == 404
+
+
+async def test_device_api_dumps_over_the_configured_size_are_413(tmp_path: Path) -> None:
+    config = make_config(tmp_path, dumps=DumpConfig(max_size=1000))
+    async with app.start(config) as running, aiohttp.ClientSession() as session:
+        api = Api(session, running.http_url, ADMIN_TOKEN)
+        device_id, key = await Fleet(api).device(await Fleet(api).profile())
+        status, answer = await _upload_dump(api, device_id, key, "text/plain", "a", b"x" * 1001)
+        assert status == 413, answer
+        status, dump_id = await _upload_dump(api, device_id, key, "text/plain", "a", b"x" * 600)
+        assert status == 201
+        path = f"/v1/devices/{device_id}/dumps/{dump_id}"
+        status, answer = await device_call(api, "PUT", path, key, raw=b"y" * 401)
+        assert status == 413, answer
+        (item,) = (await api.ok("GET", f"/api/v1/devices/{device_id}/dumps"))["items"]
+        assert item["size"] == 600  # the refused append changed nothing
+        assert (await device_call(api, "PUT", path, key, raw=b"y" * 400))[1]["size"] == 1000
+
+
+# -- presence of devices that only talk HTTP ---------------------------------------------------
+
+FAST_PRESENCE = PresenceConfig(http_window_s=0.6, sweep_interval_s=0.05)
+
+
+async def _online(api: Api, device_id: str) -> bool:
+    return bool((await api.ok("GET", f"/api/v1/devices/{device_id}"))["online"])
+
+
+async def _offline(api: Api, device_id: str) -> bool:
+    return not await _online(api, device_id)
+
+
+async def test_device_api_http_device_is_online_while_it_calls_and_offline_after(
+    tmp_path: Path,
+) -> None:
+    config = make_config(tmp_path, presence=FAST_PRESENCE)
+    async with app.start(config) as running, aiohttp.ClientSession() as session:
+        api = Api(session, running.http_url, ADMIN_TOKEN)
+        device_id, key = await Fleet(api).device(await Fleet(api).profile())
+        assert not await _online(api, device_id)
+        async with stream(api, "?types=presence") as events:
+            await telemetry_answer(api, device_id, key)
+            came = await events.next("presence")
+            assert (came["device_id"], came["online"]) == (device_id, True)
+            assert await _online(api, device_id)
+            listed = (await api.ok("GET", "/api/v1/devices"))["items"]
+            assert [d["online"] for d in listed] == [True]  # what the web app's list shows
+            went = await events.next("presence")
+            assert (went["device_id"], went["online"]) == (device_id, False)
+        assert not await _online(api, device_id)
+        await device_call(api, "GET", f"/v1/devices/{device_id}/config", key)  # any call counts
+        await eventually(lambda: _online(api, device_id))
+
+
+async def test_device_api_http_presence_does_not_fight_mqtt_presence(
+    tmp_path: Path,
+) -> None:
+    config = make_config(tmp_path, presence=FAST_PRESENCE)
+    async with app.start(config) as running, aiohttp.ClientSession() as session:
+        api = Api(session, running.http_url, ADMIN_TOKEN)
+        device_id, key = await Fleet(api).device(await Fleet(api).profile())
+        async with stream(api, "?types=presence") as events:
+            async with _mqtt(running, device_id, key):
+                assert (await events.next("presence"))["online"] is True
+                await telemetry_answer(api, device_id, key)
+                # The HTTP window passes: the MQTT session still holds the device online.
+                with contextlib.suppress(TimeoutError):
+                    got = await events.next("presence", timeout=1.5)
+                    raise AssertionError(f"unexpected presence change {got}")
+                assert await _online(api, device_id)
+                await telemetry_answer(api, device_id, key)
+            # MQTT ends while the device still calls over HTTP: it stays online until silent.
+            assert (await events.next("presence"))["online"] is True
+            assert (await events.next("presence"))["online"] is False
+        assert not await _online(api, device_id)
+
+
+@contextlib.asynccontextmanager
+async def _mqtt(running: Service, device_id: str, key: str) -> AsyncIterator[aiomqtt.Client]:
+    client = aiomqtt.Client(
+        "127.0.0.1", running.mqtt_port, identifier=device_id, username=device_id, password=key
+    )
+    async with client:
+        yield client
+
+
+def test_device_api_http_presence_window_follows_the_observed_interval() -> None:
+    presence = HttpPresence(None, None, PresenceConfig())  # type: ignore[arg-type]
+    assert presence.window_s(None) == 120.0
+    assert presence.window_s(20.0) == 60.0
+    assert presence.window_s(1.0) == 10.0  # never under http_min_window_s
+    fixed = HttpPresence(None, None, PresenceConfig(http_window_s=7.0))  # type: ignore[arg-type]
+    assert fixed.window_s(20.0) == 7.0

@@ -7,11 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import aiomqtt
+import pytest
 
-from conftest import ADMIN_TOKEN, Api, DeviceFactory, Fleet, make_config
+from conftest import ADMIN_TOKEN, WAIT, Api, DeviceFactory, Fleet, make_config
 from fleetstate import app
 from fleetstate.config import Config
 from test_device_api import NOT_AUTHORIZED, device_call
+from test_events import stream
 
 KEYS = "/api/v1/hardware-keys"
 
@@ -64,15 +67,31 @@ async def test_provisioning_name_defaults_to_the_serial(api: Api, fleet: Fleet) 
     assert (await api.ok("GET", f"/api/v1/devices/{registered['id']}"))["name"] == "SN-9"
 
 
-async def test_provisioning_same_sn_twice_is_409_and_takes_no_slot(api: Api, fleet: Fleet) -> None:
-    created = await hardware_key(api, await fleet.profile(), device_limit=2)
-    assert (await register(api, created["key"], "A"))[0] == 201
-    status, answer = await register(api, created["key"], "A")
+async def test_provisioning_same_sn_with_another_key_is_409_and_takes_no_slot(
+    api: Api, fleet: Fleet
+) -> None:
+    profile = await fleet.profile()
+    first = await hardware_key(api, profile)
+    other = await hardware_key(api, profile, device_limit=2)
+    assert (await register(api, first["key"], "A"))[0] == 201
+    status, answer = await register(api, other["key"], "A")
     assert status == 409
     assert isinstance(answer["error"], str)
-    assert (await register(api, created["key"], "B"))[0] == 201
-    assert await register(api, created["key"], "C") == (401, NOT_AUTHORIZED)
-    assert await device_count(api) == 2
+    assert (await register(api, other["key"], "B"))[0] == 201
+    assert (await register(api, other["key"], "C"))[0] == 201
+    assert await register(api, other["key"], "D") == (401, NOT_AUTHORIZED)
+    assert await device_count(api) == 3
+
+
+async def test_provisioning_an_operators_device_cannot_be_taken_over_by_sn(
+    api: Api, fleet: Fleet
+) -> None:
+    profile = await fleet.profile()
+    device_id, key = await fleet.device(profile, serial="OP-1")
+    created = await hardware_key(api, profile)
+    assert (await register(api, created["key"], "OP-1"))[0] == 409
+    status, _ = await device_call(api, "GET", f"/v1/devices/{device_id}/config", key)
+    assert status == 200  # its key still works
 
 
 async def test_provisioning_same_sn_under_another_profile_registers(api: Api, fleet: Fleet) -> None:
@@ -185,3 +204,79 @@ _PROFILE = {"name": "p", "config_schema": {"type": "object"}}
 async def _running(config: Config) -> AsyncIterator[Api]:
     async with app.start(config) as service, aiohttp.ClientSession() as session:
         yield Api(session, service.http_url, ADMIN_TOKEN)
+
+
+async def test_provisioning_registering_again_after_a_rotation_gives_the_device_a_new_key(
+    api: Api, fleet: Fleet, connect: DeviceFactory
+) -> None:
+    created = await hardware_key(api, await fleet.profile(), device_limit=1)
+    status, first = await register(api, created["key"], "SN-1")
+    assert status == 201
+    rotated = await api.ok("POST", f"/api/v1/devices/{first['id']}/access-key")
+    # Xyte's agent got 401 with its old key, wiped its state and registers again.
+    async with connect(first["id"], rotated["access_key"]) as session, stream(api) as events:
+        await session.desired()
+        status, again = await register(api, created["key"], "SN-1", firmware_version="1.1.0")
+        assert status == 200, again
+        assert again["id"] == first["id"]
+        assert again["access_key"] not in (first["access_key"], rotated["access_key"])
+        event = await events.next("device")
+        assert (event["device_id"], event["action"]) == (first["id"], "re_registered")
+        with pytest.raises(aiomqtt.MqttError):  # the session of the key before is over
+            async with asyncio.timeout(WAIT):
+                async for _message in session.client.messages:
+                    pass
+    for dead in (first["access_key"], rotated["access_key"]):
+        path = f"/v1/devices/{first['id']}/config"
+        assert await device_call(api, "GET", path, dead) == (401, NOT_AUTHORIZED)
+    path = f"/v1/devices/{first['id']}/config"
+    assert (await device_call(api, "GET", path, again["access_key"]))[0] == 200
+    history = (await api.ok("GET", f"/api/v1/devices/{first['id']}/history"))["items"]
+    assert [h["action"] for h in history] == ["re_registered", "access_key_rotated"]
+    assert history[0]["detail"]["sn"] == "SN-1"
+    device = await api.ok("GET", f"/api/v1/devices/{first['id']}")
+    assert device["firmware_version"] == "1.1.0"
+    assert await device_count(api) == 1
+    assert (await api.ok("GET", f"{KEYS}/{created['id']}"))["devices_registered"] == 1
+
+
+async def test_provisioning_device_limit_counts_devices_not_registrations(
+    api: Api, fleet: Fleet
+) -> None:
+    created = await hardware_key(api, await fleet.profile(), device_limit=1)
+    status, first = await register(api, created["key"], "A")
+    assert status == 201
+    for _ in range(3):
+        assert (await register(api, created["key"], "A"))[0] == 200
+    assert await register(api, created["key"], "B") == (401, NOT_AUTHORIZED)
+    await api.ok("DELETE", f"/api/v1/devices/{first['id']}", status=204)
+    assert (await api.ok("GET", f"{KEYS}/{created['id']}"))["devices_registered"] == 0
+    assert (await register(api, created["key"], "B"))[0] == 201
+
+
+async def test_provisioning_revoked_key_cannot_register_again(api: Api, fleet: Fleet) -> None:
+    created = await hardware_key(api, await fleet.profile())
+    status, first = await register(api, created["key"], "A")
+    assert status == 201
+    await api.ok("POST", f"{KEYS}/{created['id']}/revoke")
+    assert await register(api, created["key"], "A") == (401, NOT_AUTHORIZED)
+    path = f"/v1/devices/{first['id']}/config"
+    assert (await device_call(api, "GET", path, first["access_key"]))[0] == 200
+
+
+async def test_provisioning_takes_xytes_optional_fields(api: Api, fleet: Fleet) -> None:
+    created = await hardware_key(api, await fleet.profile())
+    status, registered = await register(
+        api,
+        created["key"],
+        "1000",
+        cloud_id="QzuaKQNOxgMww6gUTTmD65em",
+        mac="11:22:33:44:55:66",
+        sub_model="XL",
+        name="Sample device",
+    )
+    assert status == 201, registered
+    for extra in ({"parent_id": "x"}, {"model_id": "y"}, {"sub_model": 3}):
+        status, answer = await register(api, created["key"], "1001", **extra)
+        assert status == 400, (extra, answer)
+    assert await device_count(api) == 1

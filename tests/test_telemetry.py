@@ -248,16 +248,21 @@ async def test_telemetry_bad_mqtt_messages_answer_on_errors_and_change_nothing(
 async def test_telemetry_storm_commits_in_a_few_transactions(
     api: Api, fleet: Fleet, service: Service
 ) -> None:
-    device_id, _ = await fleet.device(await fleet.profile())
+    # 300 messages from 10 devices: 30 each stays within a device's burst (telemetry_burst).
+    profile = await fleet.profile()
+    device_ids = [(await fleet.device(profile, name=f"d{n}"))[0] for n in range(10)]
     commits = service.store.commits
     payloads = [
-        json.dumps({"status": "online", "telemetries": {f"k{i}": i}}).encode() for i in range(300)
+        json.dumps({"status": "online", "telemetries": {f"k{i}": i}}).encode() for i in range(30)
     ]
     async with asyncio.timeout(30):
-        await asyncio.gather(*(service.telemetry.record(device_id, p) for p in payloads))
+        await asyncio.gather(
+            *(service.telemetry.record(d, p) for p in payloads for d in device_ids)
+        )
     assert service.store.commits - commits <= 3
-    state = (await state_of(api, device_id))["state"]
-    assert state == {"status": "online", **{f"k{i}": i for i in range(300)}}
+    for device_id in device_ids:
+        state = (await state_of(api, device_id))["state"]
+        assert state == {"status": "online", **{f"k{i}": i for i in range(30)}}
 
 
 async def test_telemetry_batch_merges_one_devices_messages_in_arrival_order(
@@ -330,7 +335,7 @@ async def test_telemetry_retention_removes_old_history_only(
     assert {r["key"] for r in await history_of(api, device_id)} == {"b", "status"}
     assert (await state_of(api, device_id))["state"] == {"a": 1, "b": 2, "status": "online"}
     running = {task.get_name() for task in asyncio.all_tasks()}
-    assert "telemetry-retention" in running
+    assert "history-retention" in running
 
 
 def test_telemetry_retention_is_configurable(tmp_path: Path) -> None:

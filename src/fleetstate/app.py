@@ -1,11 +1,11 @@
 """The service's lifecycle: `start(config)` builds store → broker → HTTP on one exit stack.
 
-Teardown runs in reverse and only for what started: HTTP stops accepting, the broker closes its
-sessions, then the store commits what is queued and closes. Background loops run as named tasks in
-one TaskGroup, so an unexpected crash in any of them ends the service loudly.
+Teardown runs in reverse and only for what started: event streams end, HTTP stops accepting
+(requests in flight get `shutdown_grace_s`), in-flight publishes get the same grace, the broker
+closes its sessions, then the store commits what is queued and closes. Background loops run as
+named tasks in one TaskGroup, so an unexpected crash in any of them ends the service loudly.
 """
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -15,17 +15,22 @@ from pathlib import Path
 
 from aiohttp import web
 
-from fleetstate import commands, desired, devices, telemetry, tenancy, uploads
+from fleetstate import commands, desired, devices, retention, telemetry, tenancy, tls, uploads
 from fleetstate.api.commands import DISPATCHER
 from fleetstate.api.context import Services
+from fleetstate.api.device_api import HTTP_PRESENCE
+from fleetstate.api.observability import METRICS
 from fleetstate.api.server import build_app
 from fleetstate.blobs import open_blob_store
 from fleetstate.bus.embedded import EmbeddedBroker
 from fleetstate.config import Config, split_hostport
 from fleetstate.events import EventHub
 from fleetstate.gateway import Gateway
+from fleetstate.metrics import Metrics, Sources
 from fleetstate.scheduler import Dispatcher
+from fleetstate.shutdown import InFlight
 from fleetstate.store import Store
+from fleetstate.throttle import FailureThrottle
 
 log = logging.getLogger(__name__)
 DATABASE = "fleetstate.db"
@@ -40,6 +45,7 @@ class Service:
     broker: EmbeddedBroker
     telemetry: telemetry.Recorder
     http_url: str
+    """The bound HTTP server: `https://HOST:PORT` with `[tls]`, else `http://HOST:PORT`."""
     mqtt_url: str
     admin_token_file: Path | None
     http_app: web.Application
@@ -51,11 +57,12 @@ class Service:
 
 @contextlib.asynccontextmanager
 async def start(config: Config) -> AsyncIterator[Service]:
+    tenancy.check_admin_token(config.admin_token)  # before anything starts: a plain error
     async with contextlib.AsyncExitStack() as stack:
-        tasks = await stack.enter_async_context(asyncio.TaskGroup())
+        tasks = await stack.enter_async_context(InFlight())
         store = await Store.open(config.data_dir / DATABASE, config.batch_max)
         stack.push_async_callback(store.close)
-        tasks.create_task(store.writer_loop(), name="store-writer")
+        writer = tasks.create_task(store.writer_loop(), name="store-writer")
         # Local blob URLs point at our HTTP server, whose address is known once it is bound.
         public_url = [config.hub_url or ""]
         blobs = await open_blob_store(config.blobs, config.data_dir, lambda: public_url[0])
@@ -63,11 +70,13 @@ async def start(config: Config) -> AsyncIterator[Service]:
         await devices.mark_all_offline(store)
         token_file = await _bootstrap(store, config)
 
-        events = EventHub()
+        events = EventHub(config.limits.events_queue)
         gateway = Gateway(store, tasks, events, config.max_forbidden_publishes)
         broker = EmbeddedBroker(*split_hostport(config.mqtt), gateway)
         mqtt_host, mqtt_port = await broker.start()
         stack.push_async_callback(broker.stop)
+        # Runs after HTTP stopped and the loops were cancelled, before the broker closes.
+        stack.push_async_callback(tasks.settle, config.shutdown_grace_s, {writer})
         gateway.bus = broker
         # Features hook in here: MQTT handlers (gateway.inbound), connect and delivery hooks,
         # and their background loops as named tasks of `tasks`.
@@ -84,13 +93,17 @@ async def start(config: Config) -> AsyncIterator[Service]:
             name="upload-cleanup",
         )
         stack.callback(upload_cleanup.cancel)
-        recorder = telemetry.Recorder(store, events)
+        recorder = telemetry.Recorder(store, events, config.limits)
         gateway.inbound["telemetry"] = recorder.record
-        retention = tasks.create_task(
-            telemetry.retention_loop(store, config.telemetry_retention_days),
-            name="telemetry-retention",
+        pruning = tasks.create_task(
+            retention.retention_loop(
+                store, config.telemetry_retention_days, config.limits.history_retention_days
+            ),
+            name="history-retention",
         )
-        stack.callback(retention.cancel)
+        stack.callback(pruning.cancel)
+        metrics = Metrics(Sources(store, gateway=gateway, events=events, telemetry=recorder))
+        store.on_commit = metrics.observe_commit
 
         app = build_app(
             Services(
@@ -101,11 +114,17 @@ async def start(config: Config) -> AsyncIterator[Service]:
                 blobs=blobs,
                 telemetry=recorder,
                 mqtt_url=f"mqtt://{_url_host(mqtt_host)}:{mqtt_port}",
+                device_throttle=FailureThrottle.from_config(config.throttle),
             )
         )
         app[DISPATCHER] = dispatcher
-        http_host, http_port = await _serve_http(stack, app, config)
-        http_url = f"http://{_url_host(http_host)}:{http_port}"
+        app[METRICS] = metrics
+        # One sweep for the whole fleet turns silent HTTP-only devices offline.
+        presence = tasks.create_task(app[HTTP_PRESENCE].run(), name="http-presence-sweep")
+        stack.callback(presence.cancel)
+        http_url = await _serve_http(stack, app, config)
+        # First on the way out: open event streams end, so HTTP shutdown does not wait on them.
+        stack.callback(events.close)
         public_url[0] = config.hub_url or http_url
         yield Service(
             config=config,
@@ -123,16 +142,22 @@ async def start(config: Config) -> AsyncIterator[Service]:
 
 async def _serve_http(
     stack: contextlib.AsyncExitStack, app: web.Application, config: Config
-) -> tuple[str, int]:
-    # Open event streams never finish on their own: give requests a short grace, not a minute.
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
+) -> str:
+    """Serve `app` on `config.http` (HTTPS with `[tls]`); the bound URL (port 0 resolved)."""
+    # Built before anything listens: unreadable certificate files end the start with a clear error.
+    context = tls.server_context(config.tls) if config.tls.enabled else None
+    # Event streams end first (EventHub.close); other requests get the grace, not a minute.
+    runner = web.AppRunner(
+        app, handle_signals=False, access_log=None, shutdown_timeout=config.shutdown_grace_s
+    )
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
     host, port = split_hostport(config.http)
-    site = web.TCPSite(runner, host, port, reuse_address=True)
+    site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=context)
     await site.start()
     bound = runner.addresses[0]
-    return str(bound[0]), int(bound[1])
+    scheme = "https" if context is not None else "http"
+    return f"{scheme}://{_url_host(str(bound[0]))}:{int(bound[1])}"
 
 
 def _url_host(host: str) -> str:
@@ -145,6 +170,8 @@ async def _bootstrap(store: Store, config: Config) -> Path | None:
     if generated is not None:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as file:
+            os.fchmod(file.fileno(), 0o600)  # an existing file keeps its mode through O_CREAT
             file.write(generated + "\n")
+        log.info("a new operator token was generated into %s", path)
         return path
     return path if path.exists() and not config.admin_token else None

@@ -5,7 +5,7 @@ target covers, in bulk, in the same transaction.
 """
 
 from collections import Counter
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import msgspec
 
@@ -185,6 +185,54 @@ async def delete(store: Store, org_id: str, binding_id: str) -> list[desired.Des
             raise NotFound("binding", binding_id)
         await conn.execute("DELETE FROM bindings WHERE id = ?", (binding_id,))
         devices = await affected_devices(conn, row[0], row[1])
+        return await desired.resolve(conn, org_id, devices)
+
+    return await store.write(job)
+
+
+_TARGET_EXISTS = {
+    "device": "SELECT 1 FROM devices WHERE id = ? AND org_id = ?",
+    "device_group": "SELECT 1 FROM device_groups WHERE id = ? AND org_id = ?",
+    "device_profile": "SELECT 1 FROM profiles WHERE id = ? AND org_id = ? AND kind = 'device'",
+    "sensor_profile": "SELECT 1 FROM profiles WHERE id = ? AND org_id = ? AND kind = 'sensor'",
+}
+
+
+async def _target_exists(conn: Connection, org_id: str, target_type: str, target_id: str) -> bool:
+    if target_type == "component":
+        device_id, _, name = target_id.partition("/")
+        row = await _one(
+            conn,
+            "SELECT 1 FROM components c JOIN devices d ON d.id = c.device_id"
+            " WHERE d.id = ? AND d.org_id = ? AND c.name = ?",
+            (device_id, org_id, name),
+        )
+    else:
+        row = await _one(conn, _TARGET_EXISTS[target_type], (target_id, org_id))
+    return row is not None
+
+
+async def delete_target(
+    store: Store, org_id: str, target_type: str, target_id: str
+) -> list[desired.DesiredChange]:
+    """Delete every binding of one target of the organization, in one transaction. NotFound
+    when the organization has neither such a target nor bindings of it (another org's target
+    included); a target of its own without bindings is nothing to do."""
+    if target_type not in get_args(TargetType):
+        raise Invalid(f"target_type must be one of {', '.join(get_args(TargetType))}")
+
+    async def job(conn: Connection) -> list[desired.DesiredChange]:
+        async with conn.execute(
+            "SELECT id FROM bindings WHERE org_id = ? AND target_type = ? AND target_id = ?",
+            (org_id, target_type, target_id),
+        ) as cur:
+            found = [str(r[0]) async for r in cur]
+        if not found:
+            if not await _target_exists(conn, org_id, target_type, target_id):
+                raise NotFound(target_type.replace("_", " "), target_id)
+            return []
+        await conn.executemany("DELETE FROM bindings WHERE id = ?", [(i,) for i in found])
+        devices = await affected_devices(conn, target_type, target_id)
         return await desired.resolve(conn, org_id, devices)
 
     return await store.write(job)

@@ -3,14 +3,13 @@ Argument parsing only."""
 
 import argparse
 import asyncio
-import logging
 import os
 import signal
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-from fleetstate import app, config, tenancy
+from fleetstate import app, config, logs, tenancy
 from fleetstate.errors import FleetstateError, Invalid
 from fleetstate.simulator import EXTRA_HINT
 from fleetstate.simulator import options as simulation
@@ -81,12 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         settings = config.load(args.config, overrides)
-        logging.basicConfig(
-            level=settings.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        )
-        for noisy in ("amqtt", "transitions"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
+        logs.configure(settings.log_level, settings.log)
         if args.command == "serve":
             asyncio.run(_serve(settings))
         else:
@@ -141,7 +135,8 @@ async def _serve(settings: config.Config) -> None:
         async with app.start(settings) as service:
             if service.admin_token_file is not None:
                 print(f"admin token in {service.admin_token_file}", flush=True)
-            print(f"http listening on {service.http_url}", flush=True)
+            scheme = service.http_url.partition(":")[0]  # "https" with [tls]
+            print(f"{scheme} listening on {service.http_url}", flush=True)
             print(f"mqtt listening on {service.mqtt_url}", flush=True)
             await stop.wait()
     finally:

@@ -10,7 +10,14 @@ from typing import Annotated, Any
 import msgspec
 
 from fleetstate.blobs import BlobConfig
+from fleetstate.dumps import DumpConfig
 from fleetstate.errors import Invalid
+from fleetstate.http_presence import PresenceConfig
+from fleetstate.limits import Limits
+from fleetstate.logs import LogConfig
+from fleetstate.metrics import MetricsConfig
+from fleetstate.sessions import WebConfig
+from fleetstate.throttle import ThrottleConfig
 from fleetstate.tls import TlsConfig
 from fleetstate.uploads import UploadConfig
 
@@ -45,6 +52,23 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     uploads: UploadConfig = UploadConfig()
     tls: TlsConfig = TlsConfig()
     """The `[tls]` table: HTTPS and MQTT over TLS (SPEC section 8)."""
+    web: WebConfig = WebConfig()
+    """The `[web]` table: how long a web app session lasts."""
+    throttle: ThrottleConfig = ThrottleConfig()
+    """The `[throttle]` table: how failed authentications are throttled (SPEC section 8)."""
+    limits: Limits = Limits()
+    """The `[limits]` table: what one device or client may cost (telemetry keys, rate, history
+    retention, SSE queue)."""
+    log: LogConfig = LogConfig()
+    """The `[log]` table: text or JSON lines, and the HTTP access log."""
+    metrics: MetricsConfig = MetricsConfig()
+    """The `[metrics]` table: who may read `/metrics`."""
+    shutdown_grace_s: Annotated[float, msgspec.Meta(ge=0)] = 5.0
+    """On SIGTERM, in-flight requests and publishes get this long; then they are cancelled."""
+    dumps: DumpConfig = DumpConfig()
+    """The `[dumps]` table: how large a device's dump may grow."""
+    presence: PresenceConfig = PresenceConfig()
+    """The `[presence]` table: when a device that only talks HTTP counts as offline."""
     mqtt_explicit: bool = False
     """Set when `mqtt` was given explicitly (flag, file or env): keeps plain MQTT on beside TLS."""
     """The `[uploads]` table: limits of the upload-URL flow and the removal of expired uploads."""

@@ -6,6 +6,12 @@ value. Device access keys are always generated, so stretching adds nothing again
 2^256 space while a high cost would make a reconnect storm of 10,000 devices cost minutes of CPU:
 they use a low cost. Verification runs in a worker thread, off the event loop, and a successful
 one is remembered (keyed by the stored hash, so a rotated key misses at once).
+
+What is remembered must not make guessing cheaper: a secret that does not match the remembered
+one is checked with scrypt again, so a wrong guess costs a full scrypt whether or not the right
+secret was seen before (only the right one is fast). The remembered value is an HMAC under a
+key made at process start, never a plain hash: memory holds nothing that could be looked up or
+cracked without that key, and nothing that matches between processes.
 """
 
 import asyncio
@@ -61,12 +67,21 @@ class Verifier:
     def __init__(self, max_entries: int = 100_000) -> None:
         self._matched: dict[str, bytes] = {}
         self._max_entries = max_entries
+        self._key = secrets.token_bytes(32)
+        self.scrypt_checks = 0
+        """Verifications that ran scrypt (for metrics: cache misses and wrong secrets)."""
+
+    def _fingerprint(self, secret: str, stored: str) -> bytes:
+        message = stored.encode() + b"\0" + secret.encode()
+        return hmac.new(self._key, message, hashlib.sha256).digest()
 
     async def verify(self, secret: str, stored: str) -> bool:
-        fingerprint = hashlib.sha256(secret.encode()).digest()
+        fingerprint = self._fingerprint(secret, stored)
         remembered = self._matched.get(stored)
-        if remembered is not None:
-            return hmac.compare_digest(remembered, fingerprint)
+        if remembered is not None and hmac.compare_digest(remembered, fingerprint):
+            return True
+        # Not remembered, or not the remembered secret: a mismatch costs what it always did.
+        self.scrypt_checks += 1
         ok = await asyncio.to_thread(verify_secret_sync, secret, stored)
         if ok:
             if len(self._matched) >= self._max_entries:

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from fleetstate import credentials, desired
+from fleetstate import audit, credentials, desired
 from fleetstate.clock import now_text
 from fleetstate.errors import Conflict, Invalid, NotFound
 from fleetstate.ids import new_id
@@ -185,6 +185,12 @@ async def delete(store: Store, org_id: str, device_id: str) -> None:
             " OR (target_type = 'component' AND target_id LIKE ? ESCAPE '\\')",
             (device_id, _like_prefix(device_id) + "/%"),
         )
+        # A hardware key's limit counts the devices registered with it: this one frees its slot.
+        await conn.execute(
+            "UPDATE hardware_keys SET used = max(used - 1, 0) WHERE id ="
+            " (SELECT hardware_key_id FROM device_details WHERE device_id = ?)",
+            (device_id,),
+        )
         await conn.execute("DELETE FROM devices WHERE id = ?", (device_id,))
 
     await store.write(job)
@@ -194,13 +200,22 @@ def _like_prefix(text: str) -> str:
     return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
-async def rotate_key(store: Store, org_id: str, device_id: str) -> str:
+async def rotate_key(
+    store: Store,
+    org_id: str,
+    device_id: str,
+    action: str = audit.KEY_ROTATED,
+    detail: dict[str, Any] | None = None,
+) -> str:
+    """A new access key; the old one fails from now on. Recorded in the device's audit trail.
+    The caller also ends the device's MQTT session (the old key proved it)."""
     access_key = credentials.new_secret()
     key_hash = await _hash_key(access_key)
 
     async def job(conn: Connection) -> None:
         await _require_device(conn, org_id, device_id)
         await conn.execute("UPDATE devices SET key_hash = ? WHERE id = ?", (key_hash, device_id))
+        await audit.record(conn, device_id, action, detail or {"by": "operator"})
 
     await store.write(job)
     return access_key
@@ -315,19 +330,47 @@ async def key_hash(store: Store, device_id: str) -> str | None:
 
 
 def presence_job(device_id: str, *, online: bool) -> "WriteJob[dict[str, Any] | None]":
-    """A write recording a connect or disconnect, timestamped when the broker reported it.
-    Returns the presence event (with the device's organization), None for an unknown device."""
+    """A write recording an MQTT connect or disconnect, timestamped when the broker reported it.
+    Returns the presence event (with the device's organization), None for an unknown device.
+    `online` in the event is the device's presence from both sources: a device still calling
+    over HTTP stays online when its MQTT session ends."""
     seen = now_text()
 
     async def job(conn: Connection) -> dict[str, Any] | None:
         async with conn.execute(
-            "UPDATE devices SET online = ?, last_seen = ? WHERE id = ? RETURNING org_id",
-            (int(online), seen, device_id),
+            "UPDATE devices SET mqtt_online = ?, online = (? OR http_online), last_seen = ?"
+            " WHERE id = ? RETURNING org_id, online",
+            (int(online), int(online), seen, device_id),
         ) as cur:
             row = await cur.fetchone()
         if row is None:
             return None
-        return {"org_id": row[0], "device_id": device_id, "online": online, "last_seen": seen}
+        return {"org_id": row[0], "device_id": device_id, "online": bool(row[1]), "last_seen": seen}
+
+    return job
+
+
+def http_presence_job(device_ids: list[str], *, online: bool) -> "WriteJob[list[dict[str, Any]]]":
+    """A write recording that devices started or stopped calling over HTTP. Returns a presence
+    event for each device whose overall presence changed (an MQTT session keeps it online)."""
+    seen = now_text()
+
+    async def job(conn: Connection) -> list[dict[str, Any]]:
+        changed: list[dict[str, Any]] = []
+        for part in desired.chunks(device_ids):
+            async with conn.execute(
+                "UPDATE devices SET http_online = ?, online = (? OR mqtt_online)"
+                f" WHERE id IN ({desired.marks(part)}) AND http_online != ?"
+                " RETURNING id, org_id, online, mqtt_online",
+                (int(online), int(online), *part, int(online)),
+            ) as cur:
+                rows = await cur.fetchall()
+            changed += [
+                {"org_id": r[1], "device_id": r[0], "online": bool(r[2]), "last_seen": seen}
+                for r in rows
+                if not r[3]  # an MQTT session held the device online all along
+            ]
+        return changed
 
     return job
 
@@ -336,7 +379,10 @@ async def mark_all_offline(store: Store) -> None:
     """At start nobody is connected yet, whatever the database said when we stopped."""
 
     async def job(conn: Connection) -> None:
-        await conn.execute("UPDATE devices SET online = 0 WHERE online = 1")
+        await conn.execute(
+            "UPDATE devices SET online = 0, mqtt_online = 0, http_online = 0"
+            " WHERE online = 1 OR mqtt_online = 1 OR http_online = 1"
+        )
 
     await store.write(job)
 

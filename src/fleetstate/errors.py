@@ -60,3 +60,9 @@ class StoreClosed(FleetstateError):
 
 class Forbidden(FleetstateError):
     code = "forbidden"
+
+
+class RateLimited(FleetstateError):
+    """More messages than a configured rate allows; the excess is dropped (HTTP 429)."""
+
+    code = "rate_limited"

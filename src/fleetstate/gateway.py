@@ -58,6 +58,8 @@ class Gateway:
         self._forbidden: Counter[str] = Counter()
         self.bus: Bus | None = None
         self.forbidden_total = 0
+        self.messages_in: Counter[str] = Counter()
+        """Messages received per subtopic (read by /metrics)."""
         self.inbound: dict[str, InboundHandler] = {"reported": self._reported}
         self.on_connect: list[ConnectHook] = []
         self.on_subscribe: list[SubscribeHook] = []
@@ -124,6 +126,7 @@ class Gateway:
             self._spawn(self.bus.disconnect(device_id), f"disconnect:{device_id}")
 
     async def message(self, device_id: str, subtopic: str, payload: bytes) -> bool:
+        self.messages_in[subtopic] += 1
         topic = device_topic(device_id, subtopic)
         if len(payload) > MAX_PAYLOAD:
             self.reject(

@@ -16,7 +16,7 @@ from fleetstate.errors import Invalid, NotFound
 from fleetstate.ids import new_id
 from fleetstate.store import Connection, Store
 
-_LICENSE_COLUMNS = "id, device_id, data, action, expires_at"
+_LICENSE_COLUMNS = "id, device_id, data, signature, action, expires_at"
 _OPERATOR_COLUMNS = f"{_LICENSE_COLUMNS}, state, error, created_at, updated_at"
 
 
@@ -27,6 +27,21 @@ class NewLicense(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     action: Literal["add", "remove", "update"] = "add"
     data: Annotated[str, msgspec.Meta(max_length=65536)] | None = None
     id: str | None = None
+    expires_at: str | None = None
+    signature: Annotated[str, msgspec.Meta(max_length=8192)] | None = None
+    """A signature of `data` the device can verify (Xyte's licenses carry one)."""
+
+
+class DeviceLicense(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """What the device reads (Xyte's Get Licenses): the action as `add`/`remove`/`update: true`."""
+
+    id: str
+    device_id: str
+    data: str
+    signature: str | None = None
+    add: bool = False
+    remove: bool = False
+    update: bool = False
     expires_at: str | None = None
 
 
@@ -71,16 +86,17 @@ async def offer(store: Store, org_id: str, device_id: str, new: NewLicense) -> d
         now = now_text()
         if new.id is None:
             await conn.execute(
-                "INSERT INTO licenses (id, device_id, data, action, expires_at, created_at,"
-                " updated_at) VALUES (?, ?, ?, 'add', ?, ?, ?)",
-                (license_id, device_id, new.data, expires_at, now, now),
+                "INSERT INTO licenses (id, device_id, data, signature, action, expires_at,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, 'add', ?, ?, ?)",
+                (license_id, device_id, new.data, new.signature, expires_at, now, now),
             )
             return
         async with conn.execute(
             "UPDATE licenses SET action = ?, data = coalesce(?, data),"
-            " expires_at = coalesce(?, expires_at), state = NULL, error = NULL, updated_at = ?"
+            " signature = coalesce(?, signature), expires_at = coalesce(?, expires_at),"
+            " state = NULL, error = NULL, updated_at = ?"
             " WHERE id = ? AND device_id = ? RETURNING id",
-            (new.action, new.data, expires_at, now, license_id, device_id),
+            (new.action, new.data, new.signature, expires_at, now, license_id, device_id),
         ) as cur:
             if await cur.fetchone() is None:
                 raise NotFound("license", license_id)
@@ -101,14 +117,25 @@ async def list_for_operator(store: Store, org_id: str, device_id: str) -> list[d
     return [dict(r) for r in rows]
 
 
-async def pending(store: Store, device_id: str) -> list[dict[str, Any]]:
-    """Device: the licenses whose latest action it has not answered yet."""
+async def pending(store: Store, device_id: str) -> list[DeviceLicense]:
+    """Device: the licenses whose latest action it has not answered yet. Answering each (inuse,
+    removed, error) is what turns `new_licenses` false."""
     rows = await store.fetchall(
         f"SELECT {_LICENSE_COLUMNS} FROM licenses WHERE device_id = ? AND state IS NULL"
         " ORDER BY id",
         (device_id,),
     )
-    return [dict(r) for r in rows]
+    return [
+        DeviceLicense(
+            id=r["id"],
+            device_id=r["device_id"],
+            data=r["data"],
+            signature=r["signature"],
+            expires_at=r["expires_at"],
+            **{r["action"]: True},
+        )
+        for r in rows
+    ]
 
 
 async def answer(store: Store, device_id: str, given: LicenseAnswer) -> dict[str, Any]:

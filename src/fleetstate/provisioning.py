@@ -1,8 +1,9 @@
 """Provisioning: hardware keys, device self-registration, and what a device says about itself.
 
 A hardware key is created by an operator for one device profile, optionally limited to a number
-of registrations, and revocable. A device registers with it (SPEC section 4) and gets its own id
-and access key; the key decides organization and profile.
+of devices, and revocable. A device registers with it (SPEC section 4) and gets its own id and
+access key; the key decides organization and profile. Registering again with the same key and sn
+(a Xyte device does after any 401: it wiped its state) gives that device a new access key.
 """
 
 import asyncio
@@ -10,7 +11,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from fleetstate import credentials, devices, reports
+from fleetstate import audit, credentials, devices, reports
 from fleetstate.clock import now_text
 from fleetstate.desired import DesiredChange
 from fleetstate.errors import Conflict, Invalid, NotFound, Unauthorized
@@ -33,6 +34,8 @@ class NewHardwareKey(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
 
 
 class Registration(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Xyte's Register Device body (`parent_id`, for application devices, is not modelled)."""
+
     hardware_key: str
     sn: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
     firmware_version: Text
@@ -40,21 +43,37 @@ class Registration(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     cloud_id: Text | None = None
     name: Text | None = None
     details: dict[str, Any] | None = None
+    sub_model: Text | None = None
 
 
 class Registered(msgspec.Struct, frozen=True, kw_only=True):
     device_id: str
     access_key: str
     changes: list[DesiredChange]
+    org_id: str = ""
+    again: bool = False
+    """True for a re-registration: an existing device got a new access key."""
 
 
 class DeviceUpdate(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """`PUT /v1/devices/{id}`: `config_version` acknowledges that a desired version was applied."""
+    """`PUT /v1/devices/{id}`: `config_version` acknowledges that a desired version was applied
+    (Xyte documents it as a string; a number is taken too)."""
 
     firmware_version: Text | None = None
     name: Text | None = None
     details: dict[str, Any] | None = None
-    config_version: int | None = None
+    config_version: int | Annotated[str, msgspec.Meta(max_length=20)] | None = None
+    sub_model: Text | None = None
+    host_address: Text | None = None
+
+
+def version_number(value: int | str | None) -> int | None:
+    """A config version given as a number or a numeric string (Xyte sends either)."""
+    if value is None or isinstance(value, int):
+        return value
+    if not value.strip().isdigit():
+        raise Invalid(f"config_version must be a whole number, got {value!r}")
+    return int(value)
 
 
 # -- hardware keys -------------------------------------------------------------------------------
@@ -138,7 +157,8 @@ async def _verified_key_id(store: Store, verifier: credentials.Verifier, hardwar
 
 
 async def register(store: Store, verifier: credentials.Verifier, reg: Registration) -> Registered:
-    """Create the device through `devices.create` (so its desired document exists).
+    """Create the device through `devices.create` (so its desired document exists), or give the
+    device already registered with this key and sn a new access key.
 
     A registration slot is claimed first and given back if the device was not created, so two
     registrations racing for the last slot never both succeed; a crash or cancellation between
@@ -147,7 +167,9 @@ async def register(store: Store, verifier: credentials.Verifier, reg: Registrati
     if not reg.sn.strip():
         raise Invalid("sn must not be empty")
     key_id = await _verified_key_id(store, verifier, reg.hardware_key)
-    org_id, profile_id = await store.write(_claim_job(key_id, reg.sn))
+    org_id, profile_id, existing = await store.write(_claim_job(key_id, reg.sn))
+    if existing is not None:
+        return await _register_again(store, org_id, existing, key_id, reg)
     new = devices.NewDevice(name=reg.name or reg.sn, profile_id=profile_id, serial=reg.sn)
     try:
         created = await devices.create(store, org_id, new)
@@ -156,35 +178,69 @@ async def register(store: Store, verifier: credentials.Verifier, reg: Registrati
         raise
     await store.write(_details_job(created.device_id, key_id, reg))
     return Registered(
-        device_id=created.device_id, access_key=created.access_key, changes=created.changes
+        device_id=created.device_id,
+        access_key=created.access_key,
+        changes=created.changes,
+        org_id=org_id,
     )
 
 
-def _claim_job(key_id: str, sn: str) -> WriteJob[tuple[str, str]]:
-    async def job(conn: Connection) -> tuple[str, str]:
+async def _register_again(
+    store: Store, org_id: str, device_id: str, key_id: str, reg: Registration
+) -> Registered:
+    """The key rotation operators use (the caller ends the MQTT session as REST does), with the
+    registration's facts; the audit trail says why."""
+    detail = {"sn": reg.sn, "hardware_key_id": key_id, "firmware_version": reg.firmware_version}
+    access_key = await devices.rotate_key(
+        store, org_id, device_id, action=audit.REREGISTERED, detail=detail
+    )
+    await store.write(_details_job(device_id, key_id, reg))
+    return Registered(
+        device_id=device_id, access_key=access_key, changes=[], org_id=org_id, again=True
+    )
+
+
+def _claim_job(key_id: str, sn: str) -> WriteJob[tuple[str, str, str | None]]:
+    """(org, profile, the device this key registered with this sn before, if any); a slot is
+    claimed only for a new device."""
+
+    async def job(conn: Connection) -> tuple[str, str, str | None]:
         async with conn.execute(
             "SELECT org_id, profile_id, revoked_at, device_limit, used FROM hardware_keys"
             " WHERE id = ?",
             (key_id,),
         ) as cur:
             row = await cur.fetchone()
-        if row is None or row[2] is not None or (row[3] is not None and row[4] >= row[3]):
+        if row is None or row[2] is not None:
             raise Unauthorized(NOT_AUTHORIZED)
-        await _check_serial_free(conn, str(row[1]), sn)
+        existing = await _registered_before(conn, key_id, str(row[1]), sn)
+        if existing is not None:
+            return str(row[0]), str(row[1]), existing
+        if row[3] is not None and row[4] >= row[3]:
+            raise Unauthorized(NOT_AUTHORIZED)
         await conn.execute("UPDATE hardware_keys SET used = used + 1 WHERE id = ?", (key_id,))
-        return str(row[0]), str(row[1])
+        return str(row[0]), str(row[1]), None
 
     return job
 
 
-async def _check_serial_free(conn: Connection, profile_id: str, sn: str) -> None:
-    """Checked before claiming a slot, so a duplicate never even briefly takes one
-    (devices.create checks again, atomically)."""
+async def _registered_before(conn: Connection, key_id: str, profile_id: str, sn: str) -> str | None:
+    """The device with this sn in the profile if this key registered it; 409 for one it did not
+    (created by an operator, or with another key): a hardware key cannot take over those.
+    Checked before claiming a slot, so a duplicate never even briefly takes one (devices.create
+    checks again, atomically)."""
     async with conn.execute(
-        "SELECT 1 FROM devices WHERE profile_id = ? AND serial = ?", (profile_id, sn)
+        "SELECT d.id, dd.hardware_key_id FROM devices d"
+        " LEFT JOIN device_details dd ON dd.device_id = d.id"
+        " WHERE d.profile_id = ? AND d.serial = ?",
+        (profile_id, sn),
     ) as cur:
-        if await cur.fetchone():
-            raise Conflict(f"a device with sn {sn!r} is already registered for this profile")
+        found = await cur.fetchone()
+    if found is None:
+        return None
+    if found[1] != key_id:
+        raise Conflict(f"a device with sn {sn!r} is already registered for this profile")
+    return str(found[0])
 
 
 def _release_job(key_id: str) -> WriteJob[None]:
@@ -199,8 +255,12 @@ def _details_job(device_id: str, key_id: str, reg: Registration) -> WriteJob[Non
         now = now_text()
         await conn.execute(
             "INSERT INTO device_details (device_id, hardware_key_id, mac, cloud_id, details,"
-            " registered_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (device_id, key_id, reg.mac, reg.cloud_id, _json(reg.details), now, now),
+            " sub_model, registered_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (device_id) DO UPDATE SET mac = excluded.mac,"
+            " cloud_id = excluded.cloud_id, details = coalesce(excluded.details, details),"
+            " sub_model = coalesce(excluded.sub_model, sub_model),"
+            " registered_at = excluded.registered_at, updated_at = excluded.updated_at",
+            (device_id, key_id, reg.mac, reg.cloud_id, _json(reg.details), reg.sub_model, now, now),
         )
         await conn.execute(
             "UPDATE devices SET firmware_version = ? WHERE id = ?",
@@ -223,14 +283,15 @@ async def update_device(
     """Apply `PUT /v1/devices/{id}` in one job; the report outcome when config_version was set."""
     if update.name is not None and not update.name.strip():
         raise Invalid("name must not be empty")
+    config_version = version_number(update.config_version)
 
     async def job(conn: Connection) -> reports.Outcome | None:
         async with conn.execute("SELECT 1 FROM devices WHERE id = ?", (device_id,)) as cur:
             if await cur.fetchone() is None:
                 raise NotFound("device", device_id)
         outcome = None
-        if update.config_version is not None:
-            outcome = await _acknowledge(conn, device_id, update.config_version)
+        if config_version is not None:
+            outcome = await _acknowledge(conn, device_id, config_version)
         await _set_device_fields(conn, device_id, update)
         return outcome
 
@@ -258,31 +319,14 @@ async def _set_device_fields(conn: Connection, device_id: str, update: DeviceUpd
     for column, value in (("firmware_version", update.firmware_version), ("name", update.name)):
         if value is not None:
             await conn.execute(f"UPDATE devices SET {column} = ? WHERE id = ?", (value, device_id))
-    if update.details is not None:
+    facts = {"details": _json(update.details), "sub_model": update.sub_model}
+    facts["host_address"] = update.host_address
+    for column, value in facts.items():
+        if value is None:
+            continue
         await conn.execute(
-            "INSERT INTO device_details (device_id, details, updated_at) VALUES (?, ?, ?)"
-            " ON CONFLICT (device_id) DO UPDATE SET details = excluded.details,"
+            f"INSERT INTO device_details (device_id, {column}, updated_at) VALUES (?, ?, ?)"
+            f" ON CONFLICT (device_id) DO UPDATE SET {column} = excluded.{column},"
             " updated_at = excluded.updated_at",
-            (device_id, _json(update.details), now_text()),
+            (device_id, value, now_text()),
         )
-
-
-# -- what the device fetches ---------------------------------------------------------------------
-
-
-async def device_config(store: Store, device_id: str) -> dict[str, Any]:
-    """`GET /v1/devices/{id}/config`: the current desired document with the device's name."""
-    row = await store.fetchone(
-        "SELECT d.name, dd.version, dd.issued_at, dd.document FROM devices d"
-        " JOIN desired_documents dd ON dd.device_id = d.id WHERE d.id = ?",
-        (device_id,),
-    )
-    if row is None:
-        raise NotFound("device", device_id)
-    return {
-        "device_id": device_id,
-        "name": row[0],
-        "version": row[1],
-        "last_updated": row[2],
-        "config": msgspec.Raw(bytes(row[3])),
-    }

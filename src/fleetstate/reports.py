@@ -5,13 +5,14 @@ differs from the desired one turns ACCEPTED into FAILED with a message saying so
 older version is kept as history only; one for a version that never existed is refused.
 """
 
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
 from fleetstate import commands
 from fleetstate.clock import now_text
 from fleetstate.errors import Invalid, NotFound
+from fleetstate.pagination import Page, page_of
 from fleetstate.store import Connection, Store
 
 Status = Literal["IN_PROGRESS", "ACCEPTED", "REJECTED", "FAILED"]
@@ -165,10 +166,21 @@ async def _store_current(
     )
 
 
-async def history(store: Store, device_id: str, limit: int = 100) -> list[dict[str, object]]:
+async def history(store: Store, device_id: str, page: Page) -> dict[str, Any]:
+    """The device's reports, newest first, a page at a time (`limit` at most 1,000: each may be
+    up to 256 KiB). Older than `[limits] history_retention_days` they are gone."""
+    where, params = "device_id = ?", list[Any]([device_id])
+    if page.cursor is not None:
+        if not page.cursor.isdigit():
+            raise Invalid("malformed cursor")
+        where, params = where + " AND id < ?", [*params, int(page.cursor)]
     rows = await store.fetchall(
-        "SELECT version, status, current, received_at, payload FROM report_history"
-        " WHERE device_id = ? ORDER BY id DESC LIMIT ?",
-        (device_id, limit),
+        "SELECT id, version, status, current, received_at, payload FROM report_history"
+        f" WHERE {where} ORDER BY id DESC LIMIT ?",
+        [*params, page.limit + 1],
     )
-    return [{**dict(r), "current": bool(r["current"])} for r in rows]
+    items = [{**dict(r), "id": str(r["id"]), "current": bool(r["current"])} for r in rows]
+    listed = page_of(items, page)
+    for item in listed["items"]:
+        del item["id"]
+    return listed

@@ -4,21 +4,29 @@
 Each message is one job of the store's group-commit writer: it merges the message into the
 device's state row and appends one history row per key in the same transaction, so a storm of
 messages costs a few commits, not one each. History rows older than the retention are pruned by
-`retention_loop`.
+`fleetstate.retention`.
+
+One device cannot make the service grow without bound (`fleetstate.limits`): a message has at
+most `telemetry_keys_per_message` keys, a device's state at most `telemetry_keys_per_device`, a
+timestamp may not lie in the future, and messages beyond `telemetry_rate_per_device` are dropped
+before they cost a decode, told with `rate_limited`.
 """
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import msgspec
 
-from fleetstate import commands, desired, files, licenses
+from fleetstate import commands, desired, files, licenses, retention
 from fleetstate.clock import now_text, rfc3339, utcnow
-from fleetstate.errors import Invalid, NotFound, TooLarge
+from fleetstate.errors import FleetstateError, Invalid, NotFound, RateLimited, TooLarge
 from fleetstate.events import EventHub
+from fleetstate.limits import Limits, RateLimiter
+from fleetstate.logs import device_context
 from fleetstate.pagination import Page, page_of
 from fleetstate.store import Connection, Store, WriteJob
 
@@ -27,9 +35,11 @@ log = logging.getLogger(__name__)
 MAX_BODY = 128 * 1024
 MAX_STRING = 1000
 """Longest string value, key or message, in UTF-8 bytes."""
-RETENTION_INTERVAL_S = 3600.0
-_PURGE_CHUNK = 5000
 _FIRST_YEAR = 1970
+TELL_EVERY_S = 1.0
+"""A device over its rate hears `rate_limited` at most this often over MQTT: each excess
+message answered would double what a flooding device costs."""
+_DEFAULTS = Limits()
 
 Value = int | float | bool | str | None
 
@@ -37,7 +47,8 @@ Value = int | float | bool | str | None
 class Telemetry(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     status: Literal["online", "offline", "error"]
     timestamp: str | float | None = None
-    """RFC 3339 with a time zone, or seconds since the epoch; server time when absent."""
+    """ISO 8601 with a time zone, or seconds or milliseconds since the epoch; server time when
+    absent."""
     telemetries: dict[str, Value] = {}
     override: bool = False
     """True: the message replaces the whole state instead of merging into it."""
@@ -49,11 +60,14 @@ _state_decoder = msgspec.json.Decoder(dict[str, Any])
 _encoder = msgspec.json.Encoder()
 
 
-def decode(payload: bytes) -> Telemetry:
+def decode(payload: bytes, limits: Limits = _DEFAULTS) -> Telemetry:
     """Raises TooLarge, Invalid, or msgspec's DecodeError / ValidationError for bad input."""
     if len(payload) > MAX_BODY:
         raise TooLarge(f"telemetry is {len(payload)} bytes; at most {MAX_BODY}")
     message = _decoder.decode(payload)
+    most = limits.telemetry_keys_per_message
+    if len(message.telemetries) > most:
+        raise TooLarge(f"telemetry has {len(message.telemetries)} keys; at most {most} a message")
     for key, value in message.telemetries.items():
         if not key:
             raise Invalid("telemetry keys must not be empty")
@@ -71,21 +85,41 @@ def _check_length(what: str, text: str) -> None:
         raise Invalid(f"{what} is {size} bytes; strings are at most {MAX_STRING} bytes")
 
 
-def timestamp_of(value: str | float | None) -> str:
+_EPOCH_MS_FROM = 1e11
+"""Epoch numbers from here on are milliseconds (1e11 s is the year 5138; 1e11 ms is 1973)."""
+
+
+def timestamp_of(value: str | float | None, future_s: float = _DEFAULTS.telemetry_future_s) -> str:
+    """The stored form of a message's time, from Xyte's forms: ISO 8601 with a zone
+    (`2021-08-04T07:45:44.122Z`), or epoch seconds or milliseconds, as a number or a numeric
+    string. A time more than `future_s` ahead is refused, not clamped: it would outlive every
+    retention, and a clamped one would misdate the reading."""
     if value is None:
         return now_text()
     try:
-        if isinstance(value, str):
+        if isinstance(value, str) and not value.strip().replace(".", "", 1).isdigit():
             moment = datetime.fromisoformat(value)
         else:
-            moment = datetime.fromtimestamp(value, UTC)
+            seconds = float(value)
+            if seconds >= _EPOCH_MS_FROM:
+                seconds /= 1000
+            moment = datetime.fromtimestamp(seconds, UTC)
     except (ValueError, OverflowError, OSError) as exc:
-        raise Invalid(f"timestamp {value!r}: use RFC 3339 or seconds since the epoch") from exc
+        raise Invalid(
+            f"timestamp {value!r}: use ISO 8601 with a zone, or seconds or milliseconds since"
+            " the epoch"
+        ) from exc
     if moment.tzinfo is None:
         raise Invalid(f"timestamp {value!r} has no time zone; e.g. 2026-01-31T12:00:00Z")
     if moment.astimezone(UTC).year < _FIRST_YEAR:
         # Stored times compare as text, which holds only for four-digit years.
         raise Invalid(f"timestamp {value!r} is before {_FIRST_YEAR}")
+    ahead = (moment - utcnow()).total_seconds()
+    if ahead > future_s:
+        raise Invalid(
+            f"timestamp {value!r} is {ahead:.0f} s in the future; at most {future_s:.0f} s"
+            " ahead of the server's clock (is the device's clock set?)"
+        )
     return rfc3339(moment)
 
 
@@ -122,19 +156,53 @@ class Recorder:
     telemetry load (docs/benchmarks.md). Each caller still returns only once its own message
     is committed, and a message for a device that is gone fails alone."""
 
-    def __init__(self, store: Store, events: EventHub) -> None:
-        self._store, self._events = store, events
+    def __init__(self, store: Store, events: EventHub, limits: Limits = _DEFAULTS) -> None:
+        self._store, self._events, self._limits = store, events, limits
         self._pending: list[_Entry] = []
+        self._rate = RateLimiter(limits.telemetry_rate_per_device, limits.telemetry_burst)
+        self._told: dict[str, float] = {}
+        self.rate_limited_total = 0
+        """Messages dropped for coming faster than `telemetry_rate_per_device` (acknowledged)."""
 
     async def record(self, device_id: str, payload: bytes) -> None:
-        """Returns after the message committed, then tells the organization's subscribers."""
+        """Returns after the message committed, then tells the organization's subscribers.
+        A message over the device's rate is dropped: RateLimited now and then, so the device
+        hears why, and quietly in between."""
+        if self._over_rate(device_id):
+            if self._tell(device_id):
+                raise self._refusal()
+            return
         await self._add(device_id, payload, None)
 
     async def record_and_answer(self, device_id: str, payload: bytes) -> "Answer":
         """`record`, and what the device should look at next, read in the same transaction:
-        the HTTP answer costs no read of its own."""
+        the HTTP answer costs no read of its own. Every message over the rate is refused."""
+        if self._over_rate(device_id):
+            raise self._refusal()
         found: Answer = await self._add(device_id, payload, answer)
         return found
+
+    def _over_rate(self, device_id: str) -> bool:
+        if self._rate.allow(device_id):
+            return False
+        self.rate_limited_total += 1
+        return True
+
+    def _refusal(self) -> RateLimited:
+        rate = self._limits.telemetry_rate_per_device
+        return RateLimited(
+            f"over the telemetry rate of {rate:g} messages a second"
+            " (telemetry_rate_per_device); this message was dropped"
+        )
+
+    def _tell(self, device_id: str) -> bool:
+        now = time.monotonic()
+        if now - self._told.get(device_id, -TELL_EVERY_S) < TELL_EVERY_S:
+            return False
+        if len(self._told) > 4096:  # forget devices told long ago: bounded, and loses nothing
+            self._told = {d: t for d, t in self._told.items() if now - t < TELL_EVERY_S}
+        self._told[device_id] = now
+        return True
 
     def _add(
         self,
@@ -142,11 +210,12 @@ class Recorder:
         payload: bytes,
         then: "Callable[[Connection, str], Awaitable[Any]] | None",
     ) -> "asyncio.Future[Any]":
-        message = decode(payload)
+        device_context(device_id)
+        message = decode(payload, self._limits)
         entry = _Entry(
             device_id=device_id,
             message=message,
-            moment=timestamp_of(message.timestamp),
+            moment=timestamp_of(message.timestamp, self._limits.telemetry_future_s),
             # Status is injected into the telemetries: part of the state and of the history.
             values={**message.telemetries, "status": message.status},
             then=then,
@@ -164,7 +233,8 @@ class Recorder:
     def _take(self, taken: list[list[_Entry]]) -> "WriteJob[list[tuple[str | None, Any]]]":
         batch, self._pending = self._pending, []
         taken.append(batch)
-        return lambda conn: _write(conn, batch)
+        most = self._limits.telemetry_keys_per_device
+        return lambda conn: _write(conn, batch, most)
 
     def _settle(
         self, taken: list[list[_Entry]], written: "asyncio.Future[list[tuple[str | None, Any]]]"
@@ -191,17 +261,26 @@ class Recorder:
             )
 
 
-async def _write(conn: Connection, batch: list[_Entry]) -> list[tuple[str | None, Any]]:
+async def _write(
+    conn: Connection, batch: list[_Entry], most_keys: int
+) -> list[tuple[str | None, Any]]:
     """The whole batch in one job: per message (org id, answer), or (None, the error)."""
     states = await _current(conn, list(dict.fromkeys(e.device_id for e in batch)))
     history: list[tuple[str, str, str, str]] = []
     changed: dict[str, str | None] = {}
-    for entry in batch:
+    refused: dict[int, FleetstateError] = {}
+    for n, entry in enumerate(batch):
         found = states.get(entry.device_id)
         if found is None:
             continue
         state = found[1]
         merged = merge(state, entry.values, override=entry.message.override)
+        if len(merged) > most_keys and len(merged) > len(state):
+            refused[n] = TooLarge(
+                f"the device's telemetry state would hold {len(merged)} keys; at most"
+                f" {most_keys} (send null for keys no longer used, or override)"
+            )
+            continue
         # Keys an override drops leave a null in the history, as if removed one by one.
         gone = [k for k in state if k not in entry.values] if entry.message.override else []
         states[entry.device_id] = (found[0], merged)
@@ -215,7 +294,10 @@ async def _write(conn: Connection, batch: list[_Entry]) -> list[tuple[str | None
     await conn.executemany(
         "INSERT INTO telemetry_history (device_id, ts, key, value) VALUES (?, ?, ?, ?)", history
     )
-    return [await _outcome(conn, entry, states) for entry in batch]
+    return [
+        (None, refused[n]) if n in refused else await _outcome(conn, entry, states)
+        for n, entry in enumerate(batch)
+    ]
 
 
 async def _outcome(
@@ -380,36 +462,6 @@ def parse_time(name: str, value: str | None) -> str | None:
 
 
 async def purge_expired(store: Store, retention_days: int) -> int:
-    """Delete history older than the retention, in chunks so no transaction grows large;
-    returns how many rows went. A retention of 0 keeps everything."""
-    if retention_days <= 0:
-        return 0
-    cutoff = rfc3339(utcnow() - timedelta(days=retention_days))
-
-    async def job(conn: Connection) -> int:
-        async with conn.execute(
-            "DELETE FROM telemetry_history WHERE id IN"
-            " (SELECT id FROM telemetry_history WHERE ts < ? LIMIT ?)",
-            (cutoff, _PURGE_CHUNK),
-        ) as cur:
-            return cur.rowcount
-
-    total = 0
-    while True:
-        deleted = await store.write(job)
-        total += deleted
-        if deleted < _PURGE_CHUNK:
-            return total
-
-
-async def retention_loop(
-    store: Store, retention_days: int, interval_s: float = RETENTION_INTERVAL_S
-) -> None:
-    """Prune now and every `interval_s` seconds until cancelled."""
-    while True:
-        removed = await purge_expired(store, retention_days)
-        if removed:
-            log.info(
-                "removed %d telemetry history rows older than %d days", removed, retention_days
-            )
-        await asyncio.sleep(interval_s)
+    """Delete telemetry history older than the retention (`fleetstate.retention` runs it with
+    the other histories); returns how many rows went. A retention of 0 keeps everything."""
+    return await retention.purge_older(store, retention.TELEMETRY, retention_days)

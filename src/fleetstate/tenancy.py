@@ -4,6 +4,8 @@ The bootstrap organization `default` and its admin token (also the operator toke
 organizations) are made on first start. Tokens are shown once and stored only as scrypt hashes.
 """
 
+import asyncio
+import logging
 import re
 from typing import Annotated, Any
 
@@ -11,13 +13,18 @@ import msgspec
 
 from fleetstate import credentials
 from fleetstate.clock import now_text
-from fleetstate.errors import Conflict, Invalid, NotFound, Unauthorized
+from fleetstate.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
 from fleetstate.ids import new_id
 from fleetstate.names import Name
 from fleetstate.store import Connection, Store
+from fleetstate.throttle import FailureThrottle
 
+log = logging.getLogger(__name__)
 DEFAULT_SLUG = "default"
 BOOTSTRAP_TOKEN_ID = "admin"
+MIN_ADMIN_TOKEN_LENGTH = 16
+"""A chosen operator token shorter than this is refused at start: scrypt slows guessing, but
+no hash makes a short secret hard to guess."""
 _SLUG = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
@@ -40,41 +47,59 @@ class NewToken(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     name: str = "api"
 
 
-async def bootstrap(store: Store, admin_token: str | None) -> str | None:
-    """Create the default organization and its admin token on first start.
+def check_admin_token(admin_token: str | None) -> None:
+    """Refuse a chosen operator token that is too short to resist guessing."""
+    if admin_token and len(admin_token) < MIN_ADMIN_TOKEN_LENGTH:
+        raise Invalid(
+            f"the admin token (FLEETSTATE_ADMIN_TOKEN or --admin-token) must have at least"
+            f" {MIN_ADMIN_TOKEN_LENGTH} characters; it has {len(admin_token)}"
+        )
 
-    Returns the generated token when one had to be made (the caller writes it to a file), None
-    when the database was already bootstrapped or the value was given.
+
+async def bootstrap(store: Store, admin_token: str | None) -> str | None:
+    """Make sure the default organization and its operator token exist.
+
+    On first start both are made. Later, a given `admin_token` replaces the operator token's
+    value when it differs and brings the token back if it was revoked; without one, a revoked
+    operator token is issued again with a generated value. Returns a generated value (the caller
+    writes it to a file), None when the value was given or nothing changed.
     """
+    check_admin_token(admin_token)
+    row = await store.fetchone(
+        "SELECT secret_hash FROM api_tokens WHERE id = ?", (BOOTSTRAP_TOKEN_ID,)
+    )
+    if row is not None and (
+        admin_token is None
+        or await asyncio.to_thread(credentials.verify_secret_sync, admin_token, row[0])
+    ):
+        return None  # unchanged: its hash (and the sessions signed in with it) stay
     generated = None if admin_token else credentials.new_secret()
     secret = admin_token or generated
     assert secret is not None
-
-    async def job(conn: Connection) -> bool:
-        async with conn.execute("SELECT 1 FROM organizations LIMIT 1") as cur:
-            if await cur.fetchone():
-                return False
-        org_id = new_id()
-        await _insert_org(conn, org_id, DEFAULT_SLUG, "Default organization")
-        await _insert_token(conn, BOOTSTRAP_TOKEN_ID, org_id, "admin", secret, operator=True)
-        return True
-
-    created = await store.write(job)
-    if not created and admin_token:
-        await _reset_bootstrap_token(store, admin_token)
-    return generated if created else None
+    secret_hash = await asyncio.to_thread(credentials.hash_secret, secret)
+    await store.write(_operator_token_job(secret_hash))
+    return generated
 
 
-async def _reset_bootstrap_token(store: Store, admin_token: str) -> None:
-    """An explicit FLEETSTATE_ADMIN_TOKEN always wins, also on an existing database."""
-    secret_hash = credentials.hash_secret(admin_token)
-
+def _operator_token_job(secret_hash: str) -> Any:
     async def job(conn: Connection) -> None:
+        async with conn.execute(
+            "SELECT id FROM organizations WHERE slug = ?", (DEFAULT_SLUG,)
+        ) as cur:
+            found = await cur.fetchone()
+        org_id = str(found[0]) if found else new_id()
+        if found is None:
+            await _insert_org(conn, org_id, DEFAULT_SLUG, "Default organization")
         await conn.execute(
-            "UPDATE api_tokens SET secret_hash = ? WHERE id = ?", (secret_hash, BOOTSTRAP_TOKEN_ID)
+            "INSERT INTO api_tokens (id, org_id, name, secret_hash, is_operator, created_at)"
+            " VALUES (?, ?, 'admin', ?, 1, ?) ON CONFLICT (id) DO UPDATE"
+            " SET secret_hash = excluded.secret_hash, is_operator = 1",
+            (BOOTSTRAP_TOKEN_ID, org_id, secret_hash, now_text()),
         )
+        # Signed in with the old value: as good as revoked.
+        await conn.execute("DELETE FROM web_sessions WHERE token_id = ?", (BOOTSTRAP_TOKEN_ID,))
 
-    await store.write(job)
+    return job
 
 
 async def _insert_org(conn: Connection, org_id: str, slug: str, name: str) -> None:
@@ -95,14 +120,35 @@ async def _insert_token(
 
 
 class Authenticator:
-    """Turns a bearer token into a Principal, remembering verified tokens."""
+    """Turns a bearer token into a Principal, remembering verified tokens and throttling
+    failures per source address and per token id (SPEC section 8)."""
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, throttle: FailureThrottle | None = None) -> None:
         self._store = store
         self._verifier = credentials.Verifier()
+        self.throttle = throttle or FailureThrottle()
+        self.failures_total = 0
+        """Tokens that were presented and refused (for metrics; throttled ones not counted)."""
 
-    async def authenticate(self, token: str) -> Principal:
+    async def authenticate(self, token: str, source: str | None = None) -> Principal:
+        """The token's caller; `Throttled` while its address or token id is blocked (even for
+        the right token), `Unauthorized` for a wrong one. `source` is the peer address."""
         parsed = credentials.parse_token(token)
+        token_id = parsed[0] if parsed else BOOTSTRAP_TOKEN_ID
+        keys = (f"token:{token_id}", f"addr:{source}") if source else (f"token:{token_id}",)
+        self.throttle.check(*keys)
+        try:
+            return await self._verify(token, parsed)
+        except Unauthorized:
+            self.failures_total += 1
+            log.warning("refused API token %r from %s", token_id[:64], source or "?")
+            for key in self.throttle.failed(*keys):
+                log.warning(
+                    "%s blocked for %.0f s after repeated failures", key, self.throttle.block_s
+                )
+            raise
+
+    async def _verify(self, token: str, parsed: tuple[str, str] | None) -> Principal:
         token_id, secret = parsed if parsed else (BOOTSTRAP_TOKEN_ID, token)
         row = await self._store.fetchone(
             "SELECT t.id, t.secret_hash, t.is_operator, o.id AS org_id, o.slug"
@@ -202,12 +248,20 @@ async def list_tokens(store: Store, org_id: str) -> list[dict[str, Any]]:
     return [{**dict(r), "is_operator": bool(r["is_operator"])} for r in rows]
 
 
-async def delete_token(store: Store, org_id: str, token_id: str) -> None:
-    async def job(conn: Connection) -> int:
-        cur = await conn.execute(
-            "DELETE FROM api_tokens WHERE id = ? AND org_id = ?", (token_id, org_id)
-        )
-        return cur.rowcount
+async def delete_token(
+    store: Store, org_id: str, token_id: str, *, by_operator: bool = False
+) -> None:
+    """Revoke a token of the organization; only the operator may revoke the operator token."""
 
-    if await store.write(job) == 0:
-        raise NotFound("token", token_id)
+    async def job(conn: Connection) -> None:
+        async with conn.execute(
+            "SELECT is_operator FROM api_tokens WHERE id = ? AND org_id = ?", (token_id, org_id)
+        ) as cur:
+            row = await cur.fetchone()
+        if row is None:
+            raise NotFound("token", token_id)
+        if row[0] and not by_operator:
+            raise Forbidden("only the operator token may revoke the operator token")
+        await conn.execute("DELETE FROM api_tokens WHERE id = ?", (token_id,))
+
+    await store.write(job)

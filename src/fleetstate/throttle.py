@@ -7,9 +7,40 @@ guesser learns nothing during the block. Memory is bounded: at most `max_keys` k
 dropped as they are seen.
 """
 
+import math
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from typing import Annotated
+
+import msgspec
+
+from fleetstate.errors import FleetstateError
+
+_Positive = Annotated[float, msgspec.Meta(gt=0)]
+
+
+class ThrottleConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The `[throttle]` table: limits on failed authentications (SPEC section 8)."""
+
+    limit: Annotated[int, msgspec.Meta(ge=1)] = 10
+    """Failures of one source address or one credential id within `window_s` that block it."""
+    window_s: _Positive = 60.0
+    block_s: _Positive = 60.0
+    """How long a blocked address or credential is refused, a correct credential included."""
+
+
+class Throttled(FleetstateError):
+    """Too many failed authentications: refused without looking at the credential."""
+
+    code = "rate_limited"
+
+    def __init__(self, retry_after_s: float) -> None:
+        self.retry_after = max(1, math.ceil(retry_after_s))
+        super().__init__(
+            f"too many failed authentications; try again in {self.retry_after} s",
+            details={"retry_after": self.retry_after},
+        )
 
 
 class FailureThrottle:
@@ -27,7 +58,15 @@ class FailureThrottle:
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
         self._blocked_until: dict[str, float] = {}
         self.refused_total = 0
+        """Attempts refused because a key was blocked (for metrics)."""
         self.failed_total = 0
+        """Failed attempts recorded (for metrics)."""
+        self.blocks_total = 0
+        """Times a key became blocked (for metrics)."""
+
+    @classmethod
+    def from_config(cls, config: ThrottleConfig) -> "FailureThrottle":
+        return cls(limit=config.limit, window_s=config.window_s, block_s=config.block_s)
 
     def blocked(self, *keys: str) -> bool:
         """True when any key is blocked now (the attempt is then refused and counted)."""
@@ -42,10 +81,21 @@ class FailureThrottle:
             del self._blocked_until[key]
         return False
 
-    def failed(self, *keys: str) -> None:
-        """Record one failed attempt against every key."""
+    def retry_after(self, *keys: str) -> float:
+        """Seconds until none of the keys is blocked any more (0 when none is)."""
+        now = self._clock()
+        return max((self._blocked_until.get(key, now) - now for key in keys), default=0.0)
+
+    def check(self, *keys: str) -> None:
+        """Raise `Throttled` when any key is blocked now (`blocked`, as an exception)."""
+        if self.blocked(*keys):
+            raise Throttled(self.retry_after(*keys))
+
+    def failed(self, *keys: str) -> list[str]:
+        """Record one failed attempt against every key; return the keys it blocked."""
         now = self._clock()
         self.failed_total += 1
+        newly_blocked = []
         for key in keys:
             stamps = self._failures.pop(key, None) or deque()
             while stamps and stamps[0] <= now - self.window_s:
@@ -53,9 +103,12 @@ class FailureThrottle:
             stamps.append(now)
             if len(stamps) >= self.limit:
                 self._blocked_until[key] = now + self.block_s
+                self.blocks_total += 1
+                newly_blocked.append(key)
                 stamps.clear()
             self._failures[key] = stamps
         while len(self._failures) > self._max_keys:
             self._failures.popitem(last=False)
         if len(self._blocked_until) > self._max_keys:
             self._blocked_until = {k: t for k, t in self._blocked_until.items() if t > now}
+        return newly_blocked

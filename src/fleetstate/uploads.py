@@ -226,6 +226,9 @@ async def finalize(
         # is already gone, a concurrent finalize may have won: `_forget` spares its blob.)
         await _forget(store, blobs, upload)
         raise
+    # A replay of the upload URL may have landed at `source` while this ran; the URL's PUT checks
+    # for the row after storing, so whatever arrives from now on is removed there.
+    await blobs.delete(source)
     log.info("upload %s finalized as artefact %s", upload.id, upload.artefact_id)
     return await artefacts.get(store, org_id, upload.artefact_id)
 
@@ -287,6 +290,17 @@ def _promote_job(upload: _Upload, stored: StoredContent) -> Any:
         )
 
     return job
+
+
+async def accepts_bytes(store: Store, key: str) -> bool:
+    """Whether a signed PUT may store bytes at `key`: only while its upload is pending. After
+    finalize (or removal) its URL, though still signed, would only leave a blob nothing uses."""
+    if not key.startswith(UPLOADS_PREFIX):
+        return True  # not an upload's key: the signature alone decides
+    row = await store.fetchone(
+        "SELECT 1 FROM uploads WHERE id = ?", (key.removeprefix(UPLOADS_PREFIX),)
+    )
+    return row is not None
 
 
 async def _load(store: Store, org_id: str, upload_id: str) -> _Upload:

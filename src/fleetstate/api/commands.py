@@ -1,5 +1,7 @@
 """Commands in the management REST API: send and track them, to one device or a whole group."""
 
+import re
+
 from aiohttp import web
 
 from fleetstate import commands
@@ -8,13 +10,15 @@ from fleetstate.api.context import services
 from fleetstate.api.http import decode, org_id, page
 from fleetstate.api.resources import reply
 from fleetstate.api.routing import RouteTable
-from fleetstate.pagination import PageOf
+from fleetstate.pagination import PageOf, parse_page
 from fleetstate.scheduler import Dispatcher
 
 routes = RouteTable()
 DISPATCHER: web.AppKey[Dispatcher] = web.AppKey("command_dispatcher", Dispatcher)
 API = "/api/v1"
 DEVICE_COMMANDS = f"{API}/devices/{{device_id}}/commands"
+_HISTORY_CURSOR = re.compile(r"[0-9]{1,19}")
+"""A command history cursor: the row id of the last answer shown."""
 
 
 @routes.add(
@@ -59,7 +63,8 @@ async def list_commands(request: web.Request) -> web.Response:
 @routes.add(
     "GET",
     f"{DEVICE_COMMANDS}/{{command_id}}",
-    "A command with its timestamps and every ack received",
+    "A command with its timestamps and its first answers (history_next_cursor: more in"
+    " .../history)",
     "commands",
     response=res.CommandDetail,
 )
@@ -71,6 +76,27 @@ async def get_command(request: web.Request) -> web.Response:
         request.match_info["command_id"],
     )
     return reply(res.CommandDetail, found)
+
+
+@routes.add(
+    "GET",
+    f"{DEVICE_COMMANDS}/{{command_id}}/history",
+    "Every answer the device sent about the command, oldest first, paginated",
+    "commands",
+    query=("limit", "cursor"),
+    params={"cursor": {"type": "string", "pattern": f"^({_HISTORY_CURSOR.pattern})?$"}},
+    response=PageOf[res.CommandEvent],
+)
+async def command_history(request: web.Request) -> web.Response:
+    query = request.query
+    found = await commands.history(
+        services(request).store,
+        org_id(request),
+        request.match_info["device_id"],
+        request.match_info["command_id"],
+        parse_page(query.get("limit"), query.get("cursor"), _HISTORY_CURSOR),
+    )
+    return reply(PageOf[res.CommandEvent], found)
 
 
 @routes.add(

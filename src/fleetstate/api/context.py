@@ -1,6 +1,6 @@
 """What every handler reaches through the application: the store and the device gateway."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -10,6 +10,7 @@ from fleetstate.events import EventHub
 from fleetstate.gateway import Gateway
 from fleetstate.store import Store
 from fleetstate.telemetry import Recorder
+from fleetstate.throttle import FailureThrottle
 
 
 @dataclass
@@ -22,6 +23,8 @@ class Services:
     telemetry: Recorder
     mqtt_url: str = ""
     """The broker's bound address (mqtt://HOST:PORT), the default `mqtt_hub_url` for devices."""
+    device_throttle: FailureThrottle = field(default_factory=FailureThrottle)
+    """Failed device-key checks over HTTP, per source address and device id (SPEC section 8)."""
 
 
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)

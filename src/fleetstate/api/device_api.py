@@ -14,14 +14,16 @@ from typing import Annotated, Any, Literal
 import msgspec
 from aiohttp import web
 
-from fleetstate import commands, provisioning, reports, telemetry
-from fleetstate.api import device_answers as answers
+from fleetstate import commands, provisioning, reports, telemetry, xyte_config
 from fleetstate.api.commands import DISPATCHER
 from fleetstate.api.context import Services, services
-from fleetstate.api.http import STATUS, decode, json_response
+from fleetstate.api.http import STATUS, check_device_key, decode, json_response
 from fleetstate.api.routing import Handler, RouteTable
+from fleetstate.commands.delivery import DeviceCommand
 from fleetstate.credentials import Verifier
 from fleetstate.errors import Conflict, FleetstateError, Invalid, TooLarge, Unauthorized
+from fleetstate.http_presence import HttpPresence
+from fleetstate.throttle import Throttled
 
 routes = RouteTable()
 DEVICES = "/v1/devices"
@@ -31,6 +33,11 @@ DeviceHandler = Callable[[web.Request, str], Awaitable[web.StreamResponse]]
 
 # Hardware-key checks are remembered like device keys (keyed by the stored hash).
 _hardware_keys = Verifier()
+HTTP_PRESENCE: web.AppKey[HttpPresence] = web.AppKey("http_presence", HttpPresence)
+
+
+class Success(msgspec.Struct, frozen=True, kw_only=True):
+    success: bool = True
 
 
 def flat_error(status: int, message: str) -> web.Response:
@@ -44,6 +51,8 @@ def _flat_errors(handler: Handler) -> Handler:
             return await handler(request)
         except Unauthorized:
             return flat_error(401, provisioning.NOT_AUTHORIZED)
+        except Throttled:
+            raise  # the error middleware answers it flat, with Retry-After
         except FleetstateError as exc:
             status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 500)
             return flat_error(status, exc.message)
@@ -63,20 +72,30 @@ async def authenticated_device(request: web.Request) -> str:
     """The path's device id, if the request carries that device's current access key."""
     device_id = request.match_info["device_id"]
     key = request.headers.get("Authorization", "").strip()
-    if not key or not await services(request).gateway.authenticate(device_id, key):
+    if not await check_device_key(request, device_id, key):
         raise Unauthorized(provisioning.NOT_AUTHORIZED)
     return device_id
 
 
 def device_route(
-    table: RouteTable, method: str, path: str, summary: str, **options: Any
+    table: RouteTable,
+    method: str,
+    path: str,
+    summary: str,
+    heartbeat: bool = False,
+    **options: Any,
 ) -> Callable[[DeviceHandler], Handler]:
-    """Register a handler of an authenticated device's request: (request, device_id)."""
+    """Register a handler of an authenticated device's request: (request, device_id). Every
+    such call keeps an HTTP device online; `heartbeat` marks its periodic call (telemetry)."""
 
     def register(handler: DeviceHandler) -> Handler:
         @functools.wraps(handler)
         async def with_device(request: web.Request) -> web.StreamResponse:
-            return await handler(request, await authenticated_device(request))
+            device_id = await authenticated_device(request)
+            presence = request.app.get(HTTP_PRESENCE)
+            if presence is not None:
+                presence.called(device_id, heartbeat=heartbeat)
+            return await handler(request, device_id)
 
         responses = {401: 'wrong key: {"error": "Not authorized"}', **options.pop("responses", {})}
         wrapped = _flat_errors(with_device)
@@ -104,31 +123,46 @@ def hub_urls(svc: Services, request: web.Request) -> tuple[str, str]:
 # -- registration and the device itself ----------------------------------------------------------
 
 
+class RegistrationAnswer(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    access_key: str
+    hub_url: str
+    mqtt_hub_url: str
+
+
 @routes.add(
     "POST",
     DEVICES,
-    "Register a device with a hardware key (no device auth); the access_key is shown once",
+    "Register a device with a hardware key (no device auth); the access_key is shown once."
+    " Registering again with the same key and sn gives that device a new access key (200)",
     TAG,
     auth=False,
     body=provisioning.Registration,
-    response=answers.Registered,
+    response=RegistrationAnswer,
     status=201,
-    responses={401: "revoked, exhausted or wrong hardware key", 409: "sn already registered"},
+    responses={
+        200: "registered again: the same device, a new access key (the old one is dead)",
+        401: "revoked, exhausted or wrong hardware key",
+        409: "sn already registered, not with this hardware key",
+    },
 )
 @_flat_errors
 async def register(request: web.Request) -> web.Response:
     svc = services(request)
     registration = await decode(request, provisioning.Registration)
     done = await provisioning.register(svc.store, _hardware_keys, registration)
+    if done.again:
+        # As the REST rotation: the old key's MQTT session ends now, and the trail says why.
+        if svc.gateway.bus is not None:
+            await svc.gateway.bus.disconnect(done.device_id)
+        event = {"device_id": done.device_id, "action": "re_registered", "sn": registration.sn}
+        svc.events.publish(done.org_id, "device", event)
     svc.gateway.deliver(done.changes)
     hub_url, mqtt_hub_url = hub_urls(svc, request)
-    body = {
-        "id": done.device_id,
-        "access_key": done.access_key,
-        "hub_url": hub_url,
-        "mqtt_hub_url": mqtt_hub_url,
-    }
-    return json_response(body, 201)
+    body = RegistrationAnswer(
+        id=done.device_id, access_key=done.access_key, hub_url=hub_url, mqtt_hub_url=mqtt_hub_url
+    )
+    return json_response(body, 200 if done.again else 201)
 
 
 @device_route(
@@ -136,9 +170,9 @@ async def register(request: web.Request) -> web.Response:
     "PUT",
     DEVICE,
     "Update the device: firmware_version, name, details; config_version acknowledges that a"
-    " desired-state version was applied",
+    " desired-state version was applied (a number or a numeric string); sub_model, host_address",
     body=provisioning.DeviceUpdate,
-    response=answers.Success,
+    response=Success,
 )
 async def update_device(request: web.Request, device_id: str) -> web.Response:
     svc = services(request)
@@ -146,7 +180,7 @@ async def update_device(request: web.Request, device_id: str) -> web.Response:
     outcome = await provisioning.update_device(svc.store, device_id, update)
     if outcome is not None:
         svc.gateway.publish_report(outcome)
-    return json_response({"success": True})
+    return json_response(Success())
 
 
 @device_route(
@@ -155,8 +189,9 @@ async def update_device(request: web.Request, device_id: str) -> web.Response:
     DEVICE + "/telemetry",
     "Send telemetry (merged into the device's state); the answer says what to fetch next"
     " (space_data_version is always 0: spaces are not modelled)",
+    heartbeat=True,
     body=telemetry.Telemetry,
-    response=answers.TelemetryAnswer,
+    response=telemetry.Answer,
     responses={413: "more than 128 KiB"},
 )
 async def send_telemetry(request: web.Request, device_id: str) -> web.Response:
@@ -173,28 +208,63 @@ async def send_telemetry(request: web.Request, device_id: str) -> web.Response:
     routes,
     "GET",
     DEVICE + "/config",
-    "The device's current desired-state document",
-    response=answers.DeviceConfig,
+    "The desired state as Xyte's configuration: `config` is the device slot's content,"
+    " `components` the component slots' (docs/protocol.md)",
+    response=xyte_config.XyteConfig,
 )
 async def get_config(request: web.Request, device_id: str) -> web.Response:
-    return json_response(await provisioning.device_config(services(request).store, device_id))
+    svc = services(request)
+    hub_url, _ = hub_urls(svc, request)
+    return json_response(await xyte_config.device_config(svc.store, device_id, hub_url))
+
+
+_CONFIG_BODY = 1024 * 1024
+"""A Set Config echo carries the desired document too: the whole request limit (server.py), not
+the 256 KiB of an MQTT report."""
+
+
+class ConfigOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    success: bool
+    version: int
+    status: str
+    current: bool
+    message: str | None
 
 
 @device_route(
     routes,
     "POST",
     DEVICE + "/config",
-    "Report what the device applied (the HTTP twin of devices/{id}/reported)",
-    body=reports.Report,
-    response=answers.ReportAnswer,
+    "Report what the device applied: a report as on devices/{id}/reported, or Xyte's Set"
+    " Config (the Get Config answer posted back: the device runs that version)",
+    body=xyte_config.ConfigEcho,
+    response=ConfigOutcome,
 )
 async def report_config(request: web.Request, device_id: str) -> web.Response:
     svc = services(request)
-    raw = await raw_body(request, 256 * 1024)
-    outcome = await reports.record(svc.store, device_id, reports.report_decoder.decode(raw), raw)
+    raw = await raw_body(request, _CONFIG_BODY)
+    if _is_echo(raw):
+        echo = msgspec.json.decode(raw, type=xyte_config.ConfigEcho)
+        hub_url, _ = hub_urls(svc, request)
+        outcome = await xyte_config.record_echo(svc.store, device_id, echo, hub_url, raw)
+    else:
+        report = reports.report_decoder.decode(raw)
+        outcome = await reports.record(svc.store, device_id, report, raw)
     svc.gateway.publish_report(outcome)
-    body = {"success": True, "version": outcome.version, "status": outcome.status}
-    return json_response({**body, "current": outcome.current})
+    body = ConfigOutcome(
+        success=True,
+        version=outcome.version,
+        status=outcome.status,
+        current=outcome.current,
+        message=outcome.message,
+    )
+    return json_response(body)
+
+
+def _is_echo(raw: bytes) -> bool:
+    """A body with `config` is Xyte's Set Config; anything else is read as a report."""
+    parsed = msgspec.json.decode(raw)
+    return isinstance(parsed, dict) and "config" in parsed
 
 
 # -- commands ------------------------------------------------------------------------------------
@@ -215,16 +285,25 @@ class CommandAnswer(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
     message: Annotated[str, msgspec.Meta(max_length=1000)] | None = None
 
 
+class CommandOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    success: bool
+    id: str
+    status: str
+
+
 @device_route(
     routes,
     "GET",
     DEVICE + "/command",
-    "The oldest waiting command (it is then SENT); 204 when none waits",
-    response=answers.DeviceCommand,
+    "The command the device started and has not finished (in_progress), else the oldest"
+    " waiting one (it is then SENT); names are Xyte's (reboot, update_firmware); 204 when none",
+    response=DeviceCommand,
     responses={204: "no command waits"},
 )
 async def next_command(request: web.Request, device_id: str) -> web.Response:
-    found = await commands.take_next(services(request).store, device_id)
+    svc = services(request)
+    hub_url, _ = hub_urls(svc, request)
+    found = await commands.take_next(svc.store, device_id, hub_url)
     return web.Response(status=204) if found is None else json_response(found)
 
 
@@ -234,7 +313,7 @@ async def next_command(request: web.Request, device_id: str) -> web.Response:
     DEVICE + "/command",
     "Answer a command: in_progress, done, failed (error = failed)",
     body=CommandAnswer,
-    response=answers.CommandAnswered,
+    response=CommandOutcome,
     responses={404: "unknown command, or another device's"},
 )
 async def answer_command(request: web.Request, device_id: str) -> web.Response:
@@ -249,4 +328,4 @@ async def answer_command(request: web.Request, device_id: str) -> web.Response:
     if outcome.effect == "applied":
         # As for an MQTT ack: announce it, and a sequential device's next command may go out.
         request.app[DISPATCHER].changed([outcome.brief])
-    return json_response({"success": True, "id": given.id, "status": outcome.brief.status})
+    return json_response(CommandOutcome(success=True, id=given.id, status=outcome.brief.status))

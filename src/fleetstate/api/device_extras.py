@@ -6,7 +6,7 @@ from fleetstate import files, licenses
 from fleetstate.api import device_answers as answers
 from fleetstate.api import downloads
 from fleetstate.api.context import services
-from fleetstate.api.device_api import DEVICE, device_route, hub_urls
+from fleetstate.api.device_api import DEVICE, Success, device_route, hub_urls
 from fleetstate.api.http import decode, json_response
 from fleetstate.api.routing import RouteTable
 
@@ -17,8 +17,8 @@ routes = RouteTable()
     routes,
     "GET",
     DEVICE + "/licenses",
-    "Licenses waiting for the device's answer",
-    response=list[answers.DeviceLicense],
+    "Licenses waiting for the device's answer, each with add, remove or update: true",
+    response=list[licenses.DeviceLicense],
 )
 async def get_licenses(request: web.Request, device_id: str) -> web.Response:
     return json_response(await licenses.pending(services(request).store, device_id))
@@ -30,12 +30,12 @@ async def get_licenses(request: web.Request, device_id: str) -> web.Response:
     DEVICE + "/licenses",
     "Answer a license: inuse, removed or error",
     body=licenses.LicenseAnswer,
-    response=answers.Success,
+    response=Success,
 )
 async def answer_license(request: web.Request, device_id: str) -> web.Response:
     given = await decode(request, licenses.LicenseAnswer)
     await licenses.answer(services(request).store, device_id, given)
-    return json_response({"success": True})
+    return json_response(Success())
 
 
 @device_route(

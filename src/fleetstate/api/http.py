@@ -8,19 +8,23 @@ from typing import Any, TypeVar
 import msgspec
 from aiohttp import web
 
+from fleetstate import sessions
 from fleetstate.api import numbers
+from fleetstate.api.context import services
 from fleetstate.errors import (
     Conflict,
     FleetstateError,
     Forbidden,
     Invalid,
     NotFound,
+    RateLimited,
     SchemaInvalid,
     TooLarge,
     Unauthorized,
 )
 from fleetstate.pagination import Page, parse_page
 from fleetstate.tenancy import Authenticator, Principal
+from fleetstate.throttle import Throttled
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -33,11 +37,13 @@ STATUS = {
     Conflict: 409,
     TooLarge: 413,
     SchemaInvalid: 422,
+    Throttled: 429,
+    RateLimited: 429,
 }
 PRINCIPAL: web.AppKey[Authenticator] = web.AppKey("authenticator", Authenticator)
 CALLER: web.RequestKey[Principal] = web.RequestKey("caller", Principal)
 SESSION_COOKIE = "fleetstate_session"
-"""The web app's session: the API token itself, in an HttpOnly, SameSite=Strict cookie."""
+"""The web app's session secret (`sessions.py`), in an HttpOnly, SameSite=Strict cookie."""
 CSRF_HEADER = "X-Fleetstate-CSRF"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _encoder = msgspec.json.Encoder()
@@ -86,8 +92,12 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except FleetstateError as exc:
         status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 500)
         if request.path.startswith("/v1/"):
-            return json_response({"error": exc.message}, status)  # the device API's flat shape
-        return error_response(status, exc.code, exc.message, exc.details)
+            response = json_response({"error": exc.message}, status)  # the device API's shape
+        else:
+            response = error_response(status, exc.code, exc.message, exc.details)
+        if isinstance(exc, Throttled):
+            response.headers["Retry-After"] = str(exc.retry_after)
+        return response
     except web.HTTPException as exc:
         if exc.status < 400 or not request.path.startswith(("/api/", "/v1/")):
             raise
@@ -124,12 +134,34 @@ async def _authenticate(request: web.Request) -> Principal:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("send 'Authorization: Bearer <api token>'")
-    return await request.app[PRINCIPAL].authenticate(token.strip())
+    return await request.app[PRINCIPAL].authenticate(token.strip(), request.remote)
 
 
-async def _authenticate_cookie(request: web.Request, token: str) -> Principal:
+async def _authenticate_cookie(request: web.Request, secret: str) -> Principal:
     # Browsers attach cookies to cross-site requests too. A custom header cannot be sent by a
     # cross-site form, and a cross-site fetch with it needs a CORS preflight we never allow.
     if request.method not in SAFE_METHODS and request.headers.get(CSRF_HEADER) != "1":
         raise Forbidden(f"a request authenticated by the session cookie needs '{CSRF_HEADER}: 1'")
-    return await request.app[PRINCIPAL].authenticate(token)
+    # Not throttled: a session secret has 256 random bits, and a stale cookie is no guess.
+    caller = await sessions.principal(services(request).store, secret)
+    if caller is None:
+        raise Unauthorized("the web session has ended: sign in again")
+    return caller
+
+
+async def check_device_key(request: web.Request, device_id: str, key: str) -> bool:
+    """Whether `key` is the device's current access key. Raises `Throttled` while the source
+    address or the device id is blocked, before the key is looked at (a right one included)."""
+    svc = services(request)
+    keys = (f"device:{device_id}", f"addr:{request.remote}")
+    svc.device_throttle.check(*keys)
+    if not key:
+        return False  # nothing was guessed
+    if await svc.gateway.authenticate(device_id, key):
+        return True
+    log.warning("refused access key of device %r from %s", device_id[:64], request.remote)
+    for blocked in svc.device_throttle.failed(*keys):
+        log.warning(
+            "%s blocked for %.0f s after repeated failures", blocked, svc.device_throttle.block_s
+        )
+    return False

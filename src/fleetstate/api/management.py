@@ -13,8 +13,8 @@ from fleetstate.api.http import decode, json_response, org_id, page, principal
 from fleetstate.api.resources import reply
 from fleetstate.api.routing import RouteTable
 from fleetstate.desired import DesiredDocument
-from fleetstate.errors import Conflict, Forbidden, Invalid
-from fleetstate.pagination import MAX_LIMIT, Page, PageOf
+from fleetstate.errors import Forbidden, Invalid
+from fleetstate.pagination import PageOf
 from fleetstate.uploads import FinalizeUpload
 
 routes = RouteTable()
@@ -81,16 +81,14 @@ async def create_token(request: web.Request) -> web.Response:
 @routes.add(
     "DELETE",
     f"{API}/tokens/{{token_id}}",
-    "Revoke an API token (with another token: a token cannot revoke itself, 409)",
+    "Revoke an API token",
     "tenancy",
     status=204,
 )
 async def delete_token(request: web.Request) -> web.Response:
-    if request.match_info["token_id"] == principal(request).token_id:
-        # The caller would lock itself out; for the operator token, irrecoverably.
-        raise Conflict("a token cannot revoke itself: revoke it with another token")
+    caller, token_id = principal(request), request.match_info["token_id"]
     await tenancy.delete_token(
-        services(request).store, org_id(request), request.match_info["token_id"]
+        services(request).store, caller.org_id, token_id, by_operator=caller.is_operator
     )
     return web.Response(status=204)
 
@@ -513,10 +511,11 @@ async def put_binding(request: web.Request) -> web.Response:
 )
 async def delete_target_bindings(request: web.Request) -> web.Response:
     svc = services(request)
-    target = _target_query(request, required=True)
-    listed = await bindings.list_page(svc.store, org_id(request), Page(limit=MAX_LIMIT), target)
-    for item in listed["items"]:
-        svc.gateway.deliver(await bindings.delete(svc.store, org_id(request), item["id"]))
+    target_type, target_id = _target_query(request, required=True)
+    assert target_type is not None  # required=True saw to both
+    assert target_id is not None
+    changes = await bindings.delete_target(svc.store, org_id(request), target_type, target_id)
+    svc.gateway.deliver(changes)
     return web.Response(status=204)
 
 

@@ -200,10 +200,11 @@ def _no_json(code: int, given: dict[str, Any], route: Route) -> dict[str, Any]:
 
 
 def _error_codes(route: Route) -> tuple[int, ...]:
+    # 429: the source or credential is blocked after repeated failed authentications.
     if route.auth:
-        return (400, 401, 403, 404, 405, 409, 413, 422)
+        return (400, 401, 403, 404, 405, 409, 413, 422, 429)
     if route.tag == "device API":
-        return (400, 401, 404, 405, 409, 413)
+        return (400, 401, 404, 405, 409, 413, 429)
     if route.tag == "web app":
         return ()  # its errors are pages, described in `responses`
     return (400, 405, *(c for c in route.responses if c >= 400))

@@ -3,11 +3,15 @@
 from typing import Any
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from fleetstate.api import resources as res
 from fleetstate.api.context import services
-from fleetstate.api.http import json_response
+from fleetstate.api.http import PRINCIPAL, json_response
+from fleetstate.api.observability import METRICS
 from fleetstate.api.routing import RouteTable
+from fleetstate.errors import Forbidden, Unauthorized
+from fleetstate.metrics import loopback
 
 routes = RouteTable()
 ALL_ROUTES: web.AppKey[RouteTable] = web.AppKey("all_routes", RouteTable)
@@ -23,18 +27,24 @@ async def healthz(request: web.Request) -> web.Response:
 )
 async def metrics(request: web.Request) -> web.Response:
     svc = services(request)
-    bus = svc.gateway.bus
-    lines = [
-        "# TYPE fleetstate_store_commits_total counter",
-        f"fleetstate_store_commits_total {svc.store.commits}",
-        "# TYPE fleetstate_store_writes_total counter",
-        f"fleetstate_store_writes_total {svc.store.jobs_committed}",
-        "# TYPE fleetstate_mqtt_connected_devices gauge",
-        f"fleetstate_mqtt_connected_devices {len(bus.connected_devices()) if bus else 0}",
-        "# TYPE fleetstate_mqtt_forbidden_publishes_total counter",
-        f"fleetstate_mqtt_forbidden_publishes_total {svc.gateway.forbidden_total}",
-    ]
-    return web.Response(text="\n".join(lines) + "\n", content_type="text/plain")
+    await _may_read_metrics(request, svc.config.metrics.access)
+    found = request.app[METRICS]
+    await found.refresh()
+    return web.Response(body=found.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def _may_read_metrics(request: web.Request, access: str) -> None:
+    """`[metrics] access`: loopback peers only (default), any valid API token, or anyone."""
+    if access == "public":
+        return
+    if access == "loopback":
+        if not loopback(request.remote):
+            raise Forbidden("/metrics is served to loopback addresses only ([metrics] access)")
+        return
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("/metrics needs 'Authorization: Bearer <api token>'")
+    await request.app[PRINCIPAL].authenticate(token.strip())
 
 
 @routes.add(

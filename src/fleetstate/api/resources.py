@@ -253,6 +253,8 @@ class CommandEvent(Resource):
 
 class CommandDetail(Command):
     history: list[CommandEvent]
+    """The first answers; `history_next_cursor` continues them at `…/history`."""
+    history_next_cursor: str | None
 
 
 class Batch(Resource):
@@ -310,6 +312,7 @@ class License(Resource):
     id: str
     device_id: str
     data: str | None
+    signature: str | None
     action: str
     expires_at: str | None
     state: str | None

@@ -3,9 +3,11 @@
 from aiohttp import web
 
 from fleetstate.api import (
+    audit,
     commands,
     device_api,
     device_extras,
+    dumps,
     events,
     fleet_extras,
     management,
@@ -15,8 +17,12 @@ from fleetstate.api import (
 )
 from fleetstate.api.context import SERVICES, Services
 from fleetstate.api.http import PRINCIPAL, auth_middleware, errors_middleware
+from fleetstate.api.observability import observe
 from fleetstate.api.routing import RouteTable
+from fleetstate.dumps import Dumps
+from fleetstate.http_presence import HttpPresence
 from fleetstate.tenancy import Authenticator
+from fleetstate.throttle import FailureThrottle
 
 MAX_BODY = 1024 * 1024
 
@@ -32,6 +38,9 @@ def build_app(svc: Services) -> web.Application:
         uploads.blob_table(svc.blobs),
         device_api.routes,
         device_extras.routes,
+        dumps.device_routes,
+        dumps.routes,
+        audit.routes,
         fleet_extras.routes,
         commands.routes,
         webapp.routes,  # last: its /{slug}/... pages must not shadow any API path
@@ -39,10 +48,13 @@ def build_app(svc: Services) -> web.Application:
         table.routes.extend(part.routes)
     public = {path for _method, path in table.public_paths()}
     app = web.Application(
-        middlewares=[errors_middleware, auth_middleware(public)], client_max_size=MAX_BODY
+        middlewares=[observe, errors_middleware, auth_middleware(public)],
+        client_max_size=MAX_BODY,
     )
     app[SERVICES] = svc
-    app[PRINCIPAL] = Authenticator(svc.store)
+    app[device_api.HTTP_PRESENCE] = HttpPresence(svc.store, svc.events, svc.config.presence)
+    app[dumps.DUMPS] = Dumps(svc.store, svc.blobs, svc.config.dumps)
+    app[PRINCIPAL] = Authenticator(svc.store, FailureThrottle.from_config(svc.config.throttle))
     app[operations.ALL_ROUTES] = table
     table.install(app)
     return app

@@ -7,17 +7,24 @@
 from typing import Any
 
 import msgspec
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from fleetstate import uploads
 from fleetstate.api import resources as res
 from fleetstate.api.context import services
 from fleetstate.api.downloads import artefact_download
-from fleetstate.api.http import STATUS, decode, json_response, org_id
+from fleetstate.api.http import (
+    STATUS,
+    check_device_key,
+    decode,
+    error_response,
+    json_response,
+    org_id,
+)
 from fleetstate.api.resources import reply
-from fleetstate.api.routing import Route, RouteTable
-from fleetstate.blobs import BlobStore, LocalBlobStore, blob_routes
-from fleetstate.errors import FleetstateError
+from fleetstate.api.routing import Handler, Route, RouteTable
+from fleetstate.blobs import UPLOADS_PREFIX, BlobStore, LocalBlobStore, blob_routes
+from fleetstate.errors import FleetstateError, NotFound
 
 routes = RouteTable()
 API = "/api/v1"
@@ -86,7 +93,7 @@ async def finalize_if_upload(request: web.Request) -> web.Response | None:
 async def device_artefact(request: web.Request) -> web.StreamResponse:
     device_id = request.match_info["device_id"]
     key = request.headers.get("Authorization", "")
-    if not key or not await services(request).gateway.authenticate(device_id, key):
+    if not await check_device_key(request, device_id, key):
         return json_response(DEVICE_NOT_AUTHORIZED, 401)
     try:
         return await artefact_download(request, device_id, request.match_info["artefact_id"])
@@ -107,7 +114,7 @@ def blob_table(blobs: BlobStore) -> RouteTable:
             Route(
                 d.method,
                 d.path,
-                d.handler,
+                _while_pending(blobs, d.handler) if d.method == "PUT" else d.handler,
                 summaries[d.method],
                 "blobs",
                 auth=False,
@@ -120,3 +127,32 @@ def blob_table(blobs: BlobStore) -> RouteTable:
             for d in blob_routes(blobs)
         )
     return table
+
+
+def _while_pending(blobs: LocalBlobStore, put: Handler) -> Handler:
+    """The PUT of a signed upload URL, storing bytes only while its upload is pending: checked
+    before (nothing is read) and again after storing, for a finalize that ran meanwhile."""
+
+    async def handler(request: web.Request) -> web.StreamResponse:
+        key, store = request.match_info["key"], services(request).store
+        try:
+            # The signature first, so an unsigned request learns nothing about uploads.
+            blobs.verify("PUT", key, request.query, request.headers.get(hdrs.CONTENT_TYPE))
+        except FleetstateError:
+            return await put(request)  # refused there, with the blob endpoints' own answer
+        if not await uploads.accepts_bytes(store, key):
+            return _no_pending_upload(key)
+        response = await put(request)
+        if response.status < 300 and not await uploads.accepts_bytes(store, key):
+            await blobs.delete(key)
+            return _no_pending_upload(key)
+        return response
+
+    return handler
+
+
+def _no_pending_upload(key: str) -> web.Response:
+    gone = NotFound("pending upload", key.removeprefix(UPLOADS_PREFIX))
+    response = error_response(404, gone.code, gone.message)
+    response.force_close()  # the body may be unread: do not reuse the connection
+    return response

@@ -2,9 +2,10 @@
 
 Pages are small `string.Template` documents and every value is HTML-escaped as it is substituted.
 Beyond a page's own header, what a page shows is fetched by its script from the REST API and
-inserted as text, never as markup. The session is the API token itself, in an HttpOnly,
-SameSite=Strict cookie that the REST API also accepts (`http.py`); a page of another organization
-answers 404, exactly like another organization's id in the API.
+inserted as text, never as markup. Signing in with an API token starts a server-side session
+(`sessions.py`) whose secret goes into an HttpOnly, SameSite=Strict cookie that the REST API also
+accepts (`http.py`); signing out ends it. A page of another organization answers 404, exactly
+like another organization's id in the API.
 """
 
 import functools
@@ -18,7 +19,7 @@ from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 
-from fleetstate import devices
+from fleetstate import devices, sessions
 from fleetstate.api.context import services
 from fleetstate.api.http import PRINCIPAL, SESSION_COOKIE, org_id
 from fleetstate.api.resources import DeviceCounts, SignIn, reply
@@ -26,6 +27,7 @@ from fleetstate.api.routing import RouteTable
 from fleetstate.errors import Forbidden, NotFound, Unauthorized
 from fleetstate.pagination import MAX_LIMIT, Page
 from fleetstate.tenancy import Principal
+from fleetstate.throttle import Throttled
 
 routes = RouteTable()
 TAG = "web app"
@@ -86,13 +88,11 @@ def _not_found(principal: Principal) -> web.HTTPNotFound:
 
 
 async def _signed_in(request: web.Request) -> Principal | None:
-    token = request.cookies.get(SESSION_COOKIE)
-    if not token:
+    """The caller of the request's live session; None without one (or once it ended)."""
+    secret = request.cookies.get(SESSION_COOKIE)
+    if not secret:
         return None
-    try:
-        return await request.app[PRINCIPAL].authenticate(token)
-    except Unauthorized:  # revoked since it was set: as good as no session
-        return None
+    return await sessions.principal(services(request).store, secret)
 
 
 async def _member(request: web.Request) -> Principal:
@@ -163,14 +163,18 @@ async def web_signin_page(request: web.Request) -> web.Response:
 @routes.add(
     "POST",
     "/signin",
-    "Web app: check an API token (form field `token`) and keep it in the session cookie",
+    "Web app: check an API token (form field `token`) and start a session (cookie)",
     TAG,
     auth=False,
     status=303,
     media="text/html",
     body=SignIn,
     body_media="application/x-www-form-urlencoded",
-    responses={401: "the token was not accepted", 403: "posted from another site"},
+    responses={
+        401: "the token was not accepted",
+        403: "posted from another site",
+        429: "too many failed sign-ins from this address or for this token (Retry-After)",
+    },
 )
 async def web_signin(request: web.Request) -> web.Response:
     _same_origin(request)
@@ -179,17 +183,26 @@ async def web_signin(request: web.Request) -> web.Response:
     except ValueError as exc:  # e.g. multipart/form-data without a boundary
         raise web.HTTPBadRequest(text=f"unreadable form: {exc}") from exc
     token, next_path = str(form.get("token", "")).strip(), str(form.get("next", ""))
+    authenticator = request.app[PRINCIPAL]
     try:
-        principal = await request.app[PRINCIPAL].authenticate(token) if token else None
+        principal = await authenticator.authenticate(token, request.remote) if token else None
     except Unauthorized:
         principal = None
+    except Throttled as exc:
+        wait = f"Too many failed sign-ins: try again in {exc.retry_after} s."
+        refused = _signin_form(next_path, wait, 429)
+        refused.headers["Retry-After"] = str(exc.retry_after)
+        return refused
     if principal is None:
         return _signin_form(next_path, "That token was not accepted.", 401)
     target = _local_path(next_path) or f"/{principal.org_slug}/devices"
+    svc = services(request)
+    secret = await sessions.create(svc.store, principal, svc.config.web.session_ttl_s)
     response = web.Response(status=303, headers={"Location": target})
-    # No Max-Age: the session ends with the browser session. Secure whenever served over https.
+    # No Max-Age: the cookie ends with the browser session, the session itself at the latest
+    # after [web] session_ttl_s. Secure whenever served over https.
     response.set_cookie(
-        SESSION_COOKIE, token, path="/", httponly=True, samesite="Strict", secure=request.secure
+        SESSION_COOKIE, secret, path="/", httponly=True, samesite="Strict", secure=request.secure
     )
     return response
 
@@ -197,7 +210,7 @@ async def web_signin(request: web.Request) -> web.Response:
 @routes.add(
     "POST",
     "/signout",
-    "Web app: clear the session cookie",
+    "Web app: end the session and clear its cookie",
     TAG,
     auth=False,
     status=303,
@@ -206,6 +219,9 @@ async def web_signin(request: web.Request) -> web.Response:
 )
 async def web_signout(request: web.Request) -> web.Response:
     _same_origin(request)
+    secret = request.cookies.get(SESSION_COOKIE)
+    if secret:
+        await sessions.end(services(request).store, secret)
     response = web.Response(status=303, headers={"Location": "/signin"})
     response.del_cookie(
         SESSION_COOKIE, path="/", httponly=True, samesite="Strict", secure=request.secure

@@ -40,6 +40,7 @@ import enum
 import gc
 import logging
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -358,6 +359,8 @@ class EmbeddedBroker:
         _hubs[self._key] = self
         self._broker = FleetBroker(config, events)
         self._keepalive: asyncio.Task[None] | None = None
+        self.messages_out: Counter[str] = Counter()
+        """Messages published to devices per subtopic, acknowledged or not (read by /metrics)."""
 
     @property
     def broker(self) -> FleetBroker:
@@ -402,6 +405,7 @@ class EmbeddedBroker:
         if len(payload) > MAX_PAYLOAD:
             log.error("refusing to publish %d bytes to %s", len(payload), device_id)
             return False
+        self.messages_out[subtopic] += 1
         try:
             await handler.mqtt_publish(device_topic(device_id, subtopic), payload, QOS_1, False)
         except (TimeoutError, AMQTTError, ConnectionError, asyncio.CancelledError) as exc:

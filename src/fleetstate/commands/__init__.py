@@ -31,6 +31,7 @@ from fleetstate.commands.lifecycle import (
     deadlines,
     epoch,
     expire_due,
+    history,
 )
 from fleetstate.commands.tracking import converge, mark_config_sent, track_changes
 from fleetstate.commands.views import batch, get, list_page
@@ -58,6 +59,7 @@ __all__ = [
     "expire_due",
     "get",
     "has_waiting",
+    "history",
     "list_page",
     "mark_config_sent",
     "mark_sent",

@@ -1,5 +1,8 @@
 """The device's side of commands: what goes out to it, and its acknowledgements.
 
+Over HTTP a command stays the device's business until it is finished: one it moved to
+`in_progress` is served again (and flagged in the telemetry answer) until it is done or failed.
+
 A command goes out when the device can take it: every waiting one at once (`burst`, the default),
 or the next only once the previous finished (`sequential`, set on the device profile). The same
 queue serves MQTT (scheduler.py publishes) and the device HTTP API (`take_next`).
@@ -113,29 +116,70 @@ async def mark_sent(store: Store, command_id: str) -> list[Brief]:
     return await store.write(job)
 
 
-async def take_next(store: Store, device_id: str) -> dict[str, Any] | None:
-    """The oldest waiting command in Xyte's terms (for `GET /v1/devices/{id}/command`), now SENT."""
+# The device HTTP API speaks Xyte's command names (Xyte's device API); REST and MQTT keep ours.
+XYTE_NAMES = {"REBOOT": "reboot", "UPDATE_FIRMWARE": "update_firmware"}
 
-    async def job(conn: Connection) -> dict[str, Any] | None:
-        rows = await _queue(conn, device_id)
-        if not rows:
-            return None
-        row = rows[0]
-        await move(conn, "id = ?", (row["id"],), Status.SENT, None)
-        return {
-            "id": row["id"],
-            "device_id": device_id,
-            "status": "pending",  # Xyte's name while the device has not started on it
-            "name": row["type"],
-            "parameters": msgspec.json.decode(row["params"]),
-        }
+
+def xyte_name(command_type: str) -> str:
+    return XYTE_NAMES.get(command_type, command_type.lower())
+
+
+class DeviceCommand(msgspec.Struct, frozen=True, kw_only=True):
+    """What `GET /v1/devices/{id}/command` answers (Xyte's Get Command)."""
+
+    id: str
+    device_id: str
+    status: Literal["pending", "in_progress"]
+    name: str
+    parameters: dict[str, Any]
+
+
+async def _started(conn: Connection, device_id: str) -> Any:
+    """The oldest command the device moved to in_progress (ACKNOWLEDGED) and has not finished."""
+    return await fetch_one(
+        conn,
+        f"SELECT {COLUMNS} FROM commands WHERE device_id = ? AND status = ?"
+        f" AND type NOT IN {TRACKING_SQL} ORDER BY seq LIMIT 1",
+        (device_id, Status.ACKNOWLEDGED),
+    )
+
+
+def _parameters(row: Any, hub_url: str) -> dict[str, Any]:
+    params: dict[str, Any] = msgspec.json.decode(row["params"])
+    if "download" in params:
+        # Xyte's update_firmware carries `url` (GET it with the device key) and `version`.
+        params["url"] = hub_url + params["download"]
+    return params
+
+
+async def take_next(store: Store, device_id: str, hub_url: str = "") -> DeviceCommand | None:
+    """The command the device should look at, in Xyte's terms (`GET /v1/devices/{id}/command`):
+    one it started and has not finished yet (`in_progress`: a device that rebooted reports the
+    result of the command that rebooted it), else the oldest waiting one, which is now SENT."""
+
+    async def job(conn: Connection) -> DeviceCommand | None:
+        row = await _started(conn, device_id)
+        status: Literal["pending", "in_progress"] = "in_progress"
+        if row is None:
+            rows = await _queue(conn, device_id)
+            if not rows:
+                return None
+            row, status = rows[0], "pending"
+            await move(conn, "id = ?", (row["id"],), Status.SENT, None)
+        return DeviceCommand(
+            id=row["id"],
+            device_id=device_id,
+            status=status,
+            name=xyte_name(row["type"]),
+            parameters=_parameters(row, hub_url),
+        )
 
     return await store.write(job)
 
 
 async def has_waiting(conn: Connection, device_id: str) -> bool:
     """Whether `take_next` would return a command."""
-    return bool(await _queue(conn, device_id))
+    return bool(await _queue(conn, device_id)) or await _started(conn, device_id) is not None
 
 
 async def record_ack(store: Store, device_id: str, ack: Ack) -> AckOutcome:

@@ -29,7 +29,9 @@ from fleetstate.store import Connection, Store
 
 MAX_TIMEOUT_S = 30 * 24 * 3600
 T = TypeVar("T")
-CommandType = Literal["REBOOT", "UPDATE_CONFIG", "UPDATE_FIRMWARE", "BIND_CONFIG", "UNBIND_CONFIG"]
+CommandType = Literal[
+    "REBOOT", "UPDATE_CONFIG", "UPDATE_FIRMWARE", "BIND_CONFIG", "UNBIND_CONFIG", "DUMP"
+]
 
 
 class NewCommand(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -130,7 +132,7 @@ async def _issue(
 async def _plan(conn: Connection, org_id: str, targets: list[Target], new: NewCommand) -> _Plan:
     """Check the params for every target: what to send each, and what to (un)bind."""
     match new.type:
-        case "REBOOT":
+        case "REBOOT" | "DUMP":
             _params(new, NoParams)
             return _Plan(params={t.id: {} for t in targets})
         case "UPDATE_CONFIG":

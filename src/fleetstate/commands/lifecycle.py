@@ -15,10 +15,14 @@ import msgspec
 from fleetstate import desired
 from fleetstate.canonical import canonical_bytes
 from fleetstate.clock import now_text, rfc3339, utcnow
-from fleetstate.errors import Conflict, NotFound
+from fleetstate.errors import Conflict, Invalid, NotFound
+from fleetstate.pagination import Page, page_of
 from fleetstate.store import Connection, Store
 
 DEFAULT_TIMEOUT_S = 300
+HISTORY_SHOWN = 50
+"""Answers shown with a command (`GET .../commands/{id}`); the rest page through `.../history`:
+a device repeating answers to one command must not make that read grow without bound."""
 
 
 class Status(StrEnum):
@@ -193,6 +197,37 @@ async def answer(
     if effect == "applied":
         await move(conn, "id = ?", (command_id,), to, message)
     return effect
+
+
+async def history(
+    store: Store, org_id: str, device_id: str, command_id: str, page: Page
+) -> dict[str, Any]:
+    """The command's answers, oldest first, a page at a time (the cursor is opaque)."""
+    found = await store.fetchone(
+        "SELECT 1 FROM commands WHERE id = ? AND device_id = ? AND org_id = ?",
+        (command_id, device_id, org_id),
+    )
+    if found is None:
+        raise NotFound("command", command_id)
+    return await history_page(store, command_id, page)
+
+
+async def history_page(store: Store, command_id: str, page: Page) -> dict[str, Any]:
+    after = 0
+    if page.cursor is not None:
+        if not page.cursor.isdigit():
+            raise Invalid("malformed cursor")
+        after = int(page.cursor)
+    rows = await store.fetchall(
+        "SELECT id, status, message, source, effect, received_at FROM command_history"
+        " WHERE command_id = ? AND id > ? ORDER BY id LIMIT ?",
+        (command_id, after, page.limit + 1),
+    )
+    items = [{**dict(r), "id": str(r["id"])} for r in rows]
+    listed = page_of(items, page)
+    for item in listed["items"]:
+        del item["id"]
+    return listed
 
 
 async def cancel(store: Store, org_id: str, device_id: str, command_id: str) -> Brief:

@@ -4,7 +4,7 @@ from typing import Any
 
 import msgspec
 
-from fleetstate.commands.lifecycle import COLUMNS, Status, view
+from fleetstate.commands.lifecycle import COLUMNS, HISTORY_SHOWN, Status, history_page, view
 from fleetstate.errors import Invalid, NotFound
 from fleetstate.pagination import Page, page_of
 from fleetstate.store import Store
@@ -17,12 +17,8 @@ async def get(store: Store, org_id: str, device_id: str, command_id: str) -> dic
     )
     if row is None:
         raise NotFound("command", command_id)
-    history = await store.fetchall(
-        "SELECT status, message, source, effect, received_at FROM command_history"
-        " WHERE command_id = ? ORDER BY id",
-        (command_id,),
-    )
-    return {**view(row), "history": [dict(h) for h in history]}
+    shown = await history_page(store, command_id, Page(limit=HISTORY_SHOWN))
+    return {**view(row), "history": shown["items"], "history_next_cursor": shown["next_cursor"]}
 
 
 def _status_filter(status: str | None) -> list[str]:

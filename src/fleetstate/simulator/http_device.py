@@ -38,7 +38,8 @@ class TelemetryAnswer(msgspec.Struct, frozen=True):
 
 
 class ConfigAnswer(msgspec.Struct, frozen=True):
-    config: Document
+    desired: Document
+    """The desired-state document beside Xyte's `config` view (its hashes make the reports)."""
 
 
 class HttpDevice(Device):
@@ -77,7 +78,7 @@ class HttpDevice(Device):
         return msgspec.json.decode(body, type=TelemetryAnswer)
 
     async def _sync_config(self) -> None:
-        doc = msgspec.json.decode(await self.request("GET", "/config"), type=ConfigAnswer).config
+        doc = msgspec.json.decode(await self.request("GET", "/config"), type=ConfigAnswer).desired
         if not self.wants(doc):
             return
         progress, final = self.reports(doc)

@@ -7,6 +7,8 @@ may await other things between statements, get a `HopConnection` that hops per c
 """
 
 import asyncio
+import contextlib
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -145,7 +147,22 @@ class ConnectionThread:
             self._pool.shutdown(wait=False)
 
 
+PRIVATE_FILE = 0o600
+"""The database, its WAL and shared-memory files: readable by the service's user only."""
+_COMPANIONS = ("", "-wal", "-shm", "-journal")
+
+
+def make_private(path: Path) -> None:
+    """Create the database file 0600 before SQLite does (it gives -wal and -shm the database
+    file's mode) and tighten an existing database and its companion files to 0600."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, PRIVATE_FILE))
+    for suffix in _COMPANIONS:
+        with contextlib.suppress(FileNotFoundError):
+            os.chmod(path.with_name(path.name + suffix), PRIVATE_FILE)
+
+
 def _connect(path: Path, pragmas: tuple[str, ...]) -> sqlite3.Connection:
+    make_private(path)
     conn = sqlite3.connect(path, isolation_level=None)
     conn.row_factory = sqlite3.Row
     for pragma in pragmas:

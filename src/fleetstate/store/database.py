@@ -22,6 +22,7 @@ import functools
 import logging
 import sqlite3
 import sys
+import time
 from collections.abc import Callable, Iterable
 from importlib import resources
 from pathlib import Path
@@ -79,10 +80,12 @@ class Store:
         self._reading: asyncio.Task[None] | None = None
         self.commits = 0
         self.jobs_committed = 0
+        self.on_commit: Callable[[int, float], None] | None = None
+        """Told of each committed batch: (jobs in it, seconds from taking it to the commit)."""
 
     @classmethod
     async def open(cls, path: Path, batch_max: int = 512) -> "Store":
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # the data dir: ours alone
         sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         writer, reader = ConnectionThread("store-writer"), ConnectionThread("store-reader")
         try:
@@ -192,6 +195,7 @@ class Store:
             self._stopped.set()
 
     async def _commit(self, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
         try:
             jobs = [job.make() if isinstance(job, _Later) else job for job, _future in batch]
             outcomes = await self._writer.call(_commit_now, self._writer.raw, jobs)
@@ -201,6 +205,8 @@ class Store:
             return
         self.commits += 1
         self.jobs_committed += len(batch)
+        if self.on_commit is not None:
+            self.on_commit(len(batch), time.perf_counter() - started)
         _settle(batch, outcomes, None)
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -329,3 +335,7 @@ def _migrate(raw: sqlite3.Connection) -> None:
             continue
         log.info("applying migration %s", name)
         raw.executescript(f"BEGIN;\n{script}\nPRAGMA user_version={number};\nCOMMIT;")
+        # A migration may rewrite schema text in place (writable_schema); a new schema cookie
+        # makes every connection, this one included, parse the schema again.
+        cookie = int(raw.execute("PRAGMA schema_version").fetchone()[0])
+        raw.execute(f"PRAGMA schema_version = {cookie + 1}")

@@ -1,0 +1,186 @@
+"""Dumps: state reports a device uploads for remote support (Xyte's Send Dump API).
+
+A device posts the first part with its content type and file name and gets the dump's id; it may
+append more parts with that id. The bytes are kept in the blob store under `dumps/<id>` (an
+append rewrites the blob whole: dumps are bounded, so the cost is bounded too); operators list
+and download a device's dumps. One lock per dump orders concurrent appends, so none is lost.
+"""
+
+import asyncio
+import re
+from typing import Annotated
+
+import msgspec
+
+from fleetstate.blobs import BlobStore, StoredContent, read_all
+from fleetstate.clock import now_text
+from fleetstate.errors import Invalid, NotFound, TooLarge
+from fleetstate.ids import new_id
+from fleetstate.pagination import Page, page_of
+from fleetstate.store import Connection, Store, WriteJob
+
+DEFAULT_MAX_SIZE = 8 * 1024 * 1024
+_CONTENT_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*$")
+_FILE_NAME = re.compile(r"^[^/\\\x00-\x1f\x7f]{1,255}$")
+_COLUMNS = "id, device_id, file_name, content_type, size, parts, created_at, updated_at"
+
+
+class DumpConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The `[dumps]` table."""
+
+    max_size: Annotated[int, msgspec.Meta(ge=1)] = DEFAULT_MAX_SIZE
+    """Most bytes one dump may hold, all its parts together; more answers 413."""
+
+
+class Dump(msgspec.Struct, frozen=True, kw_only=True):
+    id: str
+    device_id: str
+    file_name: str
+    content_type: str
+    size: int
+    parts: int
+    created_at: str
+    updated_at: str
+
+
+class DumpPage(msgspec.Struct, frozen=True, kw_only=True):
+    items: list[Dump]
+    next_cursor: str | None
+
+
+def blob_key(dump_id: str) -> str:
+    return f"dumps/{dump_id}"
+
+
+def check_names(content_type: str, file_name: str) -> None:
+    if not _CONTENT_TYPE.match(content_type) or len(content_type) > 127:
+        raise Invalid(f"content type {content_type[:60]!r}: use type/subtype, e.g. text/plain")
+    if not _FILE_NAME.match(file_name) or file_name in (".", ".."):
+        raise Invalid("file name: 1-255 characters, no slashes or control characters")
+
+
+def check_size(size: int, limit: int) -> None:
+    if size > limit:
+        raise TooLarge(f"the dump would be {size} bytes; at most {limit}")
+
+
+class Dumps:
+    def __init__(self, store: Store, blobs: BlobStore, config: DumpConfig) -> None:
+        self._store, self._blobs, self.max_size = store, blobs, config.max_size
+        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+
+    async def create(self, device_id: str, content_type: str, file_name: str, data: bytes) -> Dump:
+        check_names(content_type, file_name)
+        check_size(len(data), self.max_size)
+        if not data:
+            raise Invalid("a dump must not be empty")
+        dump_id = new_id()
+        await self._blobs.put_bytes(blob_key(dump_id), data, content_type=content_type)
+
+        async def job(conn: Connection) -> None:
+            async with conn.execute("SELECT org_id FROM devices WHERE id = ?", (device_id,)) as cur:
+                row = await cur.fetchone()
+            if row is None:
+                raise NotFound("device", device_id)
+            now = now_text()
+            await conn.execute(
+                "INSERT INTO dumps (id, org_id, device_id, file_name, content_type, size,"
+                " blob_key, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    dump_id,
+                    row[0],
+                    device_id,
+                    file_name,
+                    content_type,
+                    len(data),
+                    blob_key(dump_id),
+                    now,
+                    now,
+                ),
+            )
+
+        try:
+            await self._store.write(job)
+        except BaseException:
+            await self._blobs.delete(blob_key(dump_id))
+            raise
+        return await self._get(device_id, dump_id)
+
+    async def append(self, device_id: str, dump_id: str, data: bytes) -> Dump:
+        """Add bytes at the end; refused whole (413) when the dump would grow past the limit."""
+        if not data:
+            raise Invalid("nothing to append")
+        lock, users = self._locks.get(dump_id, (asyncio.Lock(), 0))
+        self._locks[dump_id] = (lock, users + 1)
+        try:
+            async with lock:
+                found = await self._get(device_id, dump_id)
+                check_size(found.size + len(data), self.max_size)
+                before = await read_all(self._blobs, blob_key(dump_id), limit=self.max_size)
+                await self._blobs.put_bytes(
+                    blob_key(dump_id), before + data, content_type=found.content_type
+                )
+                await self._store.write(_grown_job(dump_id, len(before) + len(data)))
+        finally:
+            lock, users = self._locks[dump_id]
+            if users == 1:
+                del self._locks[dump_id]
+            else:
+                self._locks[dump_id] = (lock, users - 1)
+        return await self._get(device_id, dump_id)
+
+    async def _get(self, device_id: str, dump_id: str) -> Dump:
+        row = await self._store.fetchone(
+            f"SELECT {_COLUMNS} FROM dumps WHERE id = ? AND device_id = ?", (dump_id, device_id)
+        )
+        if row is None:
+            raise NotFound("dump", dump_id)
+        return Dump(**dict(row))
+
+
+def _grown_job(dump_id: str, size: int) -> WriteJob[None]:
+    async def job(conn: Connection) -> None:
+        await conn.execute(
+            "UPDATE dumps SET size = ?, parts = parts + 1, updated_at = ? WHERE id = ?",
+            (size, now_text(), dump_id),
+        )
+
+    return job
+
+
+# -- what operators see --------------------------------------------------------------------------
+
+
+async def _require_device(store: Store, org_id: str, device_id: str) -> None:
+    found = await store.fetchone(
+        "SELECT 1 FROM devices WHERE id = ? AND org_id = ?", (device_id, org_id)
+    )
+    if found is None:
+        raise NotFound("device", device_id)
+
+
+async def list_page(store: Store, org_id: str, device_id: str, page: Page) -> DumpPage:
+    """The device's dumps, oldest first."""
+    await _require_device(store, org_id, device_id)
+    rows = await store.fetchall(
+        f"SELECT {_COLUMNS} FROM dumps WHERE device_id = ? AND id > ? ORDER BY id LIMIT ?",
+        (device_id, page.cursor or "", page.limit + 1),
+    )
+    listed = page_of([dict(r) for r in rows], page)
+    return DumpPage(items=[Dump(**r) for r in listed["items"]], next_cursor=listed["next_cursor"])
+
+
+async def stored(
+    store: Store, org_id: str, device_id: str, dump_id: str
+) -> tuple[StoredContent, str]:
+    """Where a dump's bytes are, and its file name."""
+    row = await store.fetchone(
+        "SELECT size, content_type, blob_key, file_name FROM dumps WHERE id = ? AND device_id = ?"
+        " AND org_id = ?",
+        (dump_id, device_id, org_id),
+    )
+    if row is None:
+        raise NotFound("dump", dump_id)
+    # No hash is kept (an append would re-read the whole dump for it): downloads need none.
+    content = StoredContent(size=row[0], hash="", content_type=row[1], blob_key=row[2])
+    return content, str(row[3])
