@@ -85,8 +85,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             level=settings.log_level.upper(),
             format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         )
-        for noisy in ("amqtt", "transitions"):
-            logging.getLogger(noisy).setLevel(logging.WARNING)
         if args.command == "serve":
             asyncio.run(_serve(settings))
         else:
@@ -142,7 +140,10 @@ async def _serve(settings: config.Config) -> None:
             if service.admin_token_file is not None:
                 print(f"admin token in {service.admin_token_file}", flush=True)
             print(f"http listening on {service.http_url}", flush=True)
-            print(f"mqtt listening on {service.mqtt_url}", flush=True)
+            if service.mqtt_url is not None:
+                print(f"mqtt listening on {service.mqtt_url}", flush=True)
+            if service.mqtts_url is not None:
+                print(f"mqtts listening on {service.mqtts_url}", flush=True)
             await stop.wait()
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):

@@ -33,7 +33,14 @@ class DeviceError(msgspec.Struct, frozen=True, kw_only=True):
     detail: str
 
 
+class Status(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`devices/{id}/status` (SPEC sections 3 and 10): a device's birth message and Last Will."""
+
+    online: bool
+
+
 _error_encoder = msgspec.json.Encoder()
+_status_decoder = msgspec.json.Decoder(Status)
 
 InboundHandler = Callable[[str, bytes], Awaitable[None]]
 """Handles one device message on a subtopic: (device_id, payload). Raises FleetstateError or
@@ -58,7 +65,10 @@ class Gateway:
         self._forbidden: Counter[str] = Counter()
         self.bus: Bus | None = None
         self.forbidden_total = 0
-        self.inbound: dict[str, InboundHandler] = {"reported": self._reported}
+        self.inbound: dict[str, InboundHandler] = {
+            "reported": self._reported,
+            "status": self._status,
+        }
         self.on_connect: list[ConnectHook] = []
         self.on_subscribe: list[SubscribeHook] = []
         self.on_delivered: list[DeliveredHook] = []
@@ -153,6 +163,11 @@ class Gateway:
         report = reports.report_decoder.decode(payload)
         outcome = await reports.record(self._store, device_id, report, payload)
         self.publish_report(outcome)
+
+    async def _status(self, device_id: str, payload: bytes) -> None:
+        """Checked, then left alone: with the embedded endpoint the connection itself is the
+        presence (and a connect already delivers pending commands and the desired document)."""
+        _status_decoder.decode(payload)
 
     def publish_report(self, outcome: reports.Outcome) -> None:
         data = msgspec.structs.asdict(outcome)

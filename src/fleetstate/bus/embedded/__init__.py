@@ -1,5 +1,10 @@
-"""The embedded MQTT endpoint for devices."""
+"""fleetstate's own embedded MQTT endpoint for devices (MQTT 3.1.1 and 5): the default `Bus`.
 
-from fleetstate.bus.embedded.amqtt_broker import GC_THRESHOLDS, EmbeddedBroker
+`codec` parses and encodes packets (no I/O), `connection` is the protocol of one connection,
+`endpoint` the listeners, sessions and the `Bus` methods, `limits` its `[broker]` settings.
+"""
 
-__all__ = ["GC_THRESHOLDS", "EmbeddedBroker"]
+from fleetstate.bus.embedded.endpoint import EmbeddedBroker
+from fleetstate.bus.embedded.limits import BrokerLimits
+
+__all__ = ["BrokerLimits", "EmbeddedBroker"]

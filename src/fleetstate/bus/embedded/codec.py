@@ -19,6 +19,8 @@ SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT, AUTH = 
 
 MQTT_311: Final = 4
 MQTT_5: Final = 5
+MAX_REMAINING: Final = 268_435_455
+"""The largest remaining length a fixed header can state."""
 
 
 class Reason:
