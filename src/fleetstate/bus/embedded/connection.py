@@ -212,7 +212,13 @@ class Connection(asyncio.Protocol):
                 found = queue.popleft()
                 if self._closed and not isinstance(found, Publish):
                     continue
-                await self._handle(found)
+                try:
+                    await self._handle(found)
+                except Exception:  # a fault of ours: this connection ends, the service runs on
+                    log.exception("handling %s from %s failed", type(found).__name__, self.address)
+                    queue.clear()
+                    self.close(Reason.UNSPECIFIED)
+                    return
                 if self._read_paused and not self._closed:
                     self._parse()  # room in the queue again: take what the buffer holds
         finally:
