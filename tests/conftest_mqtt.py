@@ -74,6 +74,13 @@ class Link:
                 f"{self.name}: nothing on {sub} within {timeout} s; got {self.kept}"
             ) from None
 
+    async def nothing(self, seconds: float = 0.5) -> None:
+        """Assert that no message arrives for a while (nor arrived unclaimed before)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                self.kept.append(await self.queue.get())
+        assert not self.kept, f"{self.name}: unexpected {self.kept}"
+
     async def desired(self, above: int = -1) -> dict[str, Any]:
         return dict(await self.next("desired", lambda doc: doc["version"] > above))
 

@@ -259,6 +259,24 @@ async def test_attack_qos1_publish_on_a_wildcard_topic_closes_the_connection(
         await raw.close()
 
 
+async def test_attack_mqtt5_qos2_publish_is_refused_with_disconnect(
+    service: Service, fleet: Fleet
+) -> None:
+    """SPEC section 3 has QoS 0 and 1 only. MQTT 5: a server with Maximum QoS 1 answers a QoS 2
+    PUBLISH with DISCONNECT 0x9B (MQTT 5 section 3.3.1.2), never a PUBREC. (3.1.1 defines no
+    refusal of a QoS 2 PUBLISH, so it is not asserted here.)"""
+    level = 5
+    device_id, key = await fleet.device(await fleet.profile())
+    raw = await mqtt_raw.session(service.mqtt_port, device_id, key, level)
+    try:
+        body = b'{"status": "online", "telemetries": {"t": 1}}'
+        raw.send(mqtt_raw.publish(f"devices/{device_id}/telemetry", body, 2, 3, level))
+        seen = await raw.until_closed()
+        assert [(p.kind, p.body[:1]) for p in seen] == [(DISCONNECT, b"\x9b")], seen
+    finally:
+        await raw.close()
+
+
 async def test_attack_mqtt5_connect_gets_a_connack(service: Service, fleet: Fleet) -> None:
     """amqtt never answered an MQTT 5 CONNECT."""
     device_id, key = await fleet.device(await fleet.profile())

@@ -186,9 +186,35 @@ async def test_mqtt5_connack_carries_properties_the_client_can_read(
     service: Service, fleet: Fleet
 ) -> None:
     """An MQTT 5 server that limits packet size must say so in CONNACK (Maximum Packet Size,
-    MQTT 5 section 3.2.2.3.6); SPEC section 3's 256 KiB payloads must fit."""
+    MQTT 5 section 3.2.2.3.6), and one without QoS 2 must send Maximum QoS [MQTT-3.2.2-9];
+    SPEC section 3's 256 KiB payloads must fit."""
     device_id, key = await fleet.device(await fleet.profile())
     async with PahoLink(service.mqtt_port, device_id, key, 5) as link:
         props = link.connack_properties
-        assert "MaximumPacketSize" in props, props
-        assert props["MaximumPacketSize"] >= 256 * 1024
+        assert props.get("MaximumPacketSize", 0) >= 256 * 1024, props
+        assert props.get("MaximumQoS") == 1, props
+
+
+async def test_mqtt5_session_expiry_zero_ends_the_session_at_disconnect(
+    service: Service, api: Api, fleet: Fleet
+) -> None:
+    """MQTT 5 section 3.1.2.11.2: with Session Expiry Interval 0 the session ends with the
+    connection, so a Clean Start 0 reconnect finds none and has no subscriptions."""
+    profile = await fleet.profile()
+    device_id, key = await fleet.device(profile)
+    async with PahoLink(service.mqtt_port, device_id, key, 5, clean=True) as link:
+        first = await link.desired()
+    await eventually(lambda: _offline(api, device_id))
+    artefact = await fleet.artefact(profile, {"setpoint": 14})
+    await fleet.bind("device", device_id, artefact["id"])
+    again = PahoLink(service.mqtt_port, device_id, key, 5, clean=False, session_expiry=0)
+    await again.open(subscribe=())
+    try:
+        assert again.session_present is False
+        await again.nothing(0.5)
+        await again.subscribe_own(("desired",))
+        assert (await again.desired(above=first["version"]))["configs"][0]["hash"] == (
+            artefact["hash"]
+        )
+    finally:
+        await again.close()
