@@ -63,6 +63,7 @@ class Gateway:
         self._max_forbidden = max_forbidden
         self._verifier = credentials.Verifier()
         self._forbidden: Counter[str] = Counter()
+        self._presence_pending: dict[str, asyncio.Future[Any]] = {}
         self.bus: Bus | None = None
         self.forbidden_total = 0
         self.inbound: dict[str, InboundHandler] = {
@@ -105,6 +106,19 @@ class Gateway:
     def _record_presence(self, device_id: str, *, online: bool) -> None:
         written = self._store.submit(devices.presence_job(device_id, online=online))
         written.add_done_callback(self._presence_written)
+        self._presence_pending[device_id] = written
+        written.add_done_callback(lambda _w: self._presence_settled(device_id, written))
+
+    def _presence_settled(self, device_id: str, written: "asyncio.Future[Any]") -> None:
+        if self._presence_pending.get(device_id) is written:
+            del self._presence_pending[device_id]
+
+    async def _presence_recorded(self, device_id: str) -> None:
+        """Wait until the device's latest connect or disconnect is committed, so a device that
+        got its document reads as online over REST at once."""
+        pending = self._presence_pending.get(device_id)
+        if pending is not None and not pending.done():
+            await asyncio.wait([pending])
 
     def _presence_written(self, written: "asyncio.Future[dict[str, Any] | None]") -> None:
         if written.cancelled() or written.exception() is not None:
@@ -187,6 +201,7 @@ class Gateway:
     async def send_current(self, device_id: str) -> bool:
         if self.bus is None or not self.bus.is_subscribed(device_id, "desired"):
             return False
+        await self._presence_recorded(device_id)
         found = await devices.desired_document(self._store, device_id)
         if found is None:
             return False
