@@ -1,6 +1,7 @@
 """fleetstate's own embedded MQTT endpoint for devices (MQTT 3.1.1 and 5): the default `Bus`.
 
-`codec` parses and encodes packets (no I/O), `connection` is the protocol of one connection,
+`packets` are the structs and codes, `codec` parses and encodes them (no I/O), `connection` is
+the protocol of one connection,
 `endpoint` the listeners, sessions and the `Bus` methods, `limits` its `[broker]` settings.
 """
 

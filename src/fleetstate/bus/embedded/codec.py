@@ -11,221 +11,87 @@ server sends. No I/O, no asyncio: the fuzz tests feed it arbitrary bytes.
 from collections.abc import Callable
 from typing import Final
 
-import msgspec
+from fleetstate.bus.embedded.packets import (
+    AUTH,
+    BYTE,
+    CONNACK,
+    CONNACK_311,
+    CONNECT,
+    DISCONNECT,
+    FOUR,
+    MAX_REMAINING,
+    MQTT_5,
+    MQTT_311,
+    NO_PROPERTIES,
+    PAIR,
+    PINGREQ,
+    PINGREQ_PACKET,
+    PINGRESP,
+    PROPERTY_TYPES,
+    PUBACK,
+    PUBCOMP,
+    PUBLISH,
+    PUBREC,
+    PUBREL,
+    STRING,
+    SUBACK,
+    SUBSCRIBE,
+    TWO,
+    UNSUBACK,
+    UNSUBSCRIBE,
+    VARINT,
+    Connect,
+    Disconnect,
+    Packet,
+    PingReq,
+    Prop,
+    Properties,
+    ProtocolError,
+    PubAck,
+    Publish,
+    Reason,
+    Subscribe,
+    Unsubscribe,
+    Will,
+    malformed,
+)
 
-# Control packet types [MQTT-2.2.1].
-CONNECT, CONNACK, PUBLISH, PUBACK, PUBREC, PUBREL, PUBCOMP = 1, 2, 3, 4, 5, 6, 7
-SUBSCRIBE, SUBACK, UNSUBSCRIBE, UNSUBACK, PINGREQ, PINGRESP, DISCONNECT, AUTH = range(8, 16)
-
-MQTT_311: Final = 4
-MQTT_5: Final = 5
-MAX_REMAINING: Final = 268_435_455
-"""The largest remaining length a fixed header can state."""
-
-
-class Reason:
-    """MQTT 5 reason codes used here (section 2.4 of MQTT 5)."""
-
-    SUCCESS = 0x00
-    GRANTED_QOS_1 = 0x01
-    UNSPECIFIED = 0x80
-    MALFORMED = 0x81
-    PROTOCOL_ERROR = 0x82
-    UNSUPPORTED_VERSION = 0x84
-    CLIENT_ID_INVALID = 0x85
-    BAD_CREDENTIALS = 0x86
-    NOT_AUTHORIZED = 0x87
-    SERVER_BUSY = 0x89
-    BANNED = 0x8A
-    SHUTTING_DOWN = 0x8B
-    KEEP_ALIVE_TIMEOUT = 0x8D
-    TAKEN_OVER = 0x8E
-    TOPIC_FILTER_INVALID = 0x8F
-    TOPIC_NAME_INVALID = 0x90
-    NO_SUBSCRIPTION = 0x11
-    TOPIC_ALIAS_INVALID = 0x94
-    PACKET_TOO_LARGE = 0x95
-    ADMINISTRATIVE = 0x98
-    QOS_NOT_SUPPORTED = 0x9B
-    CONNECTION_RATE_EXCEEDED = 0x9F
-    SHARED_NOT_SUPPORTED = 0x9E
-    SUBSCRIPTION_IDS_NOT_SUPPORTED = 0xA1
-
-
-CONNACK_311 = {
-    Reason.SUCCESS: 0,
-    Reason.UNSUPPORTED_VERSION: 1,
-    Reason.CLIENT_ID_INVALID: 2,
-    Reason.SERVER_BUSY: 3,
-    Reason.SHUTTING_DOWN: 3,
-    Reason.BAD_CREDENTIALS: 4,
-}
-"""MQTT 3.1.1 CONNACK return codes for MQTT 5 reasons; anything else refused is 5 (not
-authorized) [MQTT-3.2.2.3]."""
-
-
-class ProtocolError(Exception):
-    """Input that is not valid MQTT; `reason` is the MQTT 5 reason code for it."""
-
-    def __init__(self, reason: int, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-def _malformed(message: str) -> ProtocolError:
-    return ProtocolError(Reason.MALFORMED, message)
-
-
-# -- packets ---------------------------------------------------------------------------------
-
-
-class Properties(msgspec.Struct, frozen=True, kw_only=True):
-    """MQTT 5 properties of one packet; `values` by identifier, user properties apart."""
-
-    values: dict[int, int | str | bytes] = {}
-    user: tuple[tuple[str, str], ...] = ()
-
-
-NO_PROPERTIES: Final = Properties()
-
-
-class Will(msgspec.Struct, frozen=True, kw_only=True):
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
-    properties: Properties = NO_PROPERTIES
-
-
-class Connect(msgspec.Struct, frozen=True, kw_only=True):
-    level: int
-    client_id: str
-    clean_start: bool
-    keep_alive: int
-    username: str | None = None
-    password: bytes | None = None
-    will: Will | None = None
-    properties: Properties = NO_PROPERTIES
-
-    @property
-    def session_expiry(self) -> int | None:
-        """Seconds the session outlives the connection; None: until a clean connect (3.1.1)."""
-        if self.level < MQTT_5:
-            return 0 if self.clean_start else None
-        expiry = self.properties.values.get(Prop.SESSION_EXPIRY, 0)
-        return None if expiry == 0xFFFFFFFF else int(expiry)
-
-    @property
-    def receive_maximum(self) -> int:
-        return int(self.properties.values.get(Prop.RECEIVE_MAXIMUM, 65535))
-
-    @property
-    def maximum_packet_size(self) -> int | None:
-        size = self.properties.values.get(Prop.MAXIMUM_PACKET_SIZE)
-        return None if size is None else int(size)
-
-
-class Publish(msgspec.Struct, frozen=True, kw_only=True):
-    topic: str
-    payload: bytes
-    qos: int = 0
-    retain: bool = False
-    dup: bool = False
-    packet_id: int = 0
-    properties: Properties = NO_PROPERTIES
-
-
-class PubAck(msgspec.Struct, frozen=True, kw_only=True):
-    packet_id: int
-    reason: int = Reason.SUCCESS
-
-
-class Subscribe(msgspec.Struct, frozen=True, kw_only=True):
-    packet_id: int
-    filters: list[tuple[str, int]]
-    """(topic filter, subscription options byte); its low two bits are the maximum QoS."""
-    properties: Properties = NO_PROPERTIES
-
-
-class Unsubscribe(msgspec.Struct, frozen=True, kw_only=True):
-    packet_id: int
-    filters: list[str]
-
-
-class PingReq(msgspec.Struct, frozen=True):
-    pass
-
-
-class Disconnect(msgspec.Struct, frozen=True, kw_only=True):
-    reason: int = Reason.SUCCESS
-    properties: Properties = NO_PROPERTIES
-
-
-Packet = Connect | Publish | PubAck | Subscribe | Unsubscribe | PingReq | Disconnect
-PINGREQ_PACKET: Final = PingReq()
-
-
-# -- MQTT 5 properties -----------------------------------------------------------------------
-
-
-class Prop:
-    PAYLOAD_FORMAT = 0x01
-    MESSAGE_EXPIRY = 0x02
-    CONTENT_TYPE = 0x03
-    RESPONSE_TOPIC = 0x08
-    CORRELATION_DATA = 0x09
-    SUBSCRIPTION_ID = 0x0B
-    SESSION_EXPIRY = 0x11
-    ASSIGNED_CLIENT_ID = 0x12
-    SERVER_KEEP_ALIVE = 0x13
-    AUTH_METHOD = 0x15
-    AUTH_DATA = 0x16
-    REQUEST_PROBLEM_INFO = 0x17
-    WILL_DELAY = 0x18
-    REQUEST_RESPONSE_INFO = 0x19
-    REASON_STRING = 0x1F
-    RECEIVE_MAXIMUM = 0x21
-    TOPIC_ALIAS_MAXIMUM = 0x22
-    TOPIC_ALIAS = 0x23
-    MAXIMUM_QOS = 0x24
-    RETAIN_AVAILABLE = 0x25
-    USER_PROPERTY = 0x26
-    MAXIMUM_PACKET_SIZE = 0x27
-    WILDCARD_AVAILABLE = 0x28
-    SUBSCRIPTION_IDS_AVAILABLE = 0x29
-    SHARED_AVAILABLE = 0x2A
-
-
-_BYTE, _TWO, _FOUR, _VARINT, _STRING, _BINARY, _PAIR = range(7)
-_PROPERTY_TYPES: Final = {
-    Prop.PAYLOAD_FORMAT: _BYTE,
-    Prop.MESSAGE_EXPIRY: _FOUR,
-    Prop.CONTENT_TYPE: _STRING,
-    Prop.RESPONSE_TOPIC: _STRING,
-    Prop.CORRELATION_DATA: _BINARY,
-    Prop.SUBSCRIPTION_ID: _VARINT,
-    Prop.SESSION_EXPIRY: _FOUR,
-    Prop.ASSIGNED_CLIENT_ID: _STRING,
-    Prop.SERVER_KEEP_ALIVE: _TWO,
-    Prop.AUTH_METHOD: _STRING,
-    Prop.AUTH_DATA: _BINARY,
-    Prop.REQUEST_PROBLEM_INFO: _BYTE,
-    Prop.WILL_DELAY: _FOUR,
-    Prop.REQUEST_RESPONSE_INFO: _BYTE,
-    0x1A: _STRING,  # response information
-    0x1C: _STRING,  # server reference
-    Prop.REASON_STRING: _STRING,
-    Prop.RECEIVE_MAXIMUM: _TWO,
-    Prop.TOPIC_ALIAS_MAXIMUM: _TWO,
-    Prop.TOPIC_ALIAS: _TWO,
-    Prop.MAXIMUM_QOS: _BYTE,
-    Prop.RETAIN_AVAILABLE: _BYTE,
-    Prop.USER_PROPERTY: _PAIR,
-    Prop.MAXIMUM_PACKET_SIZE: _FOUR,
-    Prop.WILDCARD_AVAILABLE: _BYTE,
-    Prop.SUBSCRIPTION_IDS_AVAILABLE: _BYTE,
-    Prop.SHARED_AVAILABLE: _BYTE,
-}
+__all__ = [
+    "AUTH",
+    "CONNACK",
+    "CONNACK_311",
+    "CONNECT",
+    "DISCONNECT",
+    "MAX_REMAINING",
+    "MQTT_5",
+    "MQTT_311",
+    "NO_PROPERTIES",
+    "PINGREQ",
+    "PINGREQ_PACKET",
+    "PINGRESP",
+    "PUBACK",
+    "PUBCOMP",
+    "PUBLISH",
+    "PUBREC",
+    "PUBREL",
+    "SUBACK",
+    "SUBSCRIBE",
+    "UNSUBACK",
+    "UNSUBSCRIBE",
+    "Connect",
+    "Disconnect",
+    "Packet",
+    "PingReq",
+    "Prop",
+    "Properties",
+    "ProtocolError",
+    "PubAck",
+    "Publish",
+    "Reason",
+    "Subscribe",
+    "Unsubscribe",
+    "Will",
+]
 
 
 # -- reading ---------------------------------------------------------------------------------
@@ -246,14 +112,14 @@ class _Body:
     def take(self, n: int) -> bytes:
         end = self.pos + n
         if end > len(self.data):
-            raise _malformed("packet ends early")
+            raise malformed("packet ends early")
         chunk = self.data[self.pos : end]
         self.pos = end
         return chunk
 
     def byte(self) -> int:
         if self.pos >= len(self.data):
-            raise _malformed("packet ends early")
+            raise malformed("packet ends early")
         value = self.data[self.pos]
         self.pos += 1
         return value
@@ -272,7 +138,7 @@ class _Body:
             if not byte & 0x80:
                 return value
             shift += 7
-        raise _malformed("variable byte integer longer than four bytes")
+        raise malformed("variable byte integer longer than four bytes")
 
     def binary(self) -> bytes:
         return self.take(self.uint16())
@@ -283,9 +149,9 @@ class _Body:
         try:
             text = raw.decode()
         except UnicodeDecodeError:
-            raise _malformed("a string is not valid UTF-8") from None
+            raise malformed("a string is not valid UTF-8") from None
         if "\x00" in text:
-            raise _malformed("a string contains U+0000")
+            raise malformed("a string contains U+0000")
         return text
 
     def rest(self) -> bytes:
@@ -297,42 +163,42 @@ class _Body:
         length = self.varint()
         end = self.pos + length
         if end > len(self.data):
-            raise _malformed("properties run past the packet")
+            raise malformed("properties run past the packet")
         values: dict[int, int | str | bytes] = {}
         user: list[tuple[str, str]] = []
         while self.pos < end:
             ident = self.varint()
-            kind = _PROPERTY_TYPES.get(ident)
+            kind = PROPERTY_TYPES.get(ident)
             if kind is None:
-                raise _malformed(f"unknown property 0x{ident:02x}")
-            if kind == _PAIR:
+                raise malformed(f"unknown property 0x{ident:02x}")
+            if kind == PAIR:
                 user.append((self.string(), self.string()))
                 continue
             if ident in values and ident != Prop.SUBSCRIPTION_ID:
                 raise ProtocolError(Reason.PROTOCOL_ERROR, f"property 0x{ident:02x} repeated")
             values[ident] = self._property_value(kind)
         if self.pos != end:
-            raise _malformed("properties run past their length")
+            raise malformed("properties run past their length")
         if not values and not user:
             return NO_PROPERTIES
         return Properties(values=values, user=tuple(user))
 
     def _property_value(self, kind: int) -> int | str | bytes:
-        if kind == _BYTE:
+        if kind == BYTE:
             return self.byte()
-        if kind == _TWO:
+        if kind == TWO:
             return self.uint16()
-        if kind == _FOUR:
+        if kind == FOUR:
             return self.uint32()
-        if kind == _VARINT:
+        if kind == VARINT:
             return self.varint()
-        if kind == _STRING:
+        if kind == STRING:
             return self.string()
         return self.binary()
 
     def done(self) -> None:
         if self.pos != len(self.data):
-            raise _malformed("bytes left over at the end of a packet")
+            raise malformed("bytes left over at the end of a packet")
 
 
 def read_packet(buffer: bytearray, level: int | None, max_size: int) -> Packet | None:
@@ -354,7 +220,7 @@ def read_packet(buffer: bytearray, level: int | None, max_size: int) -> Packet |
             break
         shift += 7
         if index > 4:
-            raise _malformed("remaining length longer than four bytes")
+            raise malformed("remaining length longer than four bytes")
     if remaining + index > max_size:
         raise ProtocolError(
             Reason.PACKET_TOO_LARGE, f"a {remaining + index}-byte packet; at most {max_size}"
@@ -387,12 +253,12 @@ def decode(kind: int, flags: int, body: bytes, level: int | None) -> Packet:
     names = {PUBREC: "PUBREC", PUBREL: "PUBREL", PUBCOMP: "PUBCOMP", AUTH: "AUTH"}
     if kind in names:  # the server sends no QoS 2 and no AUTH, so a client has none to answer
         raise ProtocolError(Reason.PROTOCOL_ERROR, f"unexpected {names[kind]}")
-    raise _malformed(f"packet type {kind} is not sent by clients")
+    raise malformed(f"packet type {kind} is not sent by clients")
 
 
 def _flags_are(flags: int, expected: int) -> None:
     if flags != expected:
-        raise _malformed(f"reserved fixed-header flags 0x{flags:x}")  # [MQTT-2.2.2-2]
+        raise malformed(f"reserved fixed-header flags 0x{flags:x}")  # [MQTT-2.2.2-2]
 
 
 def _connect(body: _Body) -> Connect:
@@ -404,7 +270,7 @@ def _connect(body: _Body) -> Connect:
         raise ProtocolError(Reason.UNSUPPORTED_VERSION, "not an MQTT CONNECT")
     flags = body.byte()
     if flags & 0x01:
-        raise _malformed("CONNECT reserved flag set")  # [MQTT-3.1.2-3]
+        raise malformed("CONNECT reserved flag set")  # [MQTT-3.1.2-3]
     keep_alive = body.uint16()
     v5 = level == MQTT_5
     properties = body.properties() if v5 else NO_PROPERTIES
@@ -412,7 +278,7 @@ def _connect(body: _Body) -> Connect:
     will = _will(body, flags, v5)
     username = body.string() if flags & 0x80 else None
     if flags & 0x40 and not flags & 0x80 and not v5:
-        raise _malformed("password without user name")  # [MQTT-3.1.2-22]
+        raise malformed("password without user name")  # [MQTT-3.1.2-22]
     password = body.binary() if flags & 0x40 else None
     body.done()
     return Connect(
@@ -431,10 +297,10 @@ def _will(body: _Body, flags: int, v5: bool) -> Will | None:
     qos, retain = (flags >> 3) & 0x03, bool(flags & 0x20)
     if not flags & 0x04:
         if qos or retain:
-            raise _malformed("will QoS or retain without a will")  # [MQTT-3.1.2-11]
+            raise malformed("will QoS or retain without a will")  # [MQTT-3.1.2-11]
         return None
     if qos == 3:
-        raise _malformed("will QoS 3")
+        raise malformed("will QoS 3")
     properties = body.properties() if v5 else NO_PROPERTIES
     topic = body.string()
     payload = body.binary()
@@ -444,16 +310,16 @@ def _will(body: _Body, flags: int, v5: bool) -> Will | None:
 def _publish(flags: int, body: _Body, v5: bool) -> Publish:
     qos = (flags >> 1) & 0x03
     if qos == 3:
-        raise _malformed("PUBLISH with QoS 3")  # [MQTT-3.3.1-4]
+        raise malformed("PUBLISH with QoS 3")  # [MQTT-3.3.1-4]
     dup = bool(flags & 0x08)
     if dup and qos == 0:
-        raise _malformed("DUP set on a QoS 0 PUBLISH")  # [MQTT-3.3.1-2]
+        raise malformed("DUP set on a QoS 0 PUBLISH")  # [MQTT-3.3.1-2]
     topic = body.string()
     packet_id = 0
     if qos:
         packet_id = body.uint16()
         if packet_id == 0:
-            raise _malformed("packet identifier 0")
+            raise malformed("packet identifier 0")
     properties = body.properties() if v5 else NO_PROPERTIES
     return Publish(
         topic=topic,
@@ -480,7 +346,7 @@ def _puback(body: _Body, v5: bool) -> PubAck:
 def _packet_id(body: _Body) -> int:
     packet_id = body.uint16()
     if packet_id == 0:
-        raise _malformed("packet identifier 0")
+        raise malformed("packet identifier 0")
     return packet_id
 
 
@@ -493,7 +359,7 @@ def _subscribe(body: _Body, v5: bool) -> Subscribe:
         options = body.byte()
         reserved = 0xC0 if v5 else 0xFC
         if options & reserved or options & 0x03 == 3 or (v5 and (options >> 4) & 0x03 == 3):
-            raise _malformed(f"subscription options 0x{options:02x}")  # [MQTT-3.8.3-4]
+            raise malformed(f"subscription options 0x{options:02x}")  # [MQTT-3.8.3-4]
         filters.append((topic_filter, options))
     if not filters:
         raise ProtocolError(Reason.PROTOCOL_ERROR, "SUBSCRIBE without a filter")  # [MQTT-3.8.3-3]
@@ -524,7 +390,7 @@ def _disconnect(body: _Body, v5: bool) -> Disconnect:
 
 def _pingreq(body: _Body, _v5: bool) -> PingReq:
     if body.left:
-        raise _malformed("PINGREQ has no body")
+        raise malformed("PINGREQ has no body")
     return PINGREQ_PACKET
 
 
@@ -561,14 +427,14 @@ def encode_properties(values: dict[int, int | str | bytes]) -> bytes:
     out = bytearray()
     for ident, value in values.items():
         out += encode_varint(ident)
-        kind = _PROPERTY_TYPES[ident]
-        if kind == _BYTE:
+        kind = PROPERTY_TYPES[ident]
+        if kind == BYTE:
             out.append(int(value))
-        elif kind == _TWO:
+        elif kind == TWO:
             out += int(value).to_bytes(2, "big")
-        elif kind == _FOUR:
+        elif kind == FOUR:
             out += int(value).to_bytes(4, "big")
-        elif kind == _VARINT:
+        elif kind == VARINT:
             out += encode_varint(int(value))
         elif isinstance(value, str):
             out += encode_string(value)
