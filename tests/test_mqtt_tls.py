@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import aiomqtt
 import pytest
 from cryptography import x509
@@ -102,6 +103,14 @@ async def _service(tmp_path: Path, tls: TlsConfig, **overrides: Any) -> AsyncIte
 async def tls_service(tmp_path: Path, ca: Issuer) -> AsyncIterator[app.Service]:
     async with _service(tmp_path, _tls(ca), mqtt_explicit=False) as running:
         yield running
+
+
+@pytest.fixture
+async def http(ca: Issuer) -> AsyncIterator[aiohttp.ClientSession]:
+    """With `[tls]` the REST API is HTTPS too: this client trusts the test CA."""
+    connector = aiohttp.TCPConnector(ssl=ssl.create_default_context(cafile=ca.cert_file))
+    async with aiohttp.ClientSession(connector=connector) as session:
+        yield session
 
 
 @pytest.fixture
