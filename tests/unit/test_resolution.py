@@ -8,9 +8,10 @@ organization's bindings, so each row builds those and nothing else.
 
 from typing import Any
 
+import msgspec
 import pytest
 
-from fleetstate.desired import Binding, DeviceFacts, explain, winners
+from fleetstate.desired import Binding, DeviceFacts, _fingerprint, _render, explain, winners
 
 DEVICE = DeviceFacts(
     id="d1",
@@ -252,3 +253,82 @@ def test_explain_lists_every_slot_device_first_candidates_best_first() -> None:
     ]
     assert [c["binding_id"] for c in out[0]["candidates"]] == ["g", "p"]
     assert out[2]["candidates"] == []
+
+
+# -- the document the winners yield, and when it counts as changed ------------------------------
+
+
+def test_render_document_device_slot_first_inline_content_and_blob_download() -> None:
+    chosen = {
+        "component:cam": binding("c", "component", is_blob=True, size=48),
+        "device": binding("d", "device"),
+        "component:aux": binding("x", "component", target_id="d1/cam"),
+    }
+    contents = {"a-d": b'{"setpoint":21}', "a-x": b"{}"}
+    document = msgspec.json.decode(_render("d1", 7, "2026-01-01T00:00:00.000Z", chosen, contents))
+    assert document == {
+        "version": 7,
+        "issued_at": "2026-01-01T00:00:00.000Z",
+        "configs": [
+            _config("device", "d", content={"setpoint": 21}),
+            _config("component:aux", "x", content={}),
+            _config("component:cam", "c", size=48, download="/v1/devices/d1/artefacts/a-c"),
+        ],
+    }
+
+
+def _config(slot: str, name: str, *, size: int = 1, **extra: Any) -> dict[str, Any]:
+    return {
+        "slot": slot,
+        "artefact_id": f"a-{name}",
+        "name": name,
+        "artefact_version": 1,
+        "hash": f"sha256:{name}",
+        "size": size,
+        **extra,
+    }
+
+
+def test_render_nothing_bound_is_empty_configs() -> None:
+    document = msgspec.json.decode(_render("d1", 1, "t", {}, {}))
+    assert document == {"version": 1, "issued_at": "t", "configs": []}
+
+
+# (winners before, winners after, same fingerprint?): a change of fingerprint is a new version.
+FINGERPRINT_ROWS = [
+    pytest.param({}, {}, True, id="nothing-bound-twice"),
+    pytest.param({"device": binding("d", "device")}, {}, False, id="unbound"),
+    pytest.param({}, {"device": binding("d", "device")}, False, id="bound"),
+    pytest.param(
+        {"device": binding("d", "device")},
+        {"device": binding("d", "device", artefact_id="a-new")},
+        False,
+        id="other-artefact",
+    ),
+    pytest.param(
+        {"device": binding("d", "device"), "component:cam": binding("c", "component")},
+        {"component:cam": binding("c", "component"), "device": binding("d", "device")},
+        True,
+        id="slot-order-irrelevant",
+    ),
+    pytest.param(
+        {"device": binding("d", "device")},
+        {"component:cam": binding("d", "component", artefact_id="a-d")},
+        False,
+        id="same-artefact-other-slot",
+    ),
+    # Only artefacts count: another binding of the same artefact changes nothing for the device.
+    pytest.param(
+        {"device": binding("g", "device_group", artefact_id="a-same")},
+        {"device": binding("d", "device", artefact_id="a-same", priority=5)},
+        True,
+        id="same-artefact-other-binding",
+    ),
+]
+
+
+@pytest.mark.parametrize(("before", "after", "same"), FINGERPRINT_ROWS)
+def test_resolution_fingerprint_changes_with_the_artefacts(
+    before: dict[str, Binding], after: dict[str, Binding], same: bool
+) -> None:
+    assert (_fingerprint(before) == _fingerprint(after)) is same
