@@ -1,8 +1,8 @@
 """The device topic ACL (SPEC section 3) as table tests.
 
 A device subscribes only to its own `desired`, `commands` and `errors` (or a wildcard below its
-own prefix) and publishes only on its own `reported`, `commands/ack` and `telemetry`; anything
-else, another device's topics above all, is refused.
+own prefix) and publishes only on its own `reported`, `commands/ack`, `telemetry` and `status`;
+anything else, another device's topics above all, is refused.
 """
 
 import pytest
@@ -18,6 +18,7 @@ SUBSCRIBE_ROWS = [
     pytest.param("d1", "devices/d1/+", True, id="own-single-level-wildcard"),
     pytest.param("d1", "devices/d1/reported", False, id="own-inbound-reported"),
     pytest.param("d1", "devices/d1/telemetry", False, id="own-inbound-telemetry"),
+    pytest.param("d1", "devices/d1/status", False, id="own-inbound-status"),
     pytest.param("d1", "devices/d1/commands/ack", False, id="own-inbound-ack"),
     pytest.param("d1", "devices/d1/commands/#", False, id="below-commands"),
     pytest.param("d1", "devices/d1/desired/x", False, id="below-desired"),
@@ -45,6 +46,7 @@ PUBLISH_ROWS = [
     pytest.param("d1", "devices/d1/reported", True, id="own-reported"),
     pytest.param("d1", "devices/d1/commands/ack", True, id="own-ack"),
     pytest.param("d1", "devices/d1/telemetry", True, id="own-telemetry"),
+    pytest.param("d1", "devices/d1/status", True, id="own-status-birth-and-will"),
     pytest.param("d1", "devices/d1/desired", False, id="own-desired-is-the-services"),
     pytest.param("d1", "devices/d1/commands", False, id="own-commands-is-the-services"),
     pytest.param("d1", "devices/d1/errors", False, id="own-errors-is-the-services"),
