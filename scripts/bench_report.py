@@ -187,7 +187,7 @@ def markdown(result: dict[str, Any]) -> str:
 
 def _heading(result: dict[str, Any]) -> str:
     m, v = result["machine"], result["versions"]
-    tools = ", ".join(f"{k} {v[k]}" for k in ("python", "amqtt", "aiomqtt", "mosquitto") if k in v)
+    tools = ", ".join(f"{k} {v[k]}" for k in ("python", "aiomqtt", "mosquitto") if k in v)
     return (
         f"### {result['started_at']}: {result['devices']:,} devices\n\n"
         f"`{result['command']}` · fleetstate {_served(result)} · {m['cores']} cores"

@@ -1,5 +1,5 @@
-"""Processes under test for scripts/bench.py: a fresh `fleetstate serve`, a bare broker (amqtt in
-its own process, or Mosquitto), and what /proc says about them and the machine."""
+"""Processes under test for scripts/bench.py: a fresh `fleetstate serve`, a bare Mosquitto, and
+what /proc says about them and the machine."""
 
 import asyncio
 import contextlib
@@ -124,20 +124,9 @@ async def fleetstate_serve(
 
 @contextlib.asynccontextmanager
 async def bare_broker(kind: str, workdir: Path) -> AsyncIterator[Process]:
-    """A broker alone: amqtt 0.12.1 (scripts/bench_broker.py) or Mosquitto, anonymous."""
-    if kind == "amqtt":
-        cmd = [sys.executable, str(HERE / "bench_broker.py")]
-        proc = await asyncio.create_subprocess_exec(
-            *cmd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL
-        )
-        try:
-            _http, mqtt_url = await _read_addresses(proc)
-            yield Process(proc, "", mqtt_url)
-        finally:
-            if proc.returncode is None:
-                proc.kill()
-                await proc.wait()
-        return
+    """A broker alone: Mosquitto, anonymous (the only `kind`)."""
+    if kind != "mosquitto":
+        raise ValueError(f"no bare broker {kind!r}: only mosquitto")
     port = _free_port()  # Mosquitto cannot pick a port itself; a tiny race, loopback only
     conf = workdir / "mosquitto.conf"
     conf.write_text(
@@ -226,7 +215,7 @@ def _meminfo_kib(key: str) -> int:
 
 def versions() -> dict[str, str]:
     found = {"python": platform.python_version(), "fleetstate": _git_commit()}
-    for package in ("amqtt", "aiomqtt", "aiosqlite", "aiohttp"):
+    for package in ("aiomqtt", "aiosqlite", "aiohttp"):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             found[package] = importlib.metadata.version(package)
     if path := mosquitto():

@@ -23,13 +23,8 @@ WAIT = 10.0
 
 
 def make_config(data: Path, **overrides: Any) -> Config:
-    return Config(
-        data=str(data),
-        http="127.0.0.1:0",
-        mqtt="127.0.0.1:0",
-        admin_token=ADMIN_TOKEN,
-        **overrides,
-    )
+    defaults: dict[str, Any] = {"http": "127.0.0.1:0", "mqtt": "127.0.0.1:0"}
+    return Config(data=str(data), admin_token=ADMIN_TOKEN, **{**defaults, **overrides})
 
 
 async def eventually(probe: Callable[[], Awaitable[Any]], timeout: float = WAIT) -> Any:

@@ -12,7 +12,7 @@ LIMIT_S = 240.0
 async def test_bench_smoke_every_scenario_is_correct_at_100_devices(tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
         *(sys.executable, str(BENCH), "--devices", "100", "--telemetry-seconds", "3"),
-        *("--scenarios", "connect,rollout,commands,telemetry,ceiling", "--ceiling", "amqtt"),
+        *("--scenarios", "connect,rollout,commands,telemetry,ceiling", "--ceiling", "mosquitto"),
         *("--no-append", "--out", str(tmp_path)),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -38,7 +38,7 @@ async def test_bench_smoke_every_scenario_is_correct_at_100_devices(tmp_path: Pa
         assert telemetry["failed"] == 0, name
         assert telemetry["stored"] == telemetry["acked"], name  # zero loss
     assert service["exit_code"] == 0
-    ceiling = run["ceiling"]["amqtt"]
+    ceiling = run["ceiling"]["mosquitto"]
     assert ceiling["connect"]["connected"] == 100
     assert ceiling["rollout"]["all_accepted"] is True
     assert ceiling["telemetry_mqtt"]["acked"] > 0

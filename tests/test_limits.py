@@ -231,11 +231,12 @@ async def test_limits_retention_prunes_reports_and_command_answers(
     api: Api, fleet: Fleet, connect: DeviceFactory, service: app.Service
 ) -> None:
     device_id, key = await fleet.device(await fleet.profile())
-    command = await api.ok(
-        "POST", f"/api/v1/devices/{device_id}/commands", {"type": "REBOOT"}, status=201
-    )
     async with connect(device_id, key) as device:
+        # Created once the document is in: `next` skips what arrives on other topics.
         doc = await device.desired()
+        command = await api.ok(
+            "POST", f"/api/v1/devices/{device_id}/commands", {"type": "REBOOT"}, status=201
+        )
         await device.next("commands")
         await device.publish("reported", {"version": doc["version"], "status": "ACCEPTED"})
         await device.publish("commands/ack", {"id": command["id"], "status": "SUCCESS"})

@@ -46,13 +46,24 @@ class Service:
     telemetry: telemetry.Recorder
     http_url: str
     """The bound HTTP server: `https://HOST:PORT` with `[tls]`, else `http://HOST:PORT`."""
-    mqtt_url: str
+    mqtt_url: str | None
+    """The plain MQTT listener (mqtt://HOST:PORT), None when it is off."""
+    mqtts_url: str | None
+    """The MQTT-over-TLS listener (mqtts://HOST:PORT), None without `[tls]`."""
     admin_token_file: Path | None
     http_app: web.Application
 
     @property
     def mqtt_port(self) -> int:
+        if self.mqtt_url is None:
+            raise ValueError("the plain MQTT listener is off")
         return int(self.mqtt_url.rsplit(":", 1)[1])
+
+    @property
+    def mqtts_port(self) -> int:
+        if self.mqtts_url is None:
+            raise ValueError("MQTT over TLS is off")
+        return int(self.mqtts_url.rsplit(":", 1)[1])
 
 
 @contextlib.asynccontextmanager
@@ -72,11 +83,11 @@ async def start(config: Config) -> AsyncIterator[Service]:
 
         events = EventHub(config.limits.events_queue)
         gateway = Gateway(store, tasks, events, config.max_forbidden_publishes)
-        broker = EmbeddedBroker(*split_hostport(config.mqtt), gateway)
-        mqtt_host, mqtt_port = await broker.start()
+        broker = EmbeddedBroker(gateway, config.broker)
         stack.push_async_callback(broker.stop)
         # Runs after HTTP stopped and the loops were cancelled, before the broker closes.
         stack.push_async_callback(tasks.settle, config.shutdown_grace_s, {writer})
+        mqtt_url, mqtts_url = await _listen(broker, config)
         gateway.bus = broker
         # Features hook in here: MQTT handlers (gateway.inbound), connect and delivery hooks,
         # and their background loops as named tasks of `tasks`.
@@ -113,7 +124,7 @@ async def start(config: Config) -> AsyncIterator[Service]:
                 events=events,
                 blobs=blobs,
                 telemetry=recorder,
-                mqtt_url=f"mqtt://{_url_host(mqtt_host)}:{mqtt_port}",
+                mqtt_url=mqtts_url or mqtt_url or "",
                 device_throttle=FailureThrottle.from_config(config.throttle),
             )
         )
@@ -133,11 +144,27 @@ async def start(config: Config) -> AsyncIterator[Service]:
             broker=broker,
             telemetry=recorder,
             http_url=http_url,
-            mqtt_url=f"mqtt://{_url_host(mqtt_host)}:{mqtt_port}",
+            mqtt_url=mqtt_url,
+            mqtts_url=mqtts_url,
             admin_token_file=token_file,
             http_app=app,
         )
         log.info("shutting down")
+
+
+async def _listen(broker: EmbeddedBroker, config: Config) -> tuple[str | None, str | None]:
+    """The MQTT listeners SPEC section 8 asks for: MQTT over TLS with `[tls]`; plain MQTT unless
+    TLS is on and `mqtt` was not given explicitly; never with `mqtt = "off"`."""
+    mqtt_url = mqtts_url = None
+    if config.tls.enabled:
+        context = tls.server_context(config.tls, client_certs=True)
+        host, port = await broker.listen(*split_hostport(config.mqtts), context)
+        mqtts_url = f"mqtts://{_url_host(host)}:{port}"
+    plain = config.mqtt.lower() != "off" and (not config.tls.enabled or config.mqtt_explicit)
+    if plain:
+        host, port = await broker.listen(*split_hostport(config.mqtt))
+        mqtt_url = f"mqtt://{_url_host(host)}:{port}"
+    return mqtt_url, mqtts_url
 
 
 async def _serve_http(

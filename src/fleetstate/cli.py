@@ -137,7 +137,10 @@ async def _serve(settings: config.Config) -> None:
                 print(f"admin token in {service.admin_token_file}", flush=True)
             scheme = service.http_url.partition(":")[0]  # "https" with [tls]
             print(f"{scheme} listening on {service.http_url}", flush=True)
-            print(f"mqtt listening on {service.mqtt_url}", flush=True)
+            if service.mqtt_url is not None:
+                print(f"mqtt listening on {service.mqtt_url}", flush=True)
+            if service.mqtts_url is not None:
+                print(f"mqtts listening on {service.mqtts_url}", flush=True)
             await stop.wait()
     finally:
         for signum in (signal.SIGTERM, signal.SIGINT):

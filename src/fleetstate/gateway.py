@@ -33,7 +33,14 @@ class DeviceError(msgspec.Struct, frozen=True, kw_only=True):
     detail: str
 
 
+class Status(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """`devices/{id}/status` (SPEC sections 3 and 10): a device's birth message and Last Will."""
+
+    online: bool
+
+
 _error_encoder = msgspec.json.Encoder()
+_status_decoder = msgspec.json.Decoder(Status)
 
 InboundHandler = Callable[[str, bytes], Awaitable[None]]
 """Handles one device message on a subtopic: (device_id, payload). Raises FleetstateError or
@@ -56,11 +63,15 @@ class Gateway:
         self._max_forbidden = max_forbidden
         self._verifier = credentials.Verifier()
         self._forbidden: Counter[str] = Counter()
+        self._presence_pending: dict[str, asyncio.Future[Any]] = {}
         self.bus: Bus | None = None
         self.forbidden_total = 0
         self.messages_in: Counter[str] = Counter()
         """Messages received per subtopic (read by /metrics)."""
-        self.inbound: dict[str, InboundHandler] = {"reported": self._reported}
+        self.inbound: dict[str, InboundHandler] = {
+            "reported": self._reported,
+            "status": self._status,
+        }
         self.on_connect: list[ConnectHook] = []
         self.on_subscribe: list[SubscribeHook] = []
         self.on_delivered: list[DeliveredHook] = []
@@ -97,6 +108,19 @@ class Gateway:
     def _record_presence(self, device_id: str, *, online: bool) -> None:
         written = self._store.submit(devices.presence_job(device_id, online=online))
         written.add_done_callback(self._presence_written)
+        self._presence_pending[device_id] = written
+        written.add_done_callback(lambda _w: self._presence_settled(device_id, written))
+
+    def _presence_settled(self, device_id: str, written: "asyncio.Future[Any]") -> None:
+        if self._presence_pending.get(device_id) is written:
+            del self._presence_pending[device_id]
+
+    async def _presence_recorded(self, device_id: str) -> None:
+        """Wait until the device's latest connect or disconnect is committed, so a device that
+        got its document reads as online over REST at once."""
+        pending = self._presence_pending.get(device_id)
+        if pending is not None and not pending.done():
+            await asyncio.wait([pending])
 
     def _presence_written(self, written: "asyncio.Future[dict[str, Any] | None]") -> None:
         if written.cancelled() or written.exception() is not None:
@@ -157,6 +181,11 @@ class Gateway:
         outcome = await reports.record(self._store, device_id, report, payload)
         self.publish_report(outcome)
 
+    async def _status(self, device_id: str, payload: bytes) -> None:
+        """Checked, then left alone: with the embedded endpoint the connection itself is the
+        presence (and a connect already delivers pending commands and the desired document)."""
+        _status_decoder.decode(payload)
+
     def publish_report(self, outcome: reports.Outcome) -> None:
         data = msgspec.structs.asdict(outcome)
         moved = outcome.moved
@@ -175,6 +204,7 @@ class Gateway:
     async def send_current(self, device_id: str) -> bool:
         if self.bus is None or not self.bus.is_subscribed(device_id, "desired"):
             return False
+        await self._presence_recorded(device_id)
         found = await devices.desired_document(self._store, device_id)
         if found is None:
             return False

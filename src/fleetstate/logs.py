@@ -21,7 +21,6 @@ REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request
 DEVICE_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("device_id", default=None)
 FIELDS = ("device_id", "request_id")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-QUIET = ("amqtt", "transitions")
 access_log = logging.getLogger("fleetstate.access")
 
 
@@ -70,7 +69,5 @@ def configure(level: str, config: LogConfig) -> None:
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    for noisy in QUIET:
-        logging.getLogger(noisy).setLevel(logging.WARNING)
     # Access lines are INFO: with `access = true` they show even when the level is WARNING.
     access_log.setLevel(logging.INFO if config.access else logging.WARNING)

@@ -154,11 +154,11 @@ class _Live(Collector):
             DEVICE_TOPICS_OUT,
             getattr(bus, "messages_out", None),
         )
-        yield from self._auth(gateway)
+        yield from self._auth(bus)
         yield from self._telemetry_and_events(src)
         yield from self._database(src.counts)
 
-    def _auth(self, gateway: Any) -> Iterator[Metric]:
+    def _auth(self, bus: Any) -> Iterator[Metric]:
         family = CounterMetricFamily(
             "fleetstate_auth_failures",
             "Failed authentications, by surface (api: Bearer token or cookie; device_api: an"
@@ -168,8 +168,7 @@ class _Live(Collector):
         seen = self._metrics.http_auth_failures
         for surface in ("api", "device_api"):
             family.add_metric([surface], seen[surface])
-        # Zero until the MQTT side exposes `auth_failures_total` (docs/protocol.md).
-        family.add_metric(["mqtt"], getattr(gateway, "auth_failures_total", 0))
+        family.add_metric(["mqtt"], getattr(bus, "auth_failures_total", 0))
         yield family
 
     def _telemetry_and_events(self, src: Sources) -> Iterator[Metric]:

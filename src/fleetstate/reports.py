@@ -68,13 +68,8 @@ async def apply(conn: Connection, device_id: str, report: Report, raw: str) -> O
     if row is None:
         raise NotFound("device", device_id)
     desired_version, org_id = int(row[0]), str(row[1])
-    if not 1 <= report.version <= desired_version:
-        raise Invalid(
-            f"report for version {report.version}, but desired versions run from 1 to"
-            f" {desired_version}"
-        )
+    current = is_current(report.version, desired_version)
     now = now_text()
-    current = report.version == desired_version
     status: str = report.status
     message = report.message
     slots: list[SlotRow] = []
@@ -100,6 +95,16 @@ async def apply(conn: Connection, device_id: str, report: Report, raw: str) -> O
         current=current,
         moved=moved,
     )
+
+
+def is_current(version: int, desired_version: int) -> bool:
+    """True for a report of the current desired version; False for an older one, which only
+    goes into history. Invalid for a version that never existed."""
+    if not 1 <= version <= desired_version:
+        raise Invalid(
+            f"report for version {version}, but desired versions run from 1 to {desired_version}"
+        )
+    return version == desired_version
 
 
 async def _expected_hashes(conn: Connection, device_id: str) -> dict[str, tuple[str, str]]:

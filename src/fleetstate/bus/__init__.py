@@ -1,13 +1,14 @@
 """The message bus between the service and devices, behind a narrow interface.
 
-The embedded amqtt broker is one implementation; an external broker (Mosquitto/EMQX) is another
-to come. The service only ever publishes to one device's own topic, learns of connects,
-subscriptions and messages through a `DeviceEvents` handler, and can cut a device off.
+fleetstate's own embedded MQTT endpoint (`bus.embedded`) is one implementation; an external
+broker (Mosquitto/EMQX) is another to come. The service only ever publishes to one device's own
+topic, learns of connects, subscriptions and messages through a `DeviceEvents` handler, and can
+cut a device off.
 """
 
 from typing import Protocol
 
-DEVICE_TOPICS_IN = ("reported", "commands/ack", "telemetry")
+DEVICE_TOPICS_IN = ("reported", "commands/ack", "telemetry", "status")
 DEVICE_TOPICS_OUT = ("desired", "commands", "errors")
 MAX_PAYLOAD = 256 * 1024
 

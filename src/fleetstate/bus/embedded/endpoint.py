@@ -1,0 +1,248 @@
+"""fleetstate's own MQTT endpoint for devices: the `Bus` the service runs on by default.
+
+Not a general broker: devices never talk to each other. Each device may subscribe only to its own
+topics, which only the service publishes, and what it publishes goes to the service alone
+(`DeviceEvents`), so there is no routing table, no retained store and no fan-out. The desired
+document is delivered level-triggered by the gateway from SQLite on every connect and subscribe.
+
+Sessions (a device's subscriptions) live in memory, one per device that ever authenticated:
+a persistent one (MQTT 3.1.1 clean session 0, MQTT 5 session expiry > 0) survives its connection,
+a clean one ends with it. A refused client never gets one. One sweep a second closes connections
+that sent no CONNECT in time or nothing for 1.5 times their keep-alive, and expires sessions.
+"""
+
+import asyncio
+import logging
+import ssl
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from fleetstate.bus import MAX_PAYLOAD, DeviceEvents, device_topic
+from fleetstate.bus.embedded.codec import Connect, Prop, Reason
+from fleetstate.bus.embedded.connection import Connection, Session
+from fleetstate.bus.embedded.limits import BrokerLimits
+from fleetstate.throttle import FailureThrottle
+
+log = logging.getLogger(__name__)
+
+SWEEP_S = 1.0
+STOP_GRACE_S = 5.0
+"""On stop, messages already read get this long to reach their commit."""
+BACKLOG = 1024
+
+
+class EmbeddedBroker:
+    """The `Bus` on fleetstate's own MQTT endpoint: `await listen(...)` per listener, then
+    `stop()`."""
+
+    def __init__(self, events: DeviceEvents, limits: BrokerLimits | None = None) -> None:
+        self.events = events
+        self.limits = limits or BrokerLimits()
+        self.throttle = FailureThrottle(
+            limit=self.limits.auth_failure_limit,
+            window_s=self.limits.auth_failure_window_s,
+            block_s=self.limits.auth_block_s,
+        )
+        self.sessions: dict[str, Session] = {}
+        self._connections: set[Connection] = set()
+        self._expiring: dict[str, Session] = {}
+        self._servers: list[asyncio.Server] = []
+        self._sweeper: asyncio.Task[None] | None = None
+        self.refused_total = 0
+        self.messages_out: Counter[str] = Counter()
+        """Messages published to devices per subtopic, acknowledged or not (read by /metrics)."""
+        self.connack_properties: dict[int, int | str | bytes] = {
+            Prop.MAXIMUM_QOS: 1,
+            Prop.MAXIMUM_PACKET_SIZE: self.limits.max_packet_bytes,
+            Prop.SUBSCRIPTION_IDS_AVAILABLE: 0,
+            Prop.SHARED_AVAILABLE: 0,
+            Prop.RECEIVE_MAXIMUM: self.limits.inbound_queue,
+        }
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def listen(
+        self, host: str, port: int, ssl_context: ssl.SSLContext | None = None
+    ) -> tuple[str, int]:
+        """Start one listener (plain or TLS); returns its bound address."""
+        loop = asyncio.get_running_loop()
+        factory: Callable[[], Connection] = lambda: Connection(self)  # noqa: E731
+        server = await loop.create_server(
+            factory,
+            host,
+            port,
+            ssl=ssl_context,
+            ssl_handshake_timeout=self.limits.connect_timeout_s if ssl_context else None,
+            backlog=BACKLOG,
+            reuse_address=True,
+        )
+        self._servers.append(server)
+        if self._sweeper is None:
+            self._sweeper = loop.create_task(self._sweep(), name="mqtt-sweep")
+        bound = server.sockets[0].getsockname()
+        return str(bound[0]), int(bound[1])
+
+    async def stop(self) -> None:
+        for server in self._servers:
+            server.close()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        workers = []
+        for connection in list(self._connections):
+            connection.close(Reason.SHUTTING_DOWN)
+            worker = connection.worker
+            if worker is not None:
+                workers.append(worker)
+        if workers:
+            _done, pending = await asyncio.wait(workers, timeout=STOP_GRACE_S)
+            for worker in pending:
+                worker.cancel()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+
+    # -- what connections ask --------------------------------------------------------------------
+
+    def opened(self, connection: Connection) -> None:
+        self._connections.add(connection)
+
+    async def admit(self, connection: Connection, connect: Connect) -> int:
+        """Authenticate a CONNECT, touching nothing: the reason code to answer it with."""
+        device_id = connect.client_id
+        keys = (f"addr:{connection.address}", f"device:{device_id}")
+        if not device_id:
+            return self._refuse(connection, "", Reason.CLIENT_ID_INVALID, "no client id")
+        if self.throttle.blocked(*keys):
+            return self._refuse(connection, device_id, Reason.BANNED, "throttled")
+        if connection.peer_cn is not None:
+            return self._by_certificate(connection, device_id, keys)
+        password = connect.password
+        if connect.username != device_id or password is None:
+            self.throttle.failed(*keys)
+            detail = "user name is not the client id" if password else "no password"
+            return self._refuse(connection, device_id, Reason.BAD_CREDENTIALS, detail)
+        try:
+            secret = password.decode()
+        except UnicodeDecodeError:
+            secret = None
+        if secret is None or not await self.events.authenticate(device_id, secret):
+            self.throttle.failed(*keys)
+            return self._refuse(connection, device_id, Reason.BAD_CREDENTIALS, "wrong key")
+        return Reason.SUCCESS
+
+    def _by_certificate(self, connection: Connection, device_id: str, keys: tuple[str, str]) -> int:
+        """A verified client certificate (`client_ca_file`) names the device: no password."""
+        if connection.peer_cn == device_id:
+            return Reason.SUCCESS
+        self.throttle.failed(*keys)
+        detail = f"certificate for {connection.peer_cn!r}"
+        return self._refuse(connection, device_id, Reason.NOT_AUTHORIZED, detail)
+
+    def _refuse(self, connection: Connection, device_id: str, reason: int, why: str) -> int:
+        self.refused_total += 1
+        log.info("refused MQTT CONNECT of %r from %s: %s", device_id, connection.address, why)
+        return reason
+
+    def attach(self, connection: Connection, connect: Connect) -> tuple[Session, bool]:
+        """An accepted CONNECT takes the device's session (closing a connection that held it,
+        [MQTT-3.1.4-2]) or starts a new one; True when an existing one was kept."""
+        device_id = connect.client_id
+        session = self.sessions.get(device_id)
+        if session is not None and session.connection is not None:
+            old, session.connection = session.connection, None  # so it reports no disconnect
+            log.info("%s connected again; closing its previous connection", device_id)
+            old.close(Reason.TAKEN_OVER)
+        present = session is not None and not connect.clean_start
+        if session is None or connect.clean_start:
+            session = Session(device_id)
+            self.sessions[device_id] = session
+        self._expiring.pop(device_id, None)
+        session.expiry = connect.session_expiry
+        session.expires_at = None
+        session.connection = connection
+        return session, present
+
+    def accepted(self, connection: Connection) -> None:
+        """After the CONNACK went out: the service learns of the device."""
+        assert connection.session is not None
+        self.events.connected(connection.session.device_id)
+
+    def lost(self, connection: Connection) -> None:
+        self._connections.discard(connection)
+        session = connection.session
+        if session is None or session.connection is not connection:
+            return  # refused, or taken over by a newer connection (that one is online)
+        session.connection = None
+        device_id = session.device_id
+        if session.expiry == 0:
+            self.sessions.pop(device_id, None)
+        elif session.expiry is not None:
+            session.expires_at = time.monotonic() + session.expiry
+            self._expiring[device_id] = session
+        self.events.disconnected(device_id)
+
+    # -- the sweep -------------------------------------------------------------------------------
+
+    async def _sweep(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_S)
+            self.sweep(time.monotonic())
+
+    def sweep(self, now: float) -> None:
+        connect_by = now - self.limits.connect_timeout_s
+        for connection in list(self._connections):
+            if connection.level is None and connection.opened < connect_by:
+                log.info("no CONNECT from %s in time; closing", connection.address)
+                connection.abort()
+            elif connection.keep_alive_s is not None and (
+                now - connection.last_read > connection.keep_alive_s
+            ):
+                name = connection.session.device_id if connection.session else connection.address
+                log.info("%s sent nothing within its keep-alive; closing", name)
+                connection.close(Reason.KEEP_ALIVE_TIMEOUT)
+        for device_id, session in list(self._expiring.items()):
+            if session.expires_at is not None and session.expires_at <= now:
+                del self._expiring[device_id]
+                if self.sessions.get(device_id) is session:
+                    del self.sessions[device_id]
+
+    # -- the Bus ---------------------------------------------------------------------------------
+
+    def _connection(self, device_id: str) -> Connection | None:
+        session = self.sessions.get(device_id)
+        return None if session is None else session.connection
+
+    def is_subscribed(self, device_id: str, subtopic: str) -> bool:
+        session = self.sessions.get(device_id)
+        if session is None or session.connection is None:
+            return False
+        return session.granted(device_topic(device_id, subtopic), subtopic) is not None
+
+    async def publish(self, device_id: str, subtopic: str, payload: bytes) -> bool:
+        session = self.sessions.get(device_id)
+        connection = None if session is None else session.connection
+        if session is None or connection is None:
+            return False
+        topic = device_topic(device_id, subtopic)
+        qos = session.granted(topic, subtopic)
+        if qos is None:
+            return False
+        if len(payload) > MAX_PAYLOAD or len(payload) + len(topic) + 16 > connection.max_outgoing:
+            log.error("refusing to publish %d bytes to %s", len(payload), device_id)
+            return False
+        self.messages_out[subtopic] += 1
+        return await connection.deliver(topic, payload, qos)
+
+    @property
+    def auth_failures_total(self) -> int:
+        """CONNECTs refused for their credentials (read by /metrics)."""
+        return self.throttle.failed_total
+
+    def connected_devices(self) -> list[str]:
+        return [d for d, s in self.sessions.items() if s.connection is not None]
+
+    async def disconnect(self, device_id: str) -> None:
+        connection = self._connection(device_id)
+        if connection is not None:
+            connection.close(Reason.ADMINISTRATIVE)
