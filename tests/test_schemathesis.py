@@ -19,8 +19,8 @@ from fleetstate import app
 from fleetstate.app import Service
 from fleetstate.throttle import ThrottleConfig
 
-RUN_TIMEOUT = 240.0
-MAX_EXAMPLES = "15"
+RUN_TIMEOUT = 300.0
+MAX_EXAMPLES = "10"
 SEED = "20261202"  # a fixed seed: a failure reproduces, and the run is the same on every CI
 CONFIG = """
 # The largest upload is a deployment setting ([uploads] max_size), not part of the schema: a
