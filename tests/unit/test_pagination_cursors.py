@@ -5,15 +5,17 @@ import pytest
 from fleetstate.errors import Invalid
 from fleetstate.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, page_of, parse_page
 
+ID = "0197aa00bb11cc22dd33"  # a cursor as the server hands it out: an id (ids.new_id)
+
 # (limit, cursor as given, Page).
 PARSE_ROWS = [
     pytest.param(None, None, Page(limit=DEFAULT_LIMIT), id="defaults"),
-    pytest.param(None, "abc", Page(limit=DEFAULT_LIMIT, cursor="abc"), id="cursor-only"),
+    pytest.param(None, ID, Page(limit=DEFAULT_LIMIT, cursor=ID), id="cursor-only"),
     pytest.param("1", None, Page(limit=1), id="smallest"),
     pytest.param(str(MAX_LIMIT), None, Page(limit=MAX_LIMIT), id="largest"),
     pytest.param("25", "", Page(limit=25), id="empty-cursor-is-none"),
     pytest.param(None, "", Page(limit=DEFAULT_LIMIT), id="empty-cursor-default-limit"),
-    pytest.param("007", "x", Page(limit=7, cursor="x"), id="leading-zeros"),
+    pytest.param("007", ID, Page(limit=7, cursor=ID), id="leading-zeros"),
 ]
 
 
@@ -29,6 +31,12 @@ def test_pagination_parse(limit: str | None, cursor: str | None, page: Page) -> 
 def test_pagination_bad_limit_refused(limit: str) -> None:
     with pytest.raises(Invalid, match=f"limit must be an integer from 1 to {MAX_LIMIT}"):
         parse_page(limit, None)
+
+
+@pytest.mark.parametrize("cursor", ["garbage", "abc", ID.upper(), ID[:-1], ID + "0", f" {ID}"])
+def test_pagination_malformed_cursor_refused(cursor: str) -> None:
+    with pytest.raises(Invalid, match="malformed cursor"):
+        parse_page(None, cursor)
 
 
 def _rows(n: int) -> list[dict[str, str]]:
