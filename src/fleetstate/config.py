@@ -137,6 +137,6 @@ def _from_env(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
 
 def split_hostport(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit():
+    if not sep or not (port.isascii() and port.isdigit()):
         raise Invalid(f"expected HOST:PORT, got {value!r}")
     return host.strip("[]") or "127.0.0.1", int(port)
