@@ -191,11 +191,15 @@ async def resolve(conn: Connection, org_id: str, device_ids: Iterable[str]) -> l
     facts = await load_facts(conn, ids)
     current = await _current_fingerprints(conn, ids)
     chosen_by_device: dict[str, dict[str, Binding]] = {}
+    same_document: dict[str, dict[str, Binding]] = {}
     for device in facts:
         chosen = winners(device, index)
         previous = current.get(device.id)
         if previous is None or previous[1] != _fingerprint(chosen):
             chosen_by_device[device.id] = chosen
+        else:
+            same_document[device.id] = chosen
+    await _rebind_slots(conn, same_document)
     if not chosen_by_device:
         return []
     contents = await _inline_contents(conn, chosen_by_device.values())
@@ -209,6 +213,21 @@ async def resolve(conn: Connection, org_id: str, device_ids: Iterable[str]) -> l
         await on_change(conn, org_id, changes)
     await _store(conn, changes, chosen_by_device, issued_at)
     return changes
+
+
+async def _rebind_slots(conn: Connection, chosen_by_device: dict[str, dict[str, Binding]]) -> None:
+    """The document stays (same artefacts, so no new version), but the binding that put an
+    artefact there may now be another one (the same artefact bound more specifically): record
+    the winner, so each binding's status view counts the devices it really holds."""
+    await conn.executemany(
+        "UPDATE desired_slots SET binding_id = ? WHERE device_id = ? AND slot = ?"
+        " AND binding_id IS NOT ?",
+        [
+            (b.id, device_id, slot, b.id)
+            for device_id, chosen in chosen_by_device.items()
+            for slot, b in chosen.items()
+        ],
+    )
 
 
 async def _current_fingerprints(conn: Connection, ids: Sequence[str]) -> dict[str, tuple[int, str]]:
