@@ -9,6 +9,7 @@ named tasks in one TaskGroup, so an unexpected crash in any of them ends the ser
 import contextlib
 import logging
 import os
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from fleetstate.metrics import Metrics, Sources
 from fleetstate.scheduler import Dispatcher
 from fleetstate.shutdown import InFlight
 from fleetstate.store import Store
+from fleetstate.store.database import SWITCH_INTERVAL_S
 from fleetstate.throttle import FailureThrottle
 
 log = logging.getLogger(__name__)
@@ -69,11 +71,12 @@ class Service:
 @contextlib.asynccontextmanager
 async def start(config: Config) -> AsyncIterator[Service]:
     tenancy.check_admin_token(config.admin_token)  # before anything starts: a plain error
+    _tune_process()
     async with contextlib.AsyncExitStack() as stack:
         tasks = await stack.enter_async_context(InFlight())
-        store = await Store.open(config.data_dir / DATABASE, config.batch_max)
-        stack.push_async_callback(store.close)
-        writer = tasks.create_task(store.writer_loop(), name="store-writer")
+        store = await stack.enter_async_context(
+            Store.running(config.data_dir / DATABASE, config.batch_max)
+        )
         # Local blob URLs point at our HTTP server, whose address is known once it is bound.
         public_url = [config.hub_url or ""]
         blobs = await open_blob_store(config.blobs, config.data_dir, lambda: public_url[0])
@@ -86,7 +89,7 @@ async def start(config: Config) -> AsyncIterator[Service]:
         broker = EmbeddedBroker(gateway, config.broker)
         stack.push_async_callback(broker.stop)
         # Runs after HTTP stopped and the loops were cancelled, before the broker closes.
-        stack.push_async_callback(tasks.settle, config.shutdown_grace_s, {writer})
+        stack.push_async_callback(tasks.settle, config.shutdown_grace_s)
         mqtt_url, mqtts_url = await _listen(broker, config)
         gateway.bus = broker
         # Features hook in here: MQTT handlers (gateway.inbound), connect and delivery hooks,
@@ -150,6 +153,11 @@ async def start(config: Config) -> AsyncIterator[Service]:
             http_app=app,
         )
         log.info("shutting down")
+
+
+def _tune_process() -> None:
+    """Process-wide knobs, set here once rather than by the parts that want them."""
+    sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
 
 
 async def _listen(broker: EmbeddedBroker, config: Config) -> tuple[str | None, str | None]:
