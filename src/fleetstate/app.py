@@ -6,13 +6,15 @@ closes its sessions, then the store commits what is queued and closes. Backgroun
 named tasks in one TaskGroup, so an unexpected crash in any of them ends the service loudly.
 """
 
+import asyncio
 import contextlib
 import logging
 import os
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
@@ -28,7 +30,6 @@ from fleetstate.config import Config, split_hostport
 from fleetstate.events import EventHub
 from fleetstate.gateway import Gateway
 from fleetstate.metrics import Metrics, Sources
-from fleetstate.scheduler import Dispatcher
 from fleetstate.shutdown import InFlight
 from fleetstate.store import Store
 from fleetstate.store.database import SWITCH_INTERVAL_S
@@ -85,37 +86,34 @@ async def start(config: Config) -> AsyncIterator[Service]:
         token_file = await _bootstrap(store, config)
 
         events = EventHub(config.limits.events_queue)
-        gateway = Gateway(store, tasks, events, config.max_forbidden_publishes)
-        broker = EmbeddedBroker(gateway, config.broker)
+        recorder = telemetry.Recorder(store, events, config.limits)
+        broker = EmbeddedBroker(config.broker)
+        gateway = Gateway(
+            store,
+            tasks,
+            events,
+            broker,
+            record_telemetry=recorder.record,
+            max_forbidden=config.max_forbidden_publishes,
+        )
+        dispatcher = gateway.commands
+        broker.start(gateway)
         stack.push_async_callback(broker.stop)
         # Runs after HTTP stopped and the loops were cancelled, before the broker closes.
         stack.push_async_callback(tasks.settle, config.shutdown_grace_s)
         mqtt_url, mqtts_url = await _listen(broker, config)
-        gateway.bus = broker
-        # Features hook in here: MQTT handlers (gateway.inbound), connect and delivery hooks,
-        # and their background loops as named tasks of `tasks`.
-        # Commands: acks, delivery on connect, bind/unbind tracking, one loop over deadlines
-        # (what fell due while stopped times out before anything is served).
+        _run(stack, tasks, broker.run(), "mqtt-sweep")
+        # Every desired change is tracked by a BIND_CONFIG/UNBIND_CONFIG command.
         desired.on_change = commands.track_changes
-        dispatcher = Dispatcher(store, gateway, tasks)
-        dispatcher.install()
+        # What fell due while stopped times out before anything is served.
         await dispatcher.deadlines.start()
-        command_deadlines = tasks.create_task(dispatcher.deadlines.run(), name="command-deadlines")
-        stack.callback(command_deadlines.cancel)
-        upload_cleanup = tasks.create_task(
-            uploads.cleanup_loop(store, blobs, config.uploads.cleanup_interval_s),
-            name="upload-cleanup",
+        _run(stack, tasks, dispatcher.deadlines.run(), "command-deadlines")
+        cleanup = uploads.cleanup_loop(store, blobs, config.uploads.cleanup_interval_s)
+        _run(stack, tasks, cleanup, "upload-cleanup")
+        retain = retention.retention_loop(
+            store, config.telemetry_retention_days, config.limits.history_retention_days
         )
-        stack.callback(upload_cleanup.cancel)
-        recorder = telemetry.Recorder(store, events, config.limits)
-        gateway.inbound["telemetry"] = recorder.record
-        pruning = tasks.create_task(
-            retention.retention_loop(
-                store, config.telemetry_retention_days, config.limits.history_retention_days
-            ),
-            name="history-retention",
-        )
-        stack.callback(pruning.cancel)
+        _run(stack, tasks, retain, "history-retention")
         metrics = Metrics(Sources(store, gateway=gateway, events=events, telemetry=recorder))
         store.on_commit = metrics.observe_commit
 
@@ -134,8 +132,7 @@ async def start(config: Config) -> AsyncIterator[Service]:
         app[DISPATCHER] = dispatcher
         app[METRICS] = metrics
         # One sweep for the whole fleet turns silent HTTP-only devices offline.
-        presence = tasks.create_task(app[HTTP_PRESENCE].run(), name="http-presence-sweep")
-        stack.callback(presence.cancel)
+        _run(stack, tasks, app[HTTP_PRESENCE].run(), "http-presence-sweep")
         http_url = await _serve_http(stack, app, config)
         # First on the way out: open event streams end, so HTTP shutdown does not wait on them.
         stack.callback(events.close)
@@ -153,6 +150,18 @@ async def start(config: Config) -> AsyncIterator[Service]:
             http_app=app,
         )
         log.info("shutting down")
+
+
+def _run(
+    stack: contextlib.AsyncExitStack,
+    tasks: asyncio.TaskGroup,
+    loop: Coroutine[Any, Any, None],
+    name: str,
+) -> None:
+    """A background loop as a named task of the service's TaskGroup, cancelled on the way out
+    (before the parts it uses close); a crash in it ends the service."""
+    task = tasks.create_task(loop, name=name)
+    stack.callback(task.cancel)
 
 
 def _tune_process() -> None:

@@ -6,7 +6,7 @@
 - `tracking`: bind and unbind are commands, tracking desired-state convergence;
 - `views`: what the management API shows.
 
-Publishing and deadlines live in `fleetstate.scheduler`; nothing here knows MQTT or HTTP.
+Publishing and deadlines live in `fleetstate.command_delivery`; nothing here knows MQTT or HTTP.
 """
 
 from fleetstate.commands.delivery import (

@@ -33,11 +33,11 @@ BACKLOG = 1024
 
 
 class EmbeddedBroker:
-    """The `Bus` on fleetstate's own MQTT endpoint: `await listen(...)` per listener, then
-    `stop()`."""
+    """The `Bus` on fleetstate's own MQTT endpoint: `start(events)`, `await listen(...)` per
+    listener, `run()` (the sweep) as a task, then `stop()`."""
 
-    def __init__(self, events: DeviceEvents, limits: BrokerLimits | None = None) -> None:
-        self.events = events
+    def __init__(self, limits: BrokerLimits | None = None) -> None:
+        self._events: DeviceEvents | None = None
         self.limits = limits or BrokerLimits()
         self.throttle = FailureThrottle(
             limit=self.limits.auth_failure_limit,
@@ -48,7 +48,6 @@ class EmbeddedBroker:
         self._connections: set[Connection] = set()
         self._expiring: dict[str, Session] = {}
         self._servers: list[asyncio.Server] = []
-        self._sweeper: asyncio.Task[None] | None = None
         self.refused_total = 0
         self.messages_out: Counter[str] = Counter()
         """Messages published to devices per subtopic, acknowledged or not (read by /metrics)."""
@@ -62,10 +61,23 @@ class EmbeddedBroker:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
+    def start(self, events: DeviceEvents) -> None:
+        """Name the service that hears of devices; before it no connection is accepted, as
+        `asyncio`'s servers take their protocol when they start serving."""
+        self._events = events
+
+    @property
+    def events(self) -> DeviceEvents:
+        if self._events is None:
+            raise RuntimeError("the MQTT endpoint was not started")
+        return self._events
+
     async def listen(
         self, host: str, port: int, ssl_context: ssl.SSLContext | None = None
     ) -> tuple[str, int]:
         """Start one listener (plain or TLS); returns its bound address."""
+        if self._events is None:
+            raise RuntimeError("start(events) before listening: nobody would hear of devices")
         loop = asyncio.get_running_loop()
         factory: Callable[[], Connection] = lambda: Connection(self)  # noqa: E731
         server = await loop.create_server(
@@ -78,16 +90,12 @@ class EmbeddedBroker:
             reuse_address=True,
         )
         self._servers.append(server)
-        if self._sweeper is None:
-            self._sweeper = loop.create_task(self._sweep(), name="mqtt-sweep")
         bound = server.sockets[0].getsockname()
         return str(bound[0]), int(bound[1])
 
     async def stop(self) -> None:
         for server in self._servers:
             server.close()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
         workers = []
         for connection in list(self._connections):
             connection.close(Reason.SHUTTING_DOWN)
@@ -184,7 +192,8 @@ class EmbeddedBroker:
 
     # -- the sweep -------------------------------------------------------------------------------
 
-    async def _sweep(self) -> None:
+    async def run(self) -> None:
+        """The sweep, once a second until cancelled; the service runs it in its TaskGroup."""
         while True:
             await asyncio.sleep(SWEEP_S)
             self.sweep(time.monotonic())
