@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import socket
 import sys
 from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
@@ -78,9 +79,10 @@ async def start(config: Config) -> AsyncIterator[Service]:
         store = await stack.enter_async_context(
             Store.running(config.data_dir / DATABASE, config.batch_max)
         )
-        # Local blob URLs point at our HTTP server, whose address is known once it is bound.
-        public_url = [config.hub_url or ""]
-        blobs = await open_blob_store(config.blobs, config.data_dir, lambda: public_url[0])
+        # Bound first, served last: local blob URLs point at the real port.
+        http_sockets, http_url = await _bind_http(stack, config)
+        public_url = config.hub_url or http_url
+        blobs = await open_blob_store(config.blobs, config.data_dir, lambda: public_url)
         stack.push_async_callback(blobs.close)
         await devices.mark_all_offline(store)
         token_file = await _bootstrap(store, config)
@@ -133,10 +135,9 @@ async def start(config: Config) -> AsyncIterator[Service]:
         app[METRICS] = metrics
         # One sweep for the whole fleet turns silent HTTP-only devices offline.
         _run(stack, tasks, app[HTTP_PRESENCE].run(), "http-presence-sweep")
-        http_url = await _serve_http(stack, app, config)
+        await _serve_http(stack, app, http_sockets, config)
         # First on the way out: open event streams end, so HTTP shutdown does not wait on them.
         stack.callback(events.close)
-        public_url[0] = config.hub_url or http_url
         yield Service(
             config=config,
             store=store,
@@ -184,10 +185,38 @@ async def _listen(broker: EmbeddedBroker, config: Config) -> tuple[str | None, s
     return mqtt_url, mqtts_url
 
 
+async def _bind_http(
+    stack: contextlib.AsyncExitStack, config: Config
+) -> tuple[list[socket.socket], str]:
+    """Bind `config.http` (every address the host names, one port; 0 picks a free one) without
+    serving yet; the bound URL, `https://` with `[tls]`."""
+    host, port = split_hostport(config.http)
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    sockets: list[socket.socket] = []
+    for family, kind, proto, _name, address in dict.fromkeys(infos):
+        sock = socket.socket(family, kind, proto)
+        stack.callback(sock.close)  # after the server closed it too: harmless
+        sockets.append(sock)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        # The others share the first one's port (port 0 resolved once).
+        chosen = sockets[0].getsockname()[1] if sockets[1:] else address[1]
+        sock.bind((address[0], chosen, *address[2:]))
+    bound = sockets[0].getsockname()
+    scheme = "https" if config.tls.enabled else "http"
+    return sockets, f"{scheme}://{_url_host(str(bound[0]))}:{int(bound[1])}"
+
+
 async def _serve_http(
-    stack: contextlib.AsyncExitStack, app: web.Application, config: Config
-) -> str:
-    """Serve `app` on `config.http` (HTTPS with `[tls]`); the bound URL (port 0 resolved)."""
+    stack: contextlib.AsyncExitStack,
+    app: web.Application,
+    sockets: list[socket.socket],
+    config: Config,
+) -> None:
+    """Serve `app` on the bound sockets (HTTPS with `[tls]`)."""
     # Built before anything listens: unreadable certificate files end the start with a clear error.
     context = tls.server_context(config.tls) if config.tls.enabled else None
     # Event streams end first (EventHub.close); other requests get the grace, not a minute.
@@ -196,12 +225,8 @@ async def _serve_http(
     )
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
-    host, port = split_hostport(config.http)
-    site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=context)
-    await site.start()
-    bound = runner.addresses[0]
-    scheme = "https" if context is not None else "http"
-    return f"{scheme}://{_url_host(str(bound[0]))}:{int(bound[1])}"
+    for sock in sockets:
+        await web.SockSite(runner, sock, ssl_context=context).start()
 
 
 def _url_host(host: str) -> str:
