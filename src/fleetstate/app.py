@@ -19,7 +19,7 @@ from typing import Any
 
 from aiohttp import web
 
-from fleetstate import commands, desired, devices, retention, telemetry, tenancy, tls, uploads
+from fleetstate import devices, retention, telemetry, tenancy, tls, uploads
 from fleetstate.api.commands import DISPATCHER
 from fleetstate.api.context import Services
 from fleetstate.api.device_api import HTTP_PRESENCE
@@ -105,8 +105,6 @@ async def start(config: Config) -> AsyncIterator[Service]:
         stack.push_async_callback(tasks.settle, config.shutdown_grace_s)
         mqtt_url, mqtts_url = await _listen(broker, config)
         _run(stack, tasks, broker.run(), "mqtt-sweep")
-        # Every desired change is tracked by a BIND_CONFIG/UNBIND_CONFIG command.
-        desired.on_change = commands.track_changes
         # What fell due while stopped times out before anything is served.
         await dispatcher.deadlines.start()
         _run(stack, tasks, dispatcher.deadlines.run(), "command-deadlines")
