@@ -26,7 +26,7 @@ from fleetstate.api.device_api import HTTP_PRESENCE
 from fleetstate.api.observability import METRICS
 from fleetstate.api.server import build_app
 from fleetstate.blobs import open_blob_store
-from fleetstate.bus.embedded import EmbeddedBroker
+from fleetstate.bus import Bus, open_bus
 from fleetstate.config import Config, split_hostport
 from fleetstate.events import EventHub
 from fleetstate.gateway import Gateway
@@ -46,7 +46,8 @@ class Service:
     config: Config
     store: Store
     gateway: Gateway
-    broker: EmbeddedBroker
+    broker: Bus
+    """The device bus (`[bus] kind`; the embedded MQTT endpoint by default)."""
     telemetry: telemetry.Recorder
     http_url: str
     """The bound HTTP server: `https://HOST:PORT` with `[tls]`, else `http://HOST:PORT`."""
@@ -89,22 +90,21 @@ async def start(config: Config) -> AsyncIterator[Service]:
 
         events = EventHub(config.limits.events_queue)
         recorder = telemetry.Recorder(store, events, config.limits)
-        broker = EmbeddedBroker(config.broker)
+        # Stops after the loops were cancelled and in-flight work settled (pushed before them).
+        bus = await stack.enter_async_context(open_bus(config))
         gateway = Gateway(
             store,
             tasks,
             events,
-            broker,
+            bus,
             record_telemetry=recorder.record,
             max_forbidden=config.max_forbidden_publishes,
         )
         dispatcher = gateway.commands
-        broker.start(gateway)
-        stack.push_async_callback(broker.stop)
-        # Runs after HTTP stopped and the loops were cancelled, before the broker closes.
+        # Runs after HTTP stopped and the loops were cancelled, before the bus closes.
         stack.push_async_callback(tasks.settle, config.shutdown_grace_s)
-        mqtt_url, mqtts_url = await _listen(broker, config)
-        _run(stack, tasks, broker.run(), "mqtt-sweep")
+        await bus.start(gateway)
+        _run(stack, tasks, bus.run(), "mqtt-sweep")
         # What fell due while stopped times out before anything is served.
         await dispatcher.deadlines.start()
         _run(stack, tasks, dispatcher.deadlines.run(), "command-deadlines")
@@ -125,7 +125,7 @@ async def start(config: Config) -> AsyncIterator[Service]:
                 events=events,
                 blobs=blobs,
                 telemetry=recorder,
-                mqtt_url=mqtts_url or mqtt_url or "",
+                mqtt_url=bus.mqtts_url or bus.mqtt_url or "",
                 device_throttle=FailureThrottle.from_config(config.throttle),
             )
         )
@@ -140,11 +140,11 @@ async def start(config: Config) -> AsyncIterator[Service]:
             config=config,
             store=store,
             gateway=gateway,
-            broker=broker,
+            broker=bus,
             telemetry=recorder,
             http_url=http_url,
-            mqtt_url=mqtt_url,
-            mqtts_url=mqtts_url,
+            mqtt_url=bus.mqtt_url,
+            mqtts_url=bus.mqtts_url,
             admin_token_file=token_file,
             http_app=app,
         )
@@ -166,21 +166,6 @@ def _run(
 def _tune_process() -> None:
     """Process-wide knobs, set here once rather than by the parts that want them."""
     sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
-
-
-async def _listen(broker: EmbeddedBroker, config: Config) -> tuple[str | None, str | None]:
-    """The MQTT listeners SPEC section 8 asks for: MQTT over TLS with `[tls]`; plain MQTT unless
-    TLS is on and `mqtt` was not given explicitly; never with `mqtt = "off"`."""
-    mqtt_url = mqtts_url = None
-    if config.tls.enabled:
-        context = tls.server_context(config.tls, client_certs=True)
-        host, port = await broker.listen(*split_hostport(config.mqtts), context)
-        mqtts_url = f"mqtts://{_url_host(host)}:{port}"
-    plain = config.mqtt.lower() != "off" and (not config.tls.enabled or config.mqtt_explicit)
-    if plain:
-        host, port = await broker.listen(*split_hostport(config.mqtt))
-        mqtt_url = f"mqtt://{_url_host(host)}:{port}"
-    return mqtt_url, mqtts_url
 
 
 async def _bind_http(

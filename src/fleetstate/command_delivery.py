@@ -34,7 +34,6 @@ log = logging.getLogger(__name__)
 HORIZON_S = 60.0
 PUBLISH_TIMEOUT_S = 10.0
 PUSH_CONCURRENCY = 256
-_COMMAND_FILTERS = ("commands", "#", "+")
 
 
 class Devices(Protocol):
@@ -146,8 +145,8 @@ class Dispatcher:
     async def push(self, device_id: str) -> None:
         """Publish what may go out to the device now, oldest first; each PUBACKed one is SENT."""
         bus = self._gateway.bus
-        if not bus.is_subscribed(device_id, "commands"):
-            return
+        if not bus.is_connected(device_id):
+            return  # spares the read; a connected one that takes no commands refuses the first
         try:
             async with self._exclusive(device_id):
                 for outgoing in await commands.deliverable(self._store, device_id):
@@ -163,7 +162,7 @@ class Dispatcher:
         """Deliver to many devices, `PUSH_CONCURRENCY` at a time. A pool, not lockstep rounds:
         each delivery waits for its device's PUBACK, and a round would wait for its slowest."""
         bus = self._gateway.bus
-        online = iter([d for d in device_ids if bus.is_subscribed(d, "commands")])
+        online = iter([d for d in device_ids if bus.is_connected(d)])
 
         async def deliver() -> None:
             for device_id in online:
@@ -186,11 +185,6 @@ class Dispatcher:
                 del self._lock_users[device_id], self._locks[device_id]
 
     # -- what the gateway tells --------------------------------------------------------------------
-
-    async def on_subscribe(self, device_id: str, topic_filter: str) -> None:
-        # A device with a clean session subscribes only after it connected.
-        if topic_filter.rsplit("/", 1)[-1] in _COMMAND_FILTERS:
-            await self.push(device_id)
 
     async def on_delivered(self, device_id: str, version: int, acknowledged: bool) -> None:
         if acknowledged:
@@ -222,7 +216,7 @@ class Dispatcher:
         bus = self._gateway.bus
         finished = [b for b in briefs if not commands.TRANSITIONS[commands.Status(b.status)]]
         for device_id in dict.fromkeys(b.device_id for b in finished):
-            if bus.is_subscribed(device_id, "commands"):
+            if bus.is_connected(device_id):
                 self._spawn(self.push(device_id), f"deliver-next:{device_id}")
 
     def _announce(self, briefs: Iterable[commands.Brief]) -> None:
@@ -241,7 +235,7 @@ class Dispatcher:
 async def _publish(bus: Bus, device_id: str, payload: bytes) -> bool:
     try:
         async with asyncio.timeout(PUBLISH_TIMEOUT_S):
-            return await bus.publish(device_id, "commands", payload)
+            return await bus.send(device_id, "commands", payload)
     except TimeoutError:
         log.info("no PUBACK from %s for a command within %.0f s", device_id, PUBLISH_TIMEOUT_S)
         return False

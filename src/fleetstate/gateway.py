@@ -89,15 +89,20 @@ class Gateway:
         stored = await devices.key_hash(self._store, device_id)
         return stored is not None and await self._verifier.verify(access_key, stored)
 
-    def connected(self, device_id: str) -> None:
+    def connected(self, device_id: str, receives: frozenset[str]) -> None:
         self._forbidden.pop(device_id, None)
         self._record_presence(device_id, online=True)
         # A persistent session keeps its subscriptions and sends no SUBSCRIBE on reconnect.
-        self._spawn(self._after_connect(device_id), f"on-connect:{device_id}")
+        if receives:
+            self._spawn(self._deliver_pending(device_id, receives), f"on-connect:{device_id}")
 
-    async def _after_connect(self, device_id: str) -> None:
-        await self.send_current(device_id)
-        await self.commands.push(device_id)
+    async def _deliver_pending(self, device_id: str, receives: frozenset[str]) -> None:
+        """What SQLite holds for a device that can now receive it: its document, then its
+        commands (oldest first)."""
+        if "desired" in receives:
+            await self.send_current(device_id)
+        if "commands" in receives:
+            await self.commands.push(device_id)
 
     def disconnected(self, device_id: str) -> None:
         self._record_presence(device_id, online=False)
@@ -130,14 +135,13 @@ class Gateway:
         if event is not None:
             self.events.publish(event.pop("org_id"), "presence", event)
 
-    def subscribed(self, device_id: str, topic_filter: str) -> None:
-        if topic_filter.rsplit("/", 1)[-1] in ("desired", "#", "+"):
-            self._spawn(self.send_current(device_id), f"deliver-on-subscribe:{device_id}")
+    def subscribed(self, device_id: str, receives: frozenset[str]) -> None:
         # A clean-session device subscribes only after it connected: what must reach it on a
         # topic cannot rely on the connect alone.
-        self._spawn(
-            self.commands.on_subscribe(device_id, topic_filter), f"on-subscribe:{device_id}"
-        )
+        if "desired" in receives:
+            self._spawn(self.send_current(device_id), f"deliver-on-subscribe:{device_id}")
+        if "commands" in receives:
+            self._spawn(self.commands.push(device_id), f"on-subscribe:{device_id}")
 
     def forbidden(self, device_id: str, topic: str) -> None:
         self.forbidden_total += 1
@@ -201,11 +205,10 @@ class Gateway:
 
     def reject(self, device_id: str, topic: str, code: str, detail: str) -> None:
         payload = _error_encoder.encode(DeviceError(topic=topic, error=code, detail=detail))
-        self._spawn(self.bus.publish(device_id, "errors", payload), f"error-to:{device_id}")
+        self._spawn(self.bus.send(device_id, "errors", payload), f"error-to:{device_id}")
 
     async def send_current(self, device_id: str) -> bool:
-        if not self.bus.is_subscribed(device_id, "desired"):
-            return False
+        """Publish the device's document from SQLite, when the bus can deliver it now."""
         await self._presence_recorded(device_id)
         found = await devices.desired_document(self._store, device_id)
         if found is None:
@@ -214,15 +217,15 @@ class Gateway:
         return await self._publish_desired(device_id, version, document)
 
     async def _publish_desired(self, device_id: str, version: int, document: bytes) -> bool:
-        acknowledged = await self.bus.publish(device_id, "desired", document)
+        acknowledged = await self.bus.set_desired(device_id, version, document)
         await self.commands.on_delivered(device_id, version, acknowledged)
         return acknowledged
 
     def deliver(self, changes: Iterable[DesiredChange]) -> None:
-        """Push changed documents to the sessions that are connected now; the rest get theirs
+        """Push changed documents to the devices that are connected now; the rest get theirs
         when they next connect or subscribe."""
         for change in changes:
-            if self.bus.is_subscribed(change.device_id, "desired"):
+            if self.bus.is_connected(change.device_id):
                 self._spawn(
                     self._publish_desired(change.device_id, change.version, change.document),
                     f"deliver:{change.device_id}:{change.version}",
