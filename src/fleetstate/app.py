@@ -1,9 +1,11 @@
-"""The service's lifecycle: `start(config)` builds store → broker → HTTP on one exit stack.
+"""The composition root: `start(config)` builds store → blobs → bus → HTTP on one exit stack,
+each part given what it needs when it is built; nothing is wired in afterwards.
 
 Teardown runs in reverse and only for what started: event streams end, HTTP stops accepting
-(requests in flight get `shutdown_grace_s`), in-flight publishes get the same grace, the broker
+(requests in flight get `shutdown_grace_s`), in-flight publishes get the same grace, the bus
 closes its sessions, then the store commits what is queued and closes. Background loops run as
 named tasks in one TaskGroup, so an unexpected crash in any of them ends the service loudly.
+Process-wide knobs are set here, once (`_tune_process`).
 """
 
 import asyncio
@@ -104,7 +106,7 @@ async def start(config: Config) -> AsyncIterator[Service]:
         # Runs after HTTP stopped and the loops were cancelled, before the bus closes.
         stack.push_async_callback(tasks.settle, config.shutdown_grace_s)
         await bus.start(gateway)
-        _run(stack, tasks, bus.run(), "mqtt-sweep")
+        _run(stack, tasks, bus.run(), "bus")
         # What fell due while stopped times out before anything is served.
         await dispatcher.deadlines.start()
         _run(stack, tasks, dispatcher.deadlines.run(), "command-deadlines")
