@@ -30,7 +30,7 @@ _COLUMNS = "id, profile_id, name, version, file_type, sha256, size, created_at"
 class NewFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     profile_id: str
     name: Annotated[str, msgspec.Meta(pattern=r"\S", max_length=256)]
-    version: Annotated[str, msgspec.Meta(max_length=128, pattern=semver.PATTERN.pattern)]
+    version: Annotated[str, msgspec.Meta(max_length=128, pattern=semver.SCHEMA_PATTERN)]
     content: Annotated[bytes, msgspec.Meta(min_length=1)]
     """The file's bytes, base64-encoded in JSON."""
     file_type: Annotated[str, msgspec.Meta(pattern=_FILE_TYPE.pattern)] = FIRMWARE

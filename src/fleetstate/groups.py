@@ -4,7 +4,7 @@ from typing import Any
 
 import msgspec
 
-from fleetstate import desired
+from fleetstate import commands, desired
 from fleetstate.clock import now_text
 from fleetstate.errors import Conflict, Invalid, NotFound
 from fleetstate.ids import new_id
@@ -61,7 +61,7 @@ async def create(
             "INSERT INTO group_members (group_id, device_id) VALUES (?, ?)",
             [(group_id, d) for d in members],
         )
-        return await desired.resolve(conn, org_id, members)
+        return await commands.resolve_desired(conn, org_id, members)
 
     return group_id, await store.write(job)
 
@@ -100,7 +100,7 @@ async def delete(store: Store, org_id: str, group_id: str) -> list[desired.Desir
             "DELETE FROM bindings WHERE target_type = 'device_group' AND target_id = ?", (group_id,)
         )
         await conn.execute("DELETE FROM device_groups WHERE id = ?", (group_id,))
-        return await desired.resolve(conn, org_id, members)
+        return await commands.resolve_desired(conn, org_id, members)
 
     return await store.write(job)
 
@@ -123,6 +123,6 @@ async def set_member(
             )
             if cur.rowcount == 0:
                 raise NotFound("group member", device_id)
-        return await desired.resolve(conn, org_id, [device_id])
+        return await commands.resolve_desired(conn, org_id, [device_id])
 
     return await store.write(job)

@@ -11,7 +11,6 @@ MAX_LIMIT = 1000
 DEFAULT_LIMIT = 100
 ID_CURSOR = re.compile(r"[0-9a-f]{20}")
 """A cursor is the id of the last item shown (`ids.new_id`): anything else cannot be ours."""
-_DIGITS = re.compile(r"[0-9]{1,7}")
 T = TypeVar("T")
 
 
@@ -34,7 +33,7 @@ def parse_page(limit: str | None, cursor: str | None, pattern: re.Pattern[str] =
         raise Invalid("malformed cursor: pass the next_cursor of the previous page")
     if limit is None:
         return Page(cursor=cursor or None)
-    if not _DIGITS.fullmatch(limit) or not 1 <= int(limit) <= MAX_LIMIT:
+    if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= MAX_LIMIT:
         raise Invalid(f"limit must be an integer from 1 to {MAX_LIMIT}")
     return Page(limit=int(limit), cursor=cursor or None)
 

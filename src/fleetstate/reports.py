@@ -176,7 +176,7 @@ async def history(store: Store, device_id: str, page: Page) -> dict[str, Any]:
     up to 256 KiB). Older than `[limits] history_retention_days` they are gone."""
     where, params = "device_id = ?", list[Any]([device_id])
     if page.cursor is not None:
-        if not page.cursor.isdigit():
+        if not (page.cursor.isascii() and page.cursor.isdigit()):
             raise Invalid("malformed cursor")
         where, params = where + " AND id < ?", [*params, int(page.cursor)]
     rows = await store.fetchall(

@@ -26,7 +26,7 @@ def test_pagination_parse(limit: str | None, cursor: str | None, page: Page) -> 
 
 @pytest.mark.parametrize(
     "limit",
-    ["0", str(MAX_LIMIT + 1), "-1", "abc", "", " 5", "5 ", "1.5", "1e2", "+5"],
+    ["0", str(MAX_LIMIT + 1), "-1", "abc", "", " 5", "5 ", "1.5", "1e2", "+5", "²", "\u0661"],
 )
 def test_pagination_bad_limit_refused(limit: str) -> None:
     with pytest.raises(Invalid, match=f"limit must be an integer from 1 to {MAX_LIMIT}"):

@@ -61,6 +61,8 @@ VALID = [
 ]
 INVALID = [
     "",
+    "1.2.3\n",  # `$` would match before a final newline
+    "1\u0661.0.0",  # an Arabic-Indic digit: `\\d` is any Unicode digit
     "1",
     "1.2",
     "1.2.3.4",

@@ -10,8 +10,8 @@ from fleetstate.api.context import services
 from fleetstate.api.http import decode, org_id, page
 from fleetstate.api.resources import reply
 from fleetstate.api.routing import RouteTable
+from fleetstate.command_delivery import Dispatcher
 from fleetstate.pagination import PageOf, parse_page
-from fleetstate.scheduler import Dispatcher
 
 routes = RouteTable()
 DISPATCHER: web.AppKey[Dispatcher] = web.AppKey("command_dispatcher", Dispatcher)
