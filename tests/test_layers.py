@@ -18,6 +18,8 @@ STORE = SRC / "store"
 MOVED = (
     "artefacts.py",
     "bindings.py",
+    "commands/lifecycle.py",
+    "commands/views.py",
     "dumps.py",
     "files.py",
     "groups.py",
@@ -34,9 +36,7 @@ NOT_YET_MOVED = (
     "audit.py",
     "commands/delivery.py",
     "commands/issuing.py",
-    "commands/lifecycle.py",
     "commands/tracking.py",
-    "commands/views.py",
     "desired.py",
     "devices.py",
     "metrics.py",

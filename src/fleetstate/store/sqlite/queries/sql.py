@@ -91,3 +91,8 @@ async def found(conn: Connection, sql: str, params: Any = ()) -> bool:
 _EXISTS: dict[str, str] = {
     table: f"SELECT 1 FROM {table} WHERE id = ? AND org_id = ?" for table in get_args(OrgTable)
 }
+
+
+def literal_list(values: Iterable[str]) -> str:
+    """A literal IN list of our own constants (a partial index matches only literal terms)."""
+    return "(" + ", ".join(f"'{v}'" for v in values) + ")"
