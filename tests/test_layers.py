@@ -18,6 +18,7 @@ STORE = SRC / "store"
 MOVED = (
     "artefacts.py",
     "bindings.py",
+    "commands/delivery.py",
     "commands/lifecycle.py",
     "commands/views.py",
     "dumps.py",
@@ -34,7 +35,6 @@ MOVED = (
 )
 NOT_YET_MOVED = (
     "audit.py",
-    "commands/delivery.py",
     "commands/issuing.py",
     "commands/tracking.py",
     "desired.py",

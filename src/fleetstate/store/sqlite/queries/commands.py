@@ -195,3 +195,52 @@ async def batch_page(
     statement = _BATCH_PAGE[status is not None, cursor is not None]
     given = [v for v in (status, cursor) if v is not None]
     return await sql.fetch_all(conn, CommandRow, statement, (batch_id, *given, limit))
+
+
+# -- delivery ----------------------------------------------------------------------------------
+
+_MODE = (
+    "SELECT p.command_delivery FROM devices d JOIN profiles p ON p.id = d.profile_id WHERE d.id = ?"
+)
+_MINE = f"SELECT {COLUMNS} FROM commands WHERE device_id = ? AND type NOT IN {{tracking}}"
+_OLDEST_OPEN = _MINE + " AND status IN {open} ORDER BY seq LIMIT 1"
+_ALL_WAITING = _MINE + " AND status IN {waiting} ORDER BY seq"
+_OLDEST_WITH_STATUS = _MINE + " AND status = ? ORDER BY seq LIMIT 1"
+_OF_DEVICE_BY_ID = f"SELECT {COLUMNS} FROM commands WHERE id = ? AND device_id = ?"
+
+
+async def delivery_mode(conn: Connection, device_id: str) -> str | None:
+    """The command delivery of the device's profile; None for no such device."""
+    value = await sql.fetch_value(conn, _MODE, (device_id,))
+    return None if value is None else str(value)
+
+
+async def oldest_open(
+    conn: Connection, device_id: str, tracking: Sequence[str], open_statuses: Sequence[str]
+) -> list[CommandRow]:
+    """The device's oldest unfinished command that is not of a `tracking` type (or none)."""
+    statement = _OLDEST_OPEN.format(
+        tracking=sql.literal_list(tracking), open=sql.literal_list(open_statuses)
+    )
+    return await sql.fetch_all(conn, CommandRow, statement, (device_id,))
+
+
+async def all_waiting(
+    conn: Connection, device_id: str, tracking: Sequence[str], waiting: Sequence[str]
+) -> list[CommandRow]:
+    """The device's waiting commands not of a `tracking` type, oldest first."""
+    statement = _ALL_WAITING.format(
+        tracking=sql.literal_list(tracking), waiting=sql.literal_list(waiting)
+    )
+    return await sql.fetch_all(conn, CommandRow, statement, (device_id,))
+
+
+async def oldest_with_status(
+    conn: Connection, device_id: str, tracking: Sequence[str], status: str
+) -> CommandRow | None:
+    statement = _OLDEST_WITH_STATUS.format(tracking=sql.literal_list(tracking))
+    return await sql.fetch_one(conn, CommandRow, statement, (device_id, status))
+
+
+async def of_device(conn: Connection, device_id: str, command_id: str) -> CommandRow | None:
+    return await sql.fetch_one(conn, CommandRow, _OF_DEVICE_BY_ID, (command_id, device_id))
