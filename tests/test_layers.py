@@ -19,6 +19,7 @@ MOVED = (
     "artefacts.py",
     "bindings.py",
     "commands/delivery.py",
+    "commands/issuing.py",
     "commands/lifecycle.py",
     "commands/views.py",
     "dumps.py",
@@ -35,7 +36,6 @@ MOVED = (
 )
 NOT_YET_MOVED = (
     "audit.py",
-    "commands/issuing.py",
     "commands/tracking.py",
     "desired.py",
     "devices.py",

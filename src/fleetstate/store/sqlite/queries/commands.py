@@ -244,3 +244,87 @@ async def oldest_with_status(
 
 async def of_device(conn: Connection, device_id: str, command_id: str) -> CommandRow | None:
     return await sql.fetch_one(conn, CommandRow, _OF_DEVICE_BY_ID, (command_id, device_id))
+
+
+# -- issuing -----------------------------------------------------------------------------------
+
+
+class DeviceTarget(msgspec.Struct, frozen=True):
+    id: str
+    profile_id: str
+
+
+class FirmwareFile(msgspec.Struct, frozen=True):
+    profile_id: str
+    version: str
+    sha256: str
+    file_type: str
+
+
+_TARGET = "SELECT id, profile_id FROM devices WHERE id = ? AND org_id = ?"
+_MEMBERS = (
+    "SELECT d.id, d.profile_id FROM group_members m JOIN devices d ON d.id = m.device_id"
+    " WHERE m.group_id = ? ORDER BY d.id"
+)
+_INSERT_BATCH = (
+    "INSERT INTO command_batches (id, org_id, group_id, type, params, created_at)"
+    " VALUES (?, ?, ?, ?, ?, ?)"
+)
+_FIRMWARE = "SELECT profile_id, version, sha256, file_type FROM files WHERE id = ? AND org_id = ?"
+
+
+def _briefs_of(part: Sequence[str]) -> str:
+    return f"SELECT {BRIEF} FROM commands WHERE id IN ({sql.marks(part)})"
+
+
+def _desired_versions_of(part: Sequence[str]) -> str:
+    return (
+        f"SELECT device_id, version FROM desired_documents WHERE device_id IN ({sql.marks(part)})"
+    )
+
+
+async def target(conn: Connection, org_id: str, device_id: str) -> DeviceTarget | None:
+    return await sql.fetch_one(conn, DeviceTarget, _TARGET, (device_id, org_id))
+
+
+async def group_targets(conn: Connection, group_id: str) -> list[DeviceTarget]:
+    """The group's devices, by id."""
+    return await sql.fetch_all(conn, DeviceTarget, _MEMBERS, (group_id,))
+
+
+async def insert_batch(
+    conn: Connection,
+    batch_id: str,
+    org_id: str,
+    group_id: str,
+    command_type: str,
+    params: str,
+    now: str,
+) -> None:
+    await conn.execute(_INSERT_BATCH, (batch_id, org_id, group_id, command_type, params, now))
+
+
+async def insert(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+    """PENDING commands: (id, org_id, device_id, batch_id, origin, type, params JSON,
+    tracks_version, timeout_s, created_at, timeout_at) each."""
+    await conn.executemany(INSERT, rows)
+
+
+async def briefs(conn: Connection, command_ids: Sequence[str]) -> list[BriefRow]:
+    found: list[BriefRow] = []
+    for part in sql.chunks(command_ids):
+        found += await sql.fetch_all(conn, BriefRow, _briefs_of(part), part)
+    return found
+
+
+async def desired_versions(conn: Connection, device_ids: Sequence[str]) -> dict[str, int]:
+    """The current desired version of each device that has one."""
+    found: dict[str, int] = {}
+    for part in sql.chunks(device_ids):
+        async with conn.execute(_desired_versions_of(part), part) as cur:
+            found.update((str(r[0]), int(r[1])) for r in await cur.fetchall())
+    return found
+
+
+async def firmware_file(conn: Connection, org_id: str, file_id: str) -> FirmwareFile | None:
+    return await sql.fetch_one(conn, FirmwareFile, _FIRMWARE, (file_id, org_id))
