@@ -21,6 +21,7 @@ MOVED = (
     "commands/delivery.py",
     "commands/issuing.py",
     "commands/lifecycle.py",
+    "commands/tracking.py",
     "commands/views.py",
     "dumps.py",
     "files.py",
@@ -36,7 +37,6 @@ MOVED = (
 )
 NOT_YET_MOVED = (
     "audit.py",
-    "commands/tracking.py",
     "desired.py",
     "devices.py",
     "metrics.py",

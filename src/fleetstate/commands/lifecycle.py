@@ -12,14 +12,12 @@ from typing import Any, Literal
 
 import msgspec
 
-from fleetstate import desired
 from fleetstate.canonical import canonical_bytes
 from fleetstate.clock import now_text, rfc3339, utcnow
 from fleetstate.errors import Conflict, Invalid, NotFound
 from fleetstate.pagination import Page, page_of
 from fleetstate.store import Connection, Store
 from fleetstate.store.sqlite.queries import commands as q
-from fleetstate.store.sqlite.queries import sql
 
 DEFAULT_TIMEOUT_S = 300
 HISTORY_SHOWN = 50
@@ -65,11 +63,6 @@ def sources(target: Status) -> list[Status]:
     return [s for s, after in TRANSITIONS.items() if target in after]
 
 
-sql_list = sql.literal_list
-OPEN_SQL = sql_list(OPEN)
-TRACKING_SQL = sql_list(TRACKING)
-
-
 class UnknownCommand(NotFound):
     """An answer about a command this device does not have (unknown, or another device's)."""
 
@@ -100,24 +93,18 @@ class Brief(msgspec.Struct, frozen=True, kw_only=True):
 
 # -- rows --------------------------------------------------------------------------------------
 
-# The statements of issuing, delivery and tracking still use these until they move too.
-COLUMNS, BRIEF, INSERT = q.COLUMNS, q.BRIEF, q.INSERT
 
-
-def view(row: Any) -> dict[str, Any]:
-    """What the API shows of a command: a `CommandRow` (or, from the modules whose statements
-    have not moved yet, a row of the same columns)."""
-    out = msgspec.structs.asdict(row) if isinstance(row, q.CommandRow) else dict(row)
+def view(row: q.CommandRow) -> dict[str, Any]:
+    """What the API shows of a command."""
+    out = msgspec.structs.asdict(row)
     del out["org_id"]
     out["params"] = msgspec.json.decode(out["params"])
     out["desired_version"] = out.pop("tracks_version")
     return out
 
 
-def brief(row: Any) -> Brief:
-    if isinstance(row, q.BriefRow | q.CommandRow):
-        return Brief(**{k: getattr(row, k) for k in Brief.__struct_fields__})
-    return Brief(**{k: row[k] for k in Brief.__struct_fields__})
+def brief(row: q.BriefRow | q.CommandRow) -> Brief:
+    return Brief(**{k: getattr(row, k) for k in Brief.__struct_fields__})
 
 
 def to_json(value: Any) -> str:
@@ -131,24 +118,6 @@ def created_and_deadline(timeout_s: int) -> tuple[str, str]:
 
 def epoch(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
-
-
-async def fetch_one(conn: Connection, sql: str, params: Sequence[Any]) -> Any:
-    async with conn.execute(sql, tuple(params)) as cur:
-        return await cur.fetchone()
-
-
-async def fetch_all(conn: Connection, sql: str, params: Sequence[Any]) -> list[Any]:
-    async with conn.execute(sql, tuple(params)) as cur:
-        return list(await cur.fetchall())
-
-
-async def by_chunks(conn: Connection, sql: str, ids: Sequence[str], *head: Any) -> list[Any]:
-    """`sql`, whose `{ids}` stands for an IN list, run over `ids` in chunks; `head` goes first."""
-    found: list[Any] = []
-    for part in desired.chunks(ids):
-        found += await fetch_all(conn, sql.format(ids=desired.marks(part)), (*head, *part))
-    return found
 
 
 # -- moves -------------------------------------------------------------------------------------
