@@ -10,7 +10,7 @@ from fleetstate.store.connection import Connection, Row
 S = TypeVar("S", bound=msgspec.Struct)
 
 # SQLite's default limit on host parameters is 32766 since 3.32, but older builds allow 999.
-_CHUNK = 500
+_CHUNK = 800
 
 # The tables whose rows belong to one organization and are named by an `id` column.
 OrgTable = Literal[
