@@ -23,6 +23,7 @@ MOVED = (
     "commands/lifecycle.py",
     "commands/tracking.py",
     "commands/views.py",
+    "desired.py",
     "dumps.py",
     "files.py",
     "groups.py",
@@ -37,7 +38,6 @@ MOVED = (
 )
 NOT_YET_MOVED = (
     "audit.py",
-    "desired.py",
     "devices.py",
     "metrics.py",
     "provisioning.py",
