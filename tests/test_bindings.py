@@ -168,3 +168,21 @@ async def test_bindings_bad_inputs_are_refused_and_change_nothing(api: Api, flee
     assert listed["items"] == []
     status, answer = await api.delete("/api/v1/artefacts-that-do-not-exist")
     assert status == 404
+
+
+async def test_bindings_same_artefact_on_a_more_specific_target_takes_the_device_over(
+    api: Api, fleet: Fleet
+) -> None:
+    """The device's document does not change (same artefact, no new version), but which binding
+    it has is the more specific one: its status view counts the device, the group's does not."""
+    profile = await fleet.profile()
+    device_id, _key = await fleet.device(profile)
+    group = await fleet.group("g", [device_id])
+    artefact = await fleet.artefact(profile, {"setpoint": 18})
+    by_group = await fleet.bind("device_group", group, artefact["id"])
+    version = (await api.ok("GET", f"/api/v1/devices/{device_id}/desired-state"))["version"]
+    by_device = await fleet.bind("device", device_id, artefact["id"])
+    assert (await api.ok("GET", f"/api/v1/devices/{device_id}/desired-state"))["version"] == version
+    bindings = "/api/v1/desired-state-bindings"
+    assert (await api.ok("GET", f"{bindings}/{by_device['id']}"))["device_count"] == 1
+    assert (await api.ok("GET", f"{bindings}/{by_group['id']}"))["device_count"] == 0

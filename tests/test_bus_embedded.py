@@ -8,12 +8,8 @@ from pathlib import Path
 
 import aiomqtt
 import pytest
-from bench_load import (  # the lean load generator's MQTT encoding
-    mqtt_connect,
-    mqtt_packet,
-    mqtt_string,
-)
 
+import mqtt_raw
 from conftest import WAIT, Api, DeviceFactory, Fleet, eventually, make_config
 from fleetstate import app
 from fleetstate.app import Service
@@ -178,7 +174,7 @@ async def _raw_session(
     """An MQTT 3.1.1 session on a bare socket, for byte-exact sequences no client library
     sends (a PUBLISH followed at once by the end of the connection)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", service.mqtt_port)
-    writer.write(mqtt_connect(device_id, key, keep_alive))
+    writer.write(mqtt_raw.connect(device_id, device_id, key, keep_alive=keep_alive))
     async with asyncio.timeout(WAIT):
         assert await reader.readexactly(4) == b"\x20\x02\x00\x00"  # CONNACK, accepted
     return reader, writer
@@ -189,7 +185,7 @@ async def _state_is(api: Api, path: str, state: dict[str, object]) -> bool:
 
 
 def _publish_qos1(topic: str, packet_id: int, payload: bytes) -> bytes:
-    return mqtt_packet(0x32, mqtt_string(topic) + packet_id.to_bytes(2, "big") + payload)
+    return mqtt_raw.publish(topic, payload, qos=1, packet_id=packet_id)
 
 
 async def test_bus_qos0_and_qos1_messages_are_processed_in_the_order_sent(

@@ -196,6 +196,15 @@ def test_serve_config_rejects_unknown_keys_and_bad_files(tmp_path: Path) -> None
         config.load(tmp_path / "missing.toml", {}, {})
 
 
+def test_serve_config_rejects_an_unknown_bus_kind(tmp_path: Path) -> None:
+    file = tmp_path / "bus.toml"
+    file.write_text('[bus]\nkind = "kafka"\n')
+    with pytest.raises(Invalid, match=r"'kafka'.*\$\.bus\.kind"):
+        config.load(file, {}, {})
+    file.write_text('[bus]\nkind = "embedded"\n')
+    assert config.load(file, {}, {}).bus.kind == "embedded"
+
+
 def test_serve_documented_example_config_loads() -> None:
     example = Path(__file__).parent.parent / "config" / "fleetstate.toml"
     assert config.load(example, {}, {}) == config.Config()

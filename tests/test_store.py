@@ -11,11 +11,8 @@ from fleetstate.store import Connection, Store
 
 @pytest.fixture
 async def store(tmp_path: Path):  # type: ignore[no-untyped-def]
-    opened = await Store.open(tmp_path / "db.sqlite")
-    writer = asyncio.create_task(opened.writer_loop())
-    yield opened
-    await opened.close()
-    await writer
+    async with Store.running(tmp_path / "db.sqlite") as opened:
+        yield opened
 
 
 def _insert(slug: str):  # type: ignore[no-untyped-def]
@@ -90,3 +87,14 @@ async def test_store_closed_store_refuses_work(tmp_path: Path) -> None:
         opened.submit(_insert("late"))
     with pytest.raises(StoreClosed):
         await opened.fetchall("SELECT 1")
+
+
+async def test_store_running_commits_queued_writes_on_exit(tmp_path: Path) -> None:
+    async with Store.running(tmp_path / "db.sqlite") as store:
+        queued = [store.submit(_insert(f"q{i}")) for i in range(50)]
+    assert all(f.done() and f.exception() is None for f in queued)
+    with pytest.raises(StoreClosed):
+        await store.fetchall("SELECT 1")
+    async with Store.running(tmp_path / "db.sqlite") as reopened:
+        rows = await reopened.fetchall("SELECT count(*) FROM organizations")
+    assert rows[0][0] == 50

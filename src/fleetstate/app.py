@@ -1,35 +1,41 @@
-"""The service's lifecycle: `start(config)` builds store → broker → HTTP on one exit stack.
+"""The composition root: `start(config)` builds store → blobs → bus → HTTP on one exit stack,
+each part given what it needs when it is built; nothing is wired in afterwards.
 
 Teardown runs in reverse and only for what started: event streams end, HTTP stops accepting
-(requests in flight get `shutdown_grace_s`), in-flight publishes get the same grace, the broker
+(requests in flight get `shutdown_grace_s`), in-flight publishes get the same grace, the bus
 closes its sessions, then the store commits what is queued and closes. Background loops run as
 named tasks in one TaskGroup, so an unexpected crash in any of them ends the service loudly.
+Process-wide knobs are set here, once (`_tune_process`).
 """
 
+import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
+import socket
+import sys
+from collections.abc import AsyncIterator, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
 
-from fleetstate import commands, desired, devices, retention, telemetry, tenancy, tls, uploads
+from fleetstate import devices, retention, telemetry, tenancy, tls, uploads
 from fleetstate.api.commands import DISPATCHER
 from fleetstate.api.context import Services
 from fleetstate.api.device_api import HTTP_PRESENCE
 from fleetstate.api.observability import METRICS
 from fleetstate.api.server import build_app
 from fleetstate.blobs import open_blob_store
-from fleetstate.bus.embedded import EmbeddedBroker
+from fleetstate.bus import Bus, open_bus
 from fleetstate.config import Config, split_hostport
 from fleetstate.events import EventHub
 from fleetstate.gateway import Gateway
 from fleetstate.metrics import Metrics, Sources
-from fleetstate.scheduler import Dispatcher
 from fleetstate.shutdown import InFlight
 from fleetstate.store import Store
+from fleetstate.store.database import SWITCH_INTERVAL_S
 from fleetstate.throttle import FailureThrottle
 
 log = logging.getLogger(__name__)
@@ -42,7 +48,8 @@ class Service:
     config: Config
     store: Store
     gateway: Gateway
-    broker: EmbeddedBroker
+    broker: Bus
+    """The device bus (`[bus] kind`; the embedded MQTT endpoint by default)."""
     telemetry: telemetry.Recorder
     http_url: str
     """The bound HTTP server: `https://HOST:PORT` with `[tls]`, else `http://HOST:PORT`."""
@@ -69,50 +76,46 @@ class Service:
 @contextlib.asynccontextmanager
 async def start(config: Config) -> AsyncIterator[Service]:
     tenancy.check_admin_token(config.admin_token)  # before anything starts: a plain error
+    _tune_process()
     async with contextlib.AsyncExitStack() as stack:
         tasks = await stack.enter_async_context(InFlight())
-        store = await Store.open(config.data_dir / DATABASE, config.batch_max)
-        stack.push_async_callback(store.close)
-        writer = tasks.create_task(store.writer_loop(), name="store-writer")
-        # Local blob URLs point at our HTTP server, whose address is known once it is bound.
-        public_url = [config.hub_url or ""]
-        blobs = await open_blob_store(config.blobs, config.data_dir, lambda: public_url[0])
+        store = await stack.enter_async_context(
+            Store.running(config.data_dir / DATABASE, config.batch_max)
+        )
+        # Bound first, served last: local blob URLs point at the real port.
+        http_sockets, http_url = await _bind_http(stack, config)
+        public_url = config.hub_url or http_url
+        blobs = await open_blob_store(config.blobs, config.data_dir, lambda: public_url)
         stack.push_async_callback(blobs.close)
         await devices.mark_all_offline(store)
         token_file = await _bootstrap(store, config)
 
         events = EventHub(config.limits.events_queue)
-        gateway = Gateway(store, tasks, events, config.max_forbidden_publishes)
-        broker = EmbeddedBroker(gateway, config.broker)
-        stack.push_async_callback(broker.stop)
-        # Runs after HTTP stopped and the loops were cancelled, before the broker closes.
-        stack.push_async_callback(tasks.settle, config.shutdown_grace_s, {writer})
-        mqtt_url, mqtts_url = await _listen(broker, config)
-        gateway.bus = broker
-        # Features hook in here: MQTT handlers (gateway.inbound), connect and delivery hooks,
-        # and their background loops as named tasks of `tasks`.
-        # Commands: acks, delivery on connect, bind/unbind tracking, one loop over deadlines
-        # (what fell due while stopped times out before anything is served).
-        desired.on_change = commands.track_changes
-        dispatcher = Dispatcher(store, gateway, tasks)
-        dispatcher.install()
-        await dispatcher.deadlines.start()
-        command_deadlines = tasks.create_task(dispatcher.deadlines.run(), name="command-deadlines")
-        stack.callback(command_deadlines.cancel)
-        upload_cleanup = tasks.create_task(
-            uploads.cleanup_loop(store, blobs, config.uploads.cleanup_interval_s),
-            name="upload-cleanup",
-        )
-        stack.callback(upload_cleanup.cancel)
         recorder = telemetry.Recorder(store, events, config.limits)
-        gateway.inbound["telemetry"] = recorder.record
-        pruning = tasks.create_task(
-            retention.retention_loop(
-                store, config.telemetry_retention_days, config.limits.history_retention_days
-            ),
-            name="history-retention",
+        # Stops after the loops were cancelled and in-flight work settled (pushed before them).
+        bus = await stack.enter_async_context(open_bus(config))
+        gateway = Gateway(
+            store,
+            tasks,
+            events,
+            bus,
+            record_telemetry=recorder.record,
+            max_forbidden=config.max_forbidden_publishes,
         )
-        stack.callback(pruning.cancel)
+        dispatcher = gateway.commands
+        # Runs after HTTP stopped and the loops were cancelled, before the bus closes.
+        stack.push_async_callback(tasks.settle, config.shutdown_grace_s)
+        await bus.start(gateway)
+        _run(stack, tasks, bus.run(), "bus")
+        # What fell due while stopped times out before anything is served.
+        await dispatcher.deadlines.start()
+        _run(stack, tasks, dispatcher.deadlines.run(), "command-deadlines")
+        cleanup = uploads.cleanup_loop(store, blobs, config.uploads.cleanup_interval_s)
+        _run(stack, tasks, cleanup, "upload-cleanup")
+        retain = retention.retention_loop(
+            store, config.telemetry_retention_days, config.limits.history_retention_days
+        )
+        _run(stack, tasks, retain, "history-retention")
         metrics = Metrics(Sources(store, gateway=gateway, events=events, telemetry=recorder))
         store.on_commit = metrics.observe_commit
 
@@ -124,53 +127,81 @@ async def start(config: Config) -> AsyncIterator[Service]:
                 events=events,
                 blobs=blobs,
                 telemetry=recorder,
-                mqtt_url=mqtts_url or mqtt_url or "",
+                mqtt_url=bus.mqtts_url or bus.mqtt_url or "",
                 device_throttle=FailureThrottle.from_config(config.throttle),
             )
         )
         app[DISPATCHER] = dispatcher
         app[METRICS] = metrics
         # One sweep for the whole fleet turns silent HTTP-only devices offline.
-        presence = tasks.create_task(app[HTTP_PRESENCE].run(), name="http-presence-sweep")
-        stack.callback(presence.cancel)
-        http_url = await _serve_http(stack, app, config)
+        _run(stack, tasks, app[HTTP_PRESENCE].run(), "http-presence-sweep")
+        await _serve_http(stack, app, http_sockets, config)
         # First on the way out: open event streams end, so HTTP shutdown does not wait on them.
         stack.callback(events.close)
-        public_url[0] = config.hub_url or http_url
         yield Service(
             config=config,
             store=store,
             gateway=gateway,
-            broker=broker,
+            broker=bus,
             telemetry=recorder,
             http_url=http_url,
-            mqtt_url=mqtt_url,
-            mqtts_url=mqtts_url,
+            mqtt_url=bus.mqtt_url,
+            mqtts_url=bus.mqtts_url,
             admin_token_file=token_file,
             http_app=app,
         )
         log.info("shutting down")
 
 
-async def _listen(broker: EmbeddedBroker, config: Config) -> tuple[str | None, str | None]:
-    """The MQTT listeners SPEC section 8 asks for: MQTT over TLS with `[tls]`; plain MQTT unless
-    TLS is on and `mqtt` was not given explicitly; never with `mqtt = "off"`."""
-    mqtt_url = mqtts_url = None
-    if config.tls.enabled:
-        context = tls.server_context(config.tls, client_certs=True)
-        host, port = await broker.listen(*split_hostport(config.mqtts), context)
-        mqtts_url = f"mqtts://{_url_host(host)}:{port}"
-    plain = config.mqtt.lower() != "off" and (not config.tls.enabled or config.mqtt_explicit)
-    if plain:
-        host, port = await broker.listen(*split_hostport(config.mqtt))
-        mqtt_url = f"mqtt://{_url_host(host)}:{port}"
-    return mqtt_url, mqtts_url
+def _run(
+    stack: contextlib.AsyncExitStack,
+    tasks: asyncio.TaskGroup,
+    loop: Coroutine[Any, Any, None],
+    name: str,
+) -> None:
+    """A background loop as a named task of the service's TaskGroup, cancelled on the way out
+    (before the parts it uses close); a crash in it ends the service."""
+    task = tasks.create_task(loop, name=name)
+    stack.callback(task.cancel)
+
+
+def _tune_process() -> None:
+    """Process-wide knobs, set here once rather than by the parts that want them."""
+    sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
+
+
+async def _bind_http(
+    stack: contextlib.AsyncExitStack, config: Config
+) -> tuple[list[socket.socket], str]:
+    """Bind `config.http` (every address the host names, one port; 0 picks a free one) without
+    serving yet; the bound URL, `https://` with `[tls]`."""
+    host, port = split_hostport(config.http)
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    sockets: list[socket.socket] = []
+    for family, kind, proto, _name, address in dict.fromkeys(infos):
+        sock = socket.socket(family, kind, proto)
+        stack.callback(sock.close)  # after the server closed it too: harmless
+        sockets.append(sock)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        # The others share the first one's port (port 0 resolved once).
+        chosen = sockets[0].getsockname()[1] if sockets[1:] else address[1]
+        sock.bind((address[0], chosen, *address[2:]))
+    bound = sockets[0].getsockname()
+    scheme = "https" if config.tls.enabled else "http"
+    return sockets, f"{scheme}://{_url_host(str(bound[0]))}:{int(bound[1])}"
 
 
 async def _serve_http(
-    stack: contextlib.AsyncExitStack, app: web.Application, config: Config
-) -> str:
-    """Serve `app` on `config.http` (HTTPS with `[tls]`); the bound URL (port 0 resolved)."""
+    stack: contextlib.AsyncExitStack,
+    app: web.Application,
+    sockets: list[socket.socket],
+    config: Config,
+) -> None:
+    """Serve `app` on the bound sockets (HTTPS with `[tls]`)."""
     # Built before anything listens: unreadable certificate files end the start with a clear error.
     context = tls.server_context(config.tls) if config.tls.enabled else None
     # Event streams end first (EventHub.close); other requests get the grace, not a minute.
@@ -179,12 +210,8 @@ async def _serve_http(
     )
     await runner.setup()
     stack.push_async_callback(runner.cleanup)
-    host, port = split_hostport(config.http)
-    site = web.TCPSite(runner, host, port, reuse_address=True, ssl_context=context)
-    await site.start()
-    bound = runner.addresses[0]
-    scheme = "https" if context is not None else "http"
-    return f"{scheme}://{_url_host(str(bound[0]))}:{int(bound[1])}"
+    for sock in sockets:
+        await web.SockSite(runner, sock, ssl_context=context).start()
 
 
 def _url_host(host: str) -> str:

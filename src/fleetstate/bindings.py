@@ -9,7 +9,7 @@ from typing import Any, Literal, get_args
 
 import msgspec
 
-from fleetstate import desired
+from fleetstate import commands, desired
 from fleetstate.clock import now_text
 from fleetstate.errors import Invalid, NotFound
 from fleetstate.ids import new_id
@@ -124,7 +124,7 @@ async def upsert(store: Store, org_id: str, spec: BindingSpec) -> Upserted:
                 ),
             )
         devices = await affected_devices(conn, spec.target_type, spec.target_id)
-        changes = await desired.resolve(conn, org_id, devices)
+        changes = await commands.resolve_desired(conn, org_id, devices)
         return Upserted(binding_id=binding_id, created=existing is None, changes=changes)
 
     return await store.write(job)
@@ -137,7 +137,7 @@ async def delete(store: Store, org_id: str, binding_id: str) -> list[desired.Des
             raise NotFound("binding", binding_id)
         await q.delete(conn, [binding_id])
         devices = await affected_devices(conn, target.target_type, target.target_id)
-        return await desired.resolve(conn, org_id, devices)
+        return await commands.resolve_desired(conn, org_id, devices)
 
     return await store.write(job)
 
@@ -173,7 +173,7 @@ async def delete_target(
             return []
         await q.delete(conn, found)
         devices = await affected_devices(conn, target_type, target_id)
-        return await desired.resolve(conn, org_id, devices)
+        return await commands.resolve_desired(conn, org_id, devices)
 
     return await store.write(job)
 

@@ -3,10 +3,11 @@ Argument parsing only."""
 
 import argparse
 import asyncio
+import contextlib
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 from fleetstate import app, config, logs, tenancy
@@ -126,12 +127,12 @@ def _simulate(args: argparse.Namespace) -> int:
     return runner.run(options)
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
 async def _serve(settings: config.Config) -> None:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    try:
+    with _stop_on_signals(stop):
         async with app.start(settings) as service:
             if service.admin_token_file is not None:
                 print(f"admin token in {service.admin_token_file}", flush=True)
@@ -142,16 +143,25 @@ async def _serve(settings: config.Config) -> None:
             if service.mqtts_url is not None:
                 print(f"mqtts listening on {service.mqtts_url}", flush=True)
             await stop.wait()
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: asyncio.Event) -> Iterator[None]:
+    """SIGTERM and SIGINT set `stop` while the block runs; afterwards the handlers they had
+    before are back (the loop's `remove_signal_handler` would reset them to the defaults)."""
+    loop = asyncio.get_running_loop()
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        yield
     finally:
-        for signum in (signal.SIGTERM, signal.SIGINT):
+        for signum, handler in previous.items():
             loop.remove_signal_handler(signum)
+            if handler is not None:  # None: set from outside Python, nothing to put back
+                signal.signal(signum, handler)
 
 
 async def _create_token(settings: config.Config, slug: str, name: str) -> str:
-    store = await Store.open(settings.data_dir / app.DATABASE, settings.batch_max)
-    writer = asyncio.create_task(store.writer_loop(), name="store-writer")
-    try:
+    async with Store.running(settings.data_dir / app.DATABASE, settings.batch_max) as store:
         return await tenancy.create_token_by_slug(store, slug, name)
-    finally:
-        await store.close()
-        await writer

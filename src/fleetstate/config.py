@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import msgspec
 
 from fleetstate.blobs import BlobConfig
+from fleetstate.bus import BusConfig
 from fleetstate.bus.embedded.limits import BrokerLimits
 from fleetstate.dumps import DumpConfig
 from fleetstate.errors import Invalid
@@ -51,6 +52,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     blobs: BlobConfig = BlobConfig()
     """The `[blobs]` table: where large artefacts live (local files or an S3-compatible bucket)."""
     uploads: UploadConfig = UploadConfig()
+    bus: BusConfig = BusConfig()
+    """The `[bus]` table: which bus carries the device protocol (`kind = "embedded"`)."""
     broker: BrokerLimits = BrokerLimits()
     """The `[broker]` table: limits of the embedded MQTT endpoint (SPEC section 8)."""
     tls: TlsConfig = TlsConfig()
@@ -137,6 +140,6 @@ def _from_env(environ: dict[str, str] | os._Environ[str]) -> dict[str, Any]:
 
 def split_hostport(value: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
-    if not sep or not port.isdigit():
+    if not sep or not (port.isascii() and port.isdigit()):
         raise Invalid(f"expected HOST:PORT, got {value!r}")
     return host.strip("[]") or "127.0.0.1", int(port)

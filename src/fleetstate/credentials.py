@@ -56,7 +56,7 @@ def verify_secret_sync(secret: str, stored: str) -> bool:
         scheme, cost, salt, digest = stored.split("$")
     except ValueError:
         return False
-    if scheme != "scrypt" or not cost.isdigit() or not 1 <= int(cost) <= 20:
+    if scheme != "scrypt" or not (cost.isascii() and cost.isdigit()) or not 1 <= int(cost) <= 20:
         return False
     return hmac.compare_digest(_scrypt(secret, _unb64(salt), int(cost)), _unb64(digest))
 

@@ -78,11 +78,10 @@ class DesiredChange(msgspec.Struct, frozen=True, kw_only=True):
 _encoder = msgspec.json.Encoder()
 document_decoder = msgspec.json.Decoder(DesiredDocument)
 
-ChangeHook = Callable[[Connection, str, list[DesiredChange]], Awaitable[None]]
-on_change: ChangeHook | None = None
-"""Called by `resolve()` in its transaction with the changes, before they are written (so the
-previous documents can still be read). app.py sets it to commands.track_changes: every change is
-tracked by a BIND_CONFIG/UNBIND_CONFIG command (desired.py cannot import commands: a cycle)."""
+Tracker = Callable[[Connection, str, list[DesiredChange]], Awaitable[None]]
+"""Told by `resolve()` in its transaction of the changes, before they are written (so the previous
+documents can still be read): `commands.track_changes`, which tracks every change by a
+BIND_CONFIG/UNBIND_CONFIG command. Callers use `commands.resolve_desired`, which passes it."""
 
 
 def chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
@@ -159,8 +158,10 @@ def _fingerprint(chosen: dict[str, Binding]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-async def resolve(conn: Connection, org_id: str, device_ids: Iterable[str]) -> list[DesiredChange]:
-    """Re-resolve these devices; write and return the documents that changed."""
+async def resolve(
+    conn: Connection, org_id: str, device_ids: Iterable[str], *, track: Tracker
+) -> list[DesiredChange]:
+    """Re-resolve these devices; `track` the changes, write and return the changed documents."""
     ids = sorted(set(device_ids))
     if not ids:
         return []
@@ -168,11 +169,15 @@ async def resolve(conn: Connection, org_id: str, device_ids: Iterable[str]) -> l
     facts = await load_facts(conn, ids)
     current = await _current_fingerprints(conn, ids)
     chosen_by_device: dict[str, dict[str, Binding]] = {}
+    same_document: dict[str, dict[str, Binding]] = {}
     for device in facts:
         chosen = winners(device, index)
         previous = current.get(device.id)
         if previous is None or previous[1] != _fingerprint(chosen):
             chosen_by_device[device.id] = chosen
+        else:
+            same_document[device.id] = chosen
+    await _rebind_slots(conn, same_document)
     if not chosen_by_device:
         return []
     contents = await _inline_contents(conn, chosen_by_device.values())
@@ -183,10 +188,23 @@ async def resolve(conn: Connection, org_id: str, device_ids: Iterable[str]) -> l
         version = current.get(device_id, (0, ""))[0] + 1
         document = _render(device_id, version, issued_at, chosen, contents)
         changes.append(DesiredChange(device_id=device_id, version=version, document=document))
-    if on_change is not None:
-        await on_change(conn, org_id, changes)
+    await track(conn, org_id, changes)
     await _store(conn, changes, chosen_by_device, issued_at)
     return changes
+
+
+async def _rebind_slots(conn: Connection, chosen_by_device: dict[str, dict[str, Binding]]) -> None:
+    """The document stays (same artefacts, so no new version), but the binding that put an
+    artefact there may now be another one (the same artefact bound more specifically): record
+    the winner, so each binding's status view counts the devices it really holds."""
+    await q.rebind_slots(
+        conn,
+        [
+            (device_id, slot, b.id)
+            for device_id, chosen in chosen_by_device.items()
+            for slot, b in chosen.items()
+        ],
+    )
 
 
 async def _current_fingerprints(conn: Connection, ids: Sequence[str]) -> dict[str, tuple[int, str]]:

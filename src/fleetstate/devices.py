@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from fleetstate import audit, credentials, desired
+from fleetstate import audit, commands, credentials, desired
 from fleetstate.clock import now_text
 from fleetstate.errors import Conflict, Invalid, NotFound
 from fleetstate.ids import new_id
@@ -114,7 +114,7 @@ async def create(store: Store, org_id: str, new: NewDevice) -> Created:
         )
         await _set_groups(conn, device_id, new.groups)
         await _set_components(conn, device_id, new.components)
-        return await desired.resolve(conn, org_id, [device_id])
+        return await commands.resolve_desired(conn, org_id, [device_id])
 
     changes = await store.write(job)
     return Created(device_id=device_id, access_key=access_key, changes=changes)
@@ -161,7 +161,7 @@ async def patch(
         if change.components is not None:
             await _check_components(conn, org_id, change.components)
             await _set_components(conn, device_id, change.components)
-        return await desired.resolve(conn, org_id, [device_id])
+        return await commands.resolve_desired(conn, org_id, [device_id])
 
     return await store.write(job)
 

@@ -17,6 +17,7 @@ import msgspec
 
 from fleetstate import credentials, devices, reports
 from fleetstate.bus import MAX_PAYLOAD, Bus, device_topic
+from fleetstate.command_delivery import Dispatcher
 from fleetstate.desired import DesiredChange
 from fleetstate.errors import FleetstateError
 from fleetstate.events import EventHub
@@ -45,38 +46,35 @@ _status_decoder = msgspec.json.Decoder(Status)
 InboundHandler = Callable[[str, bytes], Awaitable[None]]
 """Handles one device message on a subtopic: (device_id, payload). Raises FleetstateError or
 msgspec.DecodeError for bad input; returns once the effect is committed."""
-ConnectHook = Callable[[str], Awaitable[None]]
-SubscribeHook = Callable[[str, str], Coroutine[Any, Any, None]]
-"""Called after a device subscribed: (device_id, topic_filter). A clean-session device subscribes
-only after it connected, so what must reach it on a topic cannot rely on `on_connect` alone."""
-DeliveredHook = Callable[[str, int, bool], Awaitable[None]]
-"""Called after a desired document was published: (device_id, version, acknowledged)."""
 
 
 class Gateway:
+    """The device protocol over one `Bus`. Owns command delivery (`commands`), which it tells of
+    connects, subscriptions, acks, delivered documents and commands a report moved."""
+
     def __init__(
-        self, store: Store, tasks: asyncio.TaskGroup, events: EventHub, max_forbidden: int
+        self,
+        store: Store,
+        tasks: asyncio.TaskGroup,
+        events: EventHub,
+        bus: Bus,
+        *,
+        record_telemetry: InboundHandler,
+        max_forbidden: int,
     ) -> None:
         self._store = store
         self.events = events
         self._tasks = tasks
+        self.bus = bus
+        self._record_telemetry = record_telemetry
         self._max_forbidden = max_forbidden
         self._verifier = credentials.Verifier()
         self._forbidden: Counter[str] = Counter()
         self._presence_pending: dict[str, asyncio.Future[Any]] = {}
-        self.bus: Bus | None = None
         self.forbidden_total = 0
         self.messages_in: Counter[str] = Counter()
         """Messages received per subtopic (read by /metrics)."""
-        self.inbound: dict[str, InboundHandler] = {
-            "reported": self._reported,
-            "status": self._status,
-        }
-        self.on_connect: list[ConnectHook] = []
-        self.on_subscribe: list[SubscribeHook] = []
-        self.on_delivered: list[DeliveredHook] = []
-        self.commands_changed: Callable[[list[Any]], None] | None = None
-        """Told of commands a report moved (announce them; release a sequential device's next)."""
+        self.commands = Dispatcher(store, self, tasks)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         try:
@@ -91,16 +89,20 @@ class Gateway:
         stored = await devices.key_hash(self._store, device_id)
         return stored is not None and await self._verifier.verify(access_key, stored)
 
-    def connected(self, device_id: str) -> None:
+    def connected(self, device_id: str, receives: frozenset[str]) -> None:
         self._forbidden.pop(device_id, None)
         self._record_presence(device_id, online=True)
         # A persistent session keeps its subscriptions and sends no SUBSCRIBE on reconnect.
-        self._spawn(self._after_connect(device_id), f"on-connect:{device_id}")
+        if receives:
+            self._spawn(self._deliver_pending(device_id, receives), f"on-connect:{device_id}")
 
-    async def _after_connect(self, device_id: str) -> None:
-        await self.send_current(device_id)
-        for hook in self.on_connect:
-            await hook(device_id)
+    async def _deliver_pending(self, device_id: str, receives: frozenset[str]) -> None:
+        """What SQLite holds for a device that can now receive it: its document, then its
+        commands (oldest first)."""
+        if "desired" in receives:
+            await self.send_current(device_id)
+        if "commands" in receives:
+            await self.commands.push(device_id)
 
     def disconnected(self, device_id: str) -> None:
         self._record_presence(device_id, online=False)
@@ -133,17 +135,19 @@ class Gateway:
         if event is not None:
             self.events.publish(event.pop("org_id"), "presence", event)
 
-    def subscribed(self, device_id: str, topic_filter: str) -> None:
-        if topic_filter.rsplit("/", 1)[-1] in ("desired", "#", "+"):
+    def subscribed(self, device_id: str, receives: frozenset[str]) -> None:
+        # A clean-session device subscribes only after it connected: what must reach it on a
+        # topic cannot rely on the connect alone.
+        if "desired" in receives:
             self._spawn(self.send_current(device_id), f"deliver-on-subscribe:{device_id}")
-        for hook in self.on_subscribe:
-            self._spawn(hook(device_id, topic_filter), f"on-subscribe:{device_id}")
+        if "commands" in receives:
+            self._spawn(self.commands.push(device_id), f"on-subscribe:{device_id}")
 
     def forbidden(self, device_id: str, topic: str) -> None:
         self.forbidden_total += 1
         self._forbidden[device_id] += 1
         log.info("device %s may not publish on %s", device_id, topic)
-        if self._forbidden[device_id] == self._max_forbidden and self.bus is not None:
+        if self._forbidden[device_id] == self._max_forbidden:
             log.warning(
                 "disconnecting %s after %d forbidden publishes", device_id, self._max_forbidden
             )
@@ -169,41 +173,42 @@ class Gateway:
         return True
 
     async def _dispatch(self, device_id: str, subtopic: str, payload: bytes) -> None:
-        handler = self.inbound.get(subtopic)
-        if handler is None:
-            detail = f"messages on {subtopic!r} are not handled by this service yet"
-            self.reject(device_id, device_topic(device_id, subtopic), "not_supported", detail)
-            return
-        await handler(device_id, payload)
+        match subtopic:
+            case "reported":
+                await self._reported(device_id, payload)
+            case "telemetry":
+                await self._record_telemetry(device_id, payload)
+            case "commands/ack":
+                await self.commands.on_ack(device_id, payload)
+            case "status":
+                # Checked, then left alone: with the embedded endpoint the connection itself is
+                # the presence (a connect already delivers pending commands and the document).
+                _status_decoder.decode(payload)
+            case _:
+                detail = f"messages on {subtopic!r} are not handled by this service yet"
+                self.reject(device_id, device_topic(device_id, subtopic), "not_supported", detail)
 
     async def _reported(self, device_id: str, payload: bytes) -> None:
         report = reports.report_decoder.decode(payload)
         outcome = await reports.record(self._store, device_id, report, payload)
         self.publish_report(outcome)
 
-    async def _status(self, device_id: str, payload: bytes) -> None:
-        """Checked, then left alone: with the embedded endpoint the connection itself is the
-        presence (and a connect already delivers pending commands and the desired document)."""
-        _status_decoder.decode(payload)
-
     def publish_report(self, outcome: reports.Outcome) -> None:
         data = msgspec.structs.asdict(outcome)
         moved = outcome.moved
         data.pop("moved")
         self.events.publish(data.pop("org_id"), "report", data)
-        if moved and self.commands_changed is not None:
-            self.commands_changed(moved)
+        if moved:
+            self.commands.changed(moved)
 
     # -- delivery --------------------------------------------------------------------------------
 
     def reject(self, device_id: str, topic: str, code: str, detail: str) -> None:
         payload = _error_encoder.encode(DeviceError(topic=topic, error=code, detail=detail))
-        if self.bus is not None:
-            self._spawn(self.bus.publish(device_id, "errors", payload), f"error-to:{device_id}")
+        self._spawn(self.bus.send(device_id, "errors", payload), f"error-to:{device_id}")
 
     async def send_current(self, device_id: str) -> bool:
-        if self.bus is None or not self.bus.is_subscribed(device_id, "desired"):
-            return False
+        """Publish the device's document from SQLite, when the bus can deliver it now."""
         await self._presence_recorded(device_id)
         found = await devices.desired_document(self._store, device_id)
         if found is None:
@@ -212,19 +217,15 @@ class Gateway:
         return await self._publish_desired(device_id, version, document)
 
     async def _publish_desired(self, device_id: str, version: int, document: bytes) -> bool:
-        assert self.bus is not None
-        acknowledged = await self.bus.publish(device_id, "desired", document)
-        for hook in self.on_delivered:
-            await hook(device_id, version, acknowledged)
+        acknowledged = await self.bus.set_desired(device_id, version, document)
+        await self.commands.on_delivered(device_id, version, acknowledged)
         return acknowledged
 
     def deliver(self, changes: Iterable[DesiredChange]) -> None:
-        """Push changed documents to the sessions that are connected now; the rest get theirs
+        """Push changed documents to the devices that are connected now; the rest get theirs
         when they next connect or subscribe."""
-        if self.bus is None:
-            return
         for change in changes:
-            if self.bus.is_subscribed(change.device_id, "desired"):
+            if self.bus.is_connected(change.device_id):
                 self._spawn(
                     self._publish_desired(change.device_id, change.version, change.document),
                     f"deliver:{change.device_id}:{change.version}",

@@ -4,7 +4,7 @@ from typing import Any
 
 import msgspec
 
-from fleetstate import desired
+from fleetstate import commands, desired
 from fleetstate.clock import now_text
 from fleetstate.errors import Conflict, Invalid, NotFound
 from fleetstate.ids import new_id
@@ -43,7 +43,7 @@ async def create(
             raise Conflict(f"a device group named {new.name!r} already exists")
         await _require_devices(conn, org_id, members)
         await q.insert(conn, org_id, row, members)
-        return await desired.resolve(conn, org_id, members)
+        return await commands.resolve_desired(conn, org_id, members)
 
     return row.id, await store.write(job)
 
@@ -72,7 +72,7 @@ async def delete(store: Store, org_id: str, group_id: str) -> list[desired.Desir
         await _require_group(conn, org_id, group_id)
         members = await q.members(conn, group_id)
         await q.delete(conn, group_id)
-        return await desired.resolve(conn, org_id, members)
+        return await commands.resolve_desired(conn, org_id, members)
 
     return await store.write(job)
 
@@ -87,6 +87,6 @@ async def set_member(
             await q.add_member(conn, group_id, device_id)
         elif not await q.remove_member(conn, group_id, device_id):
             raise NotFound("group member", device_id)
-        return await desired.resolve(conn, org_id, [device_id])
+        return await commands.resolve_desired(conn, org_id, [device_id])
 
     return await store.write(job)

@@ -18,7 +18,7 @@ class Page(msgspec.Struct, frozen=True, kw_only=True):
 def parse_page(limit: str | None, cursor: str | None) -> Page:
     if limit is None:
         return Page(cursor=cursor or None)
-    if not limit.isdigit() or not 1 <= int(limit) <= MAX_LIMIT:
+    if not (limit.isascii() and limit.isdigit()) or not 1 <= int(limit) <= MAX_LIMIT:
         raise Invalid(f"limit must be an integer from 1 to {MAX_LIMIT}")
     return Page(limit=int(limit), cursor=cursor or None)
 

@@ -71,7 +71,7 @@ def version_number(value: int | str | None) -> int | None:
     """A config version given as a number or a numeric string (Xyte sends either)."""
     if value is None or isinstance(value, int):
         return value
-    if not value.strip().isdigit():
+    if not (value.strip().isascii() and value.strip().isdigit()):
         raise Invalid(f"config_version must be a whole number, got {value!r}")
     return int(value)
 

@@ -63,13 +63,8 @@ async def apply(conn: Connection, device_id: str, report: Report, raw: str) -> O
     if found is None:
         raise NotFound("device", device_id)
     desired_version, org_id = found.version, found.org_id
-    if not 1 <= report.version <= desired_version:
-        raise Invalid(
-            f"report for version {report.version}, but desired versions run from 1 to"
-            f" {desired_version}"
-        )
+    current = is_current(report.version, desired_version)
     now = now_text()
-    current = report.version == desired_version
     status: str = report.status
     message = report.message
     slots: list[SlotRow] = []
@@ -93,6 +88,16 @@ async def apply(conn: Connection, device_id: str, report: Report, raw: str) -> O
         current=current,
         moved=moved,
     )
+
+
+def is_current(version: int, desired_version: int) -> bool:
+    """True for a report of the current desired version; False for an older one, which only
+    goes into history. Invalid for a version that never existed."""
+    if not 1 <= version <= desired_version:
+        raise Invalid(
+            f"report for version {version}, but desired versions run from 1 to {desired_version}"
+        )
+    return version == desired_version
 
 
 def _judge(
@@ -132,7 +137,7 @@ async def history(store: Store, device_id: str, page: Page) -> dict[str, Any]:
     up to 256 KiB). Older than `[limits] history_retention_days` they are gone."""
     before = None
     if page.cursor is not None:
-        if not page.cursor.isdigit():
+        if not (page.cursor.isascii() and page.cursor.isdigit()):
             raise Invalid("malformed cursor")
         before = int(page.cursor)
     rows = await store.query(lambda conn: q.history(conn, device_id, before, page.limit + 1))

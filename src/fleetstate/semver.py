@@ -10,12 +10,12 @@ import re
 
 from fleetstate.errors import Invalid
 
-_NUMBER = r"(0|[1-9]\d*)"
-_PRE_FIELD = r"(?:0|[1-9]\d*|\d*[A-Za-z-][0-9A-Za-z-]*)"
+_NUMBER = r"(0|[1-9][0-9]*)"
+_PRE_FIELD = r"(?:0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*)"
 _PATTERN = re.compile(
     rf"^{_NUMBER}\.{_NUMBER}\.{_NUMBER}"
     rf"(?:-({_PRE_FIELD}(?:\.{_PRE_FIELD})*))?"
-    r"(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?$"
+    r"(?:\+[0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*)?\Z"
 )
 
 PreField = tuple[int, int, str]
@@ -34,7 +34,7 @@ def key(version: str) -> Key:
 
 
 def _pre_field(text: str) -> PreField:
-    return (0, int(text), "") if text.isdigit() else (1, 0, text)
+    return (0, int(text), "") if text.isascii() and text.isdigit() else (1, 0, text)
 
 
 def is_valid(version: str) -> bool:

@@ -91,6 +91,11 @@ _EPOCH_MS_FROM = 1e11
 """Epoch numbers from here on are milliseconds (1e11 s is the year 5138; 1e11 ms is 1973)."""
 
 
+def _decimal(text: str) -> bool:
+    """ASCII digits only: `str.isdigit` also accepts superscripts and other scripts' digits."""
+    return text.isascii() and text.isdigit()
+
+
 def timestamp_of(value: str | float | None, future_s: float = _DEFAULTS.telemetry_future_s) -> str:
     """The stored form of a message's time, from Xyte's forms: ISO 8601 with a zone
     (`2021-08-04T07:45:44.122Z`), or epoch seconds or milliseconds, as a number or a numeric
@@ -99,7 +104,7 @@ def timestamp_of(value: str | float | None, future_s: float = _DEFAULTS.telemetr
     if value is None:
         return now_text()
     try:
-        if isinstance(value, str) and not value.strip().replace(".", "", 1).isdigit():
+        if isinstance(value, str) and not _decimal(value.strip().replace(".", "", 1)):
             moment = datetime.fromisoformat(value)
         else:
             seconds = float(value)
@@ -390,7 +395,7 @@ async def history(
     after = None
     if page.cursor:
         cursor_ts, _, cursor_id = page.cursor.rpartition(",")
-        if not cursor_id.isdigit():
+        if not _decimal(cursor_id):
             raise Invalid("malformed cursor")
         after = (cursor_ts, int(cursor_id))
     given = q.HistoryFilter(start=query.start, end=query.end, key=query.key, after=after)

@@ -137,7 +137,7 @@ def _version(given: int | str | None, current: int) -> int:
     if given is None:
         return current
     if isinstance(given, str):
-        if not given.strip().isdigit():
+        if not (given.strip().isascii() and given.strip().isdigit()):
             raise Invalid(f"version must be a whole number, got {given!r}")
         return int(given)
     return given

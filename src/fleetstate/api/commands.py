@@ -6,7 +6,7 @@ from fleetstate import commands
 from fleetstate.api.context import services
 from fleetstate.api.http import decode, json_response, org_id, page
 from fleetstate.api.routing import RouteTable
-from fleetstate.scheduler import Dispatcher
+from fleetstate.command_delivery import Dispatcher
 
 routes = RouteTable()
 DISPATCHER: web.AppKey[Dispatcher] = web.AppKey("command_dispatcher", Dispatcher)

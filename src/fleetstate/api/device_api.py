@@ -153,8 +153,7 @@ async def register(request: web.Request) -> web.Response:
     done = await provisioning.register(svc.store, _hardware_keys, registration)
     if done.again:
         # As the REST rotation: the old key's MQTT session ends now, and the trail says why.
-        if svc.gateway.bus is not None:
-            await svc.gateway.bus.disconnect(done.device_id)
+        await svc.gateway.bus.disconnect(done.device_id)
         event = {"device_id": done.device_id, "action": "re_registered", "sn": registration.sn}
         svc.events.publish(done.org_id, "device", event)
     svc.gateway.deliver(done.changes)

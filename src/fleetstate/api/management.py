@@ -175,8 +175,7 @@ async def patch_device(request: web.Request) -> web.Response:
 async def delete_device(request: web.Request) -> web.Response:
     svc, device_id = services(request), request.match_info["device_id"]
     await devices.delete(svc.store, org_id(request), device_id)
-    if svc.gateway.bus is not None:
-        await svc.gateway.bus.disconnect(device_id)
+    await svc.gateway.bus.disconnect(device_id)
     return web.Response(status=204)
 
 
@@ -189,8 +188,7 @@ async def delete_device(request: web.Request) -> web.Response:
 async def rotate_key(request: web.Request) -> web.Response:
     svc, device_id = services(request), request.match_info["device_id"]
     key = await devices.rotate_key(svc.store, org_id(request), device_id)
-    if svc.gateway.bus is not None:
-        await svc.gateway.bus.disconnect(device_id)
+    await svc.gateway.bus.disconnect(device_id)
     return json_response({"device_id": device_id, "access_key": key})
 
 

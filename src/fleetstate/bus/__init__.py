@@ -1,12 +1,21 @@
-"""The message bus between the service and devices, behind a narrow interface.
+"""The message bus between the service and devices, behind a narrow interface of device-protocol
+intents: set a device's desired document, send it a command or an error, cut it off.
 
 fleetstate's own embedded MQTT endpoint (`bus.embedded`) is one implementation; an external
-broker (Mosquitto/EMQX) is another to come. The service only ever publishes to one device's own
-topic, learns of connects, subscriptions and messages through a `DeviceEvents` handler, and can
-cut a device off.
+broker (Mosquitto/EMQX) is another to come, chosen by `[bus] kind` through `open_bus`, so the
+rest of the service never names the concrete class. The bus decides itself whether a message can
+reach a device now (it knows the sessions); what cannot is delivered from SQLite when the device
+is next ready for it (`DeviceEvents.connected` / `subscribed` name what it can receive).
 """
 
-from typing import Protocol
+import contextlib
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Literal, Protocol
+
+import msgspec
+
+if TYPE_CHECKING:
+    from fleetstate.config import Config
 
 DEVICE_TOPICS_IN = ("reported", "commands/ack", "telemetry", "status")
 DEVICE_TOPICS_OUT = ("desired", "commands", "errors")
@@ -28,6 +37,16 @@ def may_subscribe(device_id: str, topic_filter: str) -> bool:
     return sub is not None and (sub in DEVICE_TOPICS_OUT or sub in ("#", "+"))
 
 
+DELIVERED = frozenset(("desired", "commands"))
+"""What the service delivers level-triggered from SQLite once a device can receive it."""
+
+
+def delivered_by(device_id: str, topic_filter: str) -> frozenset[str]:
+    """Which of `DELIVERED` a granted subscription to `topic_filter` lets the device receive."""
+    sub = subtopic_of(device_id, topic_filter)
+    return DELIVERED if sub in ("#", "+") else DELIVERED & {sub}
+
+
 def may_publish(device_id: str, topic: str) -> bool:
     return subtopic_of(device_id, topic) in DEVICE_TOPICS_IN
 
@@ -37,11 +56,16 @@ class DeviceEvents(Protocol):
 
     async def authenticate(self, device_id: str, access_key: str) -> bool: ...
 
-    def connected(self, device_id: str) -> None: ...
+    def connected(self, device_id: str, receives: frozenset[str]) -> None:
+        """The device is online; `receives`: what of `DELIVERED` it can take at once (a
+        persistent session keeps its subscriptions and sends no SUBSCRIBE again)."""
+        ...
 
     def disconnected(self, device_id: str) -> None: ...
 
-    def subscribed(self, device_id: str, topic_filter: str) -> None: ...
+    def subscribed(self, device_id: str, receives: frozenset[str]) -> None:
+        """A granted subscription lets the device receive these of `DELIVERED` from now on."""
+        ...
 
     async def message(self, device_id: str, subtopic: str, payload: bytes) -> bool:
         """Handle one message; True once it is safely processed (then, and only then, PUBACK)."""
@@ -50,13 +74,57 @@ class DeviceEvents(Protocol):
     def forbidden(self, device_id: str, topic: str) -> None: ...
 
 
+Sent = Literal["commands", "errors"]
+
+
 class Bus(Protocol):
-    async def publish(self, device_id: str, subtopic: str, payload: bytes) -> bool:
-        """Deliver to that device alone; True when it acknowledged (QoS 1 PUBACK)."""
+    """The device-protocol intents. Each delivery returns True once the device acknowledged it
+    (QoS 1 PUBACK) and False at once when the device cannot take it now; nothing is queued."""
+
+    @property
+    def mqtt_url(self) -> str | None:
+        """Where devices reach the bus over plain MQTT (mqtt://HOST:PORT), None when off."""
         ...
 
-    def is_subscribed(self, device_id: str, subtopic: str) -> bool: ...
+    @property
+    def mqtts_url(self) -> str | None:
+        """Where devices reach the bus over MQTT with TLS (mqtts://HOST:PORT), None when off."""
+        ...
+
+    async def start(self, events: DeviceEvents) -> None:
+        """Serve devices from now on; `events` hears of them."""
+        ...
+
+    async def run(self) -> None:
+        """The bus's own background work until cancelled (a task of the service's TaskGroup)."""
+        ...
+
+    async def set_desired(self, device_id: str, version: int, document: bytes) -> bool: ...
+
+    async def send(self, device_id: str, kind: Sent, payload: bytes) -> bool: ...
+
+    def is_connected(self, device_id: str) -> bool: ...
 
     def connected_devices(self) -> list[str]: ...
 
     async def disconnect(self, device_id: str) -> None: ...
+
+
+class BusConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The `[bus]` table: which bus carries the device protocol."""
+
+    kind: Literal["embedded"] = "embedded"
+    """`embedded`: fleetstate's own MQTT endpoint (`[broker]` limits, `mqtt`/`mqtts` listeners)."""
+
+
+@contextlib.asynccontextmanager
+async def open_bus(config: "Config") -> AsyncIterator[Bus]:
+    """The configured bus, built but not serving yet (`start(events)`); closed on the way out."""
+    if config.bus.kind == "embedded":
+        # Imported here: the endpoint builds on this module's interface.
+        from fleetstate.bus.embedded import open_embedded  # noqa: PLC0415
+
+        async with open_embedded(config) as bus:
+            yield bus
+        return
+    raise ValueError(f"unknown [bus] kind {config.bus.kind!r}")  # the config's Literal stops it

@@ -6,7 +6,7 @@
 - `tracking`: bind and unbind are commands, tracking desired-state convergence;
 - `views`: what the management API shows.
 
-Publishing and deadlines live in `fleetstate.scheduler`; nothing here knows MQTT or HTTP.
+Publishing and deadlines live in `fleetstate.command_delivery`; nothing here knows MQTT or HTTP.
 """
 
 from fleetstate.commands.delivery import (
@@ -33,7 +33,12 @@ from fleetstate.commands.lifecycle import (
     expire_due,
     history,
 )
-from fleetstate.commands.tracking import converge, mark_config_sent, track_changes
+from fleetstate.commands.tracking import (
+    converge,
+    mark_config_sent,
+    resolve_desired,
+    track_changes,
+)
 from fleetstate.commands.views import batch, get, list_page
 
 __all__ = [
@@ -64,6 +69,7 @@ __all__ = [
     "mark_config_sent",
     "mark_sent",
     "record_ack",
+    "resolve_desired",
     "take_next",
     "track_changes",
 ]

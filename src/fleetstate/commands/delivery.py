@@ -5,7 +5,7 @@ Over HTTP a command stays the device's business until it is finished: one it mov
 
 A command goes out when the device can take it: every waiting one at once (`burst`, the default),
 or the next only once the previous finished (`sequential`, set on the device profile). The same
-queue serves MQTT (scheduler.py publishes) and the device HTTP API (`take_next`).
+queue serves MQTT (command_delivery.py publishes) and the device HTTP API (`take_next`).
 """
 
 from typing import Any, Literal

@@ -174,7 +174,7 @@ async def history(
 async def history_page(store: Store, command_id: str, page: Page) -> dict[str, Any]:
     after = 0
     if page.cursor is not None:
-        if not page.cursor.isdigit():
+        if not (page.cursor.isascii() and page.cursor.isdigit()):
             raise Invalid("malformed cursor")
         after = int(page.cursor)
     rows = await store.query(lambda conn: q.answers(conn, command_id, after, page.limit + 1))

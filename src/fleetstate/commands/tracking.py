@@ -3,12 +3,13 @@ one BIND_CONFIG/UNBIND_CONFIG command until the device converges.
 
 Such a command is never published: delivery of the new document makes it SENT
 (`mark_config_sent`), the device's reports move it on (`converge`, from `reports.apply()`), and a
-newer change supersedes it. `track_changes` runs inside `desired.resolve()` for any change, from a
+newer change supersedes it. `track_changes` runs inside `resolve_desired()` for any change, from a
 binding at any level or from an operator's BIND/UNBIND command, which then is the tracking command
 itself. Everything is done in bulk: a group binding over 10,000 devices is a few statements.
 """
 
 from collections import defaultdict
+from collections.abc import Iterable
 from typing import Any
 
 import msgspec
@@ -158,16 +159,24 @@ async def apply_rebind(
         [(new_id(), org_id, *b, seq + n, now, now) for n, b in enumerate(rebind.upserts, 1)],
     )
     await q.delete_bindings(conn, rebind.deletes)
-    return await desired.resolve(conn, org_id, rebind.device_ids)
+    return await resolve_desired(conn, org_id, rebind.device_ids)
 
 
 # -- tracking ----------------------------------------------------------------------------------
 
 
+async def resolve_desired(
+    conn: Connection, org_id: str, device_ids: Iterable[str]
+) -> list[desired.DesiredChange]:
+    """Re-resolve these devices' desired documents in the caller's transaction, each change
+    tracked by its command; the changed documents, to deliver after the commit."""
+    return await desired.resolve(conn, org_id, device_ids, track=track_changes)
+
+
 async def track_changes(
     conn: Connection, org_id: str, changes: list[desired.DesiredChange]
 ) -> None:
-    """The `desired.on_change` hook. Runs before the new documents are written, so the previous
+    """The tracker of `resolve_desired`. Runs before the new documents are written, so the previous
     ones can still be read; a device without one gets its very first document: nothing to track.
     """
     ids = [c.device_id for c in changes]

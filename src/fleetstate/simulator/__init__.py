@@ -1,4 +1,4 @@
-"""Simulated fleets for `fleetstate simulate` and the benchmarks (scripts/bench.py).
+"""Simulated fleets for `fleetstate simulate` and the benchmarks (`python -m bench`).
 
 - `options`: what to simulate, each device's part (no extra dependencies);
 - `provision`: creating or registering the devices through the service's APIs;

@@ -18,12 +18,12 @@ for its own transaction, so no other read ever runs inside its snapshot.
 """
 
 import asyncio
+import contextlib
 import functools
 import logging
 import sqlite3
-import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
@@ -48,7 +48,8 @@ READ_BATCH_MAX = 256
 SWITCH_INTERVAL_S = 0.001
 """The store's threads drop the GIL at every SQLite call and need it back within microseconds;
 with CPython's default 5 ms switch interval each time they wait behind the busy event loop
-(measured: MQTT telemetry 1,800/s at 5 ms, 3,400/s at 1 ms; docs/benchmarks.md)."""
+(measured: MQTT telemetry 1,800/s at 5 ms, 3,400/s at 1 ms; docs/benchmarks.md). A process-wide
+knob, so the composition root (`app.start`) sets it, not the store."""
 
 
 class _Later:
@@ -63,7 +64,9 @@ _Read = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]
 
 
 class Store:
-    """Owns the connections. Use `Store.open()`, run `writer_loop()` as a task, `close()` last."""
+    """Owns the connections. `async with Store.running(path) as store:` opens it and runs its
+    writer until the block ends; or `Store.open()`, run `writer_loop()` as a task, `close()` last.
+    """
 
     def __init__(
         self, path: Path, writer: ConnectionThread, reader: ConnectionThread, batch_max: int
@@ -86,7 +89,6 @@ class Store:
     @classmethod
     async def open(cls, path: Path, batch_max: int = 512) -> "Store":
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # the data dir: ours alone
-        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL_S))
         writer, reader = ConnectionThread("store-writer"), ConnectionThread("store-reader")
         try:
             await writer.open(path)
@@ -97,6 +99,23 @@ class Store:
             await writer.close()
             raise
         return cls(path, writer, reader, batch_max)
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def running(cls, path: Path, batch_max: int = 512) -> AsyncIterator["Store"]:
+        """The store with its writer running; on the way out what is queued is committed, the
+        store closes, and a writer that crashed raises here."""
+        store = await cls.open(path, batch_max)
+        writer = asyncio.create_task(store.writer_loop(), name="store-writer")
+        try:
+            yield store
+        finally:
+            await store.close()
+            if not writer.done():
+                writer.cancel()  # close() gave up waiting for it
+            await asyncio.wait([writer])
+            if not writer.cancelled():
+                writer.result()
 
     # -- reads -------------------------------------------------------------------------------
 

@@ -5,7 +5,7 @@ the protocol of one connection, `endpoint` the listeners, sessions and the `Bus`
 `limits` its `[broker]` settings.
 """
 
-from fleetstate.bus.embedded.endpoint import EmbeddedBroker
+from fleetstate.bus.embedded.endpoint import EmbeddedBroker, open_embedded
 from fleetstate.bus.embedded.limits import BrokerLimits
 
-__all__ = ["BrokerLimits", "EmbeddedBroker"]
+__all__ = ["BrokerLimits", "EmbeddedBroker", "open_embedded"]

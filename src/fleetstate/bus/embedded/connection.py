@@ -312,7 +312,7 @@ class Connection(asyncio.Protocol):
                 codes.append(Reason.NOT_AUTHORIZED)  # 0x80 in MQTT 3.1.1
         self._write(codec.encode_suback(self.level or 4, subscribe.packet_id, codes))
         for topic_filter in granted:  # after the SUBACK: what it triggers comes after it
-            self._endpoint.events.subscribed(session.device_id, topic_filter)
+            self._endpoint.subscribed(session, topic_filter)
 
     def _unsubscribe(self, unsubscribe: Unsubscribe) -> None:
         session = self.session

@@ -12,17 +12,23 @@ that sent no CONNECT in time or nothing for 1.5 times their keep-alive, and expi
 """
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, NamedTuple
 
-from fleetstate.bus import MAX_PAYLOAD, DeviceEvents, device_topic
+from fleetstate import tls
+from fleetstate.bus import DELIVERED, MAX_PAYLOAD, DeviceEvents, Sent, delivered_by, device_topic
 from fleetstate.bus.embedded.codec import Connect, Prop, Reason
 from fleetstate.bus.embedded.connection import Connection, Session
 from fleetstate.bus.embedded.limits import BrokerLimits
 from fleetstate.throttle import FailureThrottle
+
+if TYPE_CHECKING:
+    from fleetstate.config import Config
 
 log = logging.getLogger(__name__)
 
@@ -32,12 +38,46 @@ STOP_GRACE_S = 5.0
 BACKLOG = 1024
 
 
-class EmbeddedBroker:
-    """The `Bus` on fleetstate's own MQTT endpoint: `await listen(...)` per listener, then
-    `stop()`."""
+class Listener(NamedTuple):
+    host: str
+    port: int
+    ssl_context: ssl.SSLContext | None = None
 
-    def __init__(self, events: DeviceEvents, limits: BrokerLimits | None = None) -> None:
-        self.events = events
+
+@contextlib.asynccontextmanager
+async def open_embedded(config: "Config") -> AsyncIterator["EmbeddedBroker"]:
+    """The endpoint with the listeners SPEC section 8 asks for: MQTT over TLS with `[tls]`; plain
+    MQTT unless TLS is on and `mqtt` was not given explicitly; never with `mqtt = "off"`."""
+    from fleetstate.config import split_hostport  # noqa: PLC0415 - config imports the limits
+
+    mqtts = None
+    if config.tls.enabled:  # built before anything listens: bad certificate files fail here
+        context = tls.server_context(config.tls, client_certs=True)
+        mqtts = Listener(*split_hostport(config.mqtts), context)
+    plain = config.mqtt.lower() != "off" and (not config.tls.enabled or config.mqtt_explicit)
+    mqtt = Listener(*split_hostport(config.mqtt)) if plain else None
+    broker = EmbeddedBroker(config.broker, mqtt=mqtt, mqtts=mqtts)
+    try:
+        yield broker
+    finally:
+        await broker.stop()
+
+
+class EmbeddedBroker:
+    """The `Bus` on fleetstate's own MQTT endpoint: `await start(events)` opens its listeners,
+    `run()` (the sweep) runs as a task, then `stop()`."""
+
+    def __init__(
+        self,
+        limits: BrokerLimits | None = None,
+        *,
+        mqtt: Listener | None = None,
+        mqtts: Listener | None = None,
+    ) -> None:
+        self._events: DeviceEvents | None = None
+        self._listeners = (mqtt, mqtts)
+        self.mqtt_url: str | None = None
+        self.mqtts_url: str | None = None
         self.limits = limits or BrokerLimits()
         self.throttle = FailureThrottle(
             limit=self.limits.auth_failure_limit,
@@ -48,7 +88,6 @@ class EmbeddedBroker:
         self._connections: set[Connection] = set()
         self._expiring: dict[str, Session] = {}
         self._servers: list[asyncio.Server] = []
-        self._sweeper: asyncio.Task[None] | None = None
         self.refused_total = 0
         self.messages_out: Counter[str] = Counter()
         """Messages published to devices per subtopic, acknowledged or not (read by /metrics)."""
@@ -62,10 +101,30 @@ class EmbeddedBroker:
 
     # -- lifecycle -------------------------------------------------------------------------------
 
+    async def start(self, events: DeviceEvents) -> None:
+        """Open the listeners; `events` hears of devices (given here, not when built, as an
+        asyncio server takes its protocol when it starts serving)."""
+        self._events = events
+        mqtt, mqtts = self._listeners
+        if mqtts is not None:  # TLS first, as before: its port is the one devices are told
+            host, port = await self.listen(*mqtts)
+            self.mqtts_url = f"mqtts://{_url_host(host)}:{port}"
+        if mqtt is not None:
+            host, port = await self.listen(*mqtt)
+            self.mqtt_url = f"mqtt://{_url_host(host)}:{port}"
+
+    @property
+    def events(self) -> DeviceEvents:
+        if self._events is None:
+            raise RuntimeError("the MQTT endpoint was not started")
+        return self._events
+
     async def listen(
         self, host: str, port: int, ssl_context: ssl.SSLContext | None = None
     ) -> tuple[str, int]:
         """Start one listener (plain or TLS); returns its bound address."""
+        if self._events is None:
+            raise RuntimeError("listening before start(events): nobody would hear of devices")
         loop = asyncio.get_running_loop()
         factory: Callable[[], Connection] = lambda: Connection(self)  # noqa: E731
         server = await loop.create_server(
@@ -78,16 +137,12 @@ class EmbeddedBroker:
             reuse_address=True,
         )
         self._servers.append(server)
-        if self._sweeper is None:
-            self._sweeper = loop.create_task(self._sweep(), name="mqtt-sweep")
         bound = server.sockets[0].getsockname()
         return str(bound[0]), int(bound[1])
 
     async def stop(self) -> None:
         for server in self._servers:
             server.close()
-        if self._sweeper is not None:
-            self._sweeper.cancel()
         workers = []
         for connection in list(self._connections):
             connection.close(Reason.SHUTTING_DOWN)
@@ -165,8 +220,19 @@ class EmbeddedBroker:
 
     def accepted(self, connection: Connection) -> None:
         """After the CONNACK went out: the service learns of the device."""
-        assert connection.session is not None
-        self.events.connected(connection.session.device_id)
+        session = connection.session
+        assert session is not None
+        device_id = session.device_id
+        receives = frozenset(
+            s for s in DELIVERED if session.granted(device_topic(device_id, s), s) is not None
+        )
+        self.events.connected(device_id, receives)
+
+    def subscribed(self, session: Session, topic_filter: str) -> None:
+        """After the SUBACK of a granted subscription: tell the service what it now lets through."""
+        receives = delivered_by(session.device_id, topic_filter)
+        if receives:
+            self.events.subscribed(session.device_id, receives)
 
     def lost(self, connection: Connection) -> None:
         self._connections.discard(connection)
@@ -184,7 +250,8 @@ class EmbeddedBroker:
 
     # -- the sweep -------------------------------------------------------------------------------
 
-    async def _sweep(self) -> None:
+    async def run(self) -> None:
+        """The sweep, once a second until cancelled; the service runs it in its TaskGroup."""
         while True:
             await asyncio.sleep(SWEEP_S)
             self.sweep(time.monotonic())
@@ -213,13 +280,14 @@ class EmbeddedBroker:
         session = self.sessions.get(device_id)
         return None if session is None else session.connection
 
-    def is_subscribed(self, device_id: str, subtopic: str) -> bool:
-        session = self.sessions.get(device_id)
-        if session is None or session.connection is None:
-            return False
-        return session.granted(device_topic(device_id, subtopic), subtopic) is not None
+    async def set_desired(self, device_id: str, version: int, document: bytes) -> bool:
+        return await self._publish(device_id, "desired", document)
 
-    async def publish(self, device_id: str, subtopic: str, payload: bytes) -> bool:
+    async def send(self, device_id: str, kind: Sent, payload: bytes) -> bool:
+        return await self._publish(device_id, kind, payload)
+
+    async def _publish(self, device_id: str, subtopic: str, payload: bytes) -> bool:
+        """Publish now when the session is connected and subscribed; never queued."""
         session = self.sessions.get(device_id)
         connection = None if session is None else session.connection
         if session is None or connection is None:
@@ -234,6 +302,9 @@ class EmbeddedBroker:
         self.messages_out[subtopic] += 1
         return await connection.deliver(topic, payload, qos)
 
+    def is_connected(self, device_id: str) -> bool:
+        return self._connection(device_id) is not None
+
     @property
     def auth_failures_total(self) -> int:
         """CONNECTs refused for their credentials (read by /metrics)."""
@@ -246,3 +317,7 @@ class EmbeddedBroker:
         connection = self._connection(device_id)
         if connection is not None:
             connection.close(Reason.ADMINISTRATIVE)
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

@@ -60,6 +60,11 @@ _SET_DOCUMENT = (
     " issued_at = excluded.issued_at, fingerprint = excluded.fingerprint,"
     " document = excluded.document"
 )
+# `IS NOT` is `IS DISTINCT FROM` in PostgreSQL.
+_REBIND_SLOT = (
+    "UPDATE desired_slots SET binding_id = ? WHERE device_id = ? AND slot = ?"
+    " AND binding_id IS NOT ?"
+)
 _CLEAR_SLOTS = "DELETE FROM desired_slots WHERE device_id = ?"
 _ADD_SLOT = (
     "INSERT INTO desired_slots (device_id, slot, binding_id, artefact_id, hash)"
@@ -114,3 +119,8 @@ async def store(
     await conn.executemany(_SET_DOCUMENT, documents)
     await conn.executemany(_CLEAR_SLOTS, [(d[0],) for d in documents])
     await conn.executemany(_ADD_SLOT, slots)
+
+
+async def rebind_slots(conn: Connection, slots: Sequence[tuple[str, str, str]]) -> None:
+    """(device, slot, binding): record the binding that now puts the slot's artefact there."""
+    await conn.executemany(_REBIND_SLOT, [(b, d, slot, b) for d, slot, b in slots])

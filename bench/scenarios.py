@@ -1,4 +1,4 @@
-"""The measured scenarios of scripts/bench.py: connect, rollout, commands, telemetry.
+"""The measured scenarios of `python -m bench`: connect, rollout, commands, telemetry.
 
 Each scenario drives a running simulated fleet (`supervisor.Fleet`) and the service's REST API,
 and returns a flat dict of figures. Latencies come from client-side timestamps: a device records
@@ -16,8 +16,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from bench_service import Process, machine_busy_s, process_cpu_s
-
+from bench.service import ROOT, Process, machine_busy_s, process_cpu_s
 from fleetstate.simulator.fleet import Burst
 from fleetstate.simulator.options import DeviceSpec, Transport
 from fleetstate.simulator.provision import Api
@@ -257,7 +256,7 @@ async def lean_telemetry(
     window: int,
     workdir: Path,
 ) -> dict[str, Any]:
-    """The same fan-in from `scripts/bench_load.py`, a load generator that costs the cores
+    """The same fan-in from `bench/load.py`, a load generator that costs the cores
     little, so that the service's own limit shows (run it once the fleet has stopped: it
     connects as the same devices)."""
     key = f"{transport}_lean_seq"
@@ -274,15 +273,16 @@ async def lean_telemetry(
     spec_file = workdir / f"load-{transport}.json"
     spec_file.write_text(json.dumps(spec))
     load = await asyncio.create_subprocess_exec(
-        *(sys.executable, str(Path(__file__).with_name("bench_load.py")), str(spec_file)),
+        *(sys.executable, "-m", "bench.load", str(spec_file)),
         stdout=asyncio.subprocess.PIPE,
+        cwd=ROOT,  # where `bench` is importable from, wherever the run was started
     )
     assert load.stdout is not None
     connected = await load.stdout.readline()  # the phase is the sending, not the connecting
     phase = Phase(target, None, load.pid)
     out = await load.stdout.read()
     if await load.wait() != 0 or not connected:
-        raise RuntimeError(f"bench_load.py exited with {load.returncode}")
+        raise RuntimeError(f"bench.load exited with {load.returncode}")
     found = json.loads(out)
     return {
         "transport": str(transport),

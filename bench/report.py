@@ -1,4 +1,4 @@
-"""Targets and the markdown table of one scripts/bench.py run.
+"""Targets and the markdown table of one `python -m bench` run.
 
 Every figure is also shown against the bare brokers measured in the same run, as the share of
 the ceiling fleetstate reaches: ceiling time / fleetstate time, or fleetstate rate / ceiling rate

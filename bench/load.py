@@ -1,5 +1,4 @@
-#!/usr/bin/env python3
-"""A lean load generator for the telemetry fan-in of scripts/bench.py.
+"""A lean load generator for the telemetry fan-in of `python -m bench`.
 
 The simulated devices (aiomqtt over paho; aiohttp) spend 0.35 ms of CPU per MQTT message and
 0.45 ms per HTTP request: as much as the service, on the same two cores, so with them the load
@@ -9,8 +8,8 @@ HTTP/1.1 keep-alive POST and its answer, with every byte but the sequence number
 advance. A closed loop keeps `window` messages in flight over all the devices, round robin, for
 `seconds`, and counts what was acknowledged (PUBACK, or 200 with `"success":true`).
 
-    python scripts/bench_load.py SPEC.json   ->   a JSON line once every device is connected,
-                                                  then one with the results
+    python -m bench.load SPEC.json   ->   a JSON line once every device is connected,
+                                          then one with the results
 
 SPEC: {"transport": "mqtt" | "http", "host": ..., "port": ..., "devices": [[id, key], ...],
 "window": 2000, "seconds": 30, "key": "mqtt_lean_seq", "connect_within": 120}

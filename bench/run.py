@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmarks of fleetstate with a simulated fleet (GitHub issue 7).
 
 Starts a fresh `fleetstate serve` (temporary data directory, loopback port 0, admin token from
@@ -34,13 +33,8 @@ from typing import Any
 
 import aiohttp
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import bench_ceiling
-import bench_report
-import bench_scenarios as scenarios
-from bench_service import ROOT, Process, count_rows, fleetstate_serve, machine, mosquitto, versions
-
+from bench import ceiling, report, scenarios
+from bench.service import ROOT, Process, count_rows, fleetstate_serve, machine, mosquitto, versions
 from fleetstate.simulator.options import (
     DeviceSpec,
     Options,
@@ -57,7 +51,7 @@ TOKEN = os.environ.get("FLEETSTATE_ADMIN_TOKEN") or "bench-admin-token"
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     add = parser.add_argument
     add("--devices", type=int, default=1000)
     add("--scenarios", default=",".join(SCENARIOS), help="comma-separated, of " + str(SCENARIOS))
@@ -74,7 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     add(
         "--no-lean",
         action="store_true",
-        help="telemetry from the simulated fleet only, not also from scripts/bench_load.py",
+        help="telemetry from the simulated fleet only, not also from bench/load.py",
     )
     add(
         "--serve-src",
@@ -94,7 +88,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     now = datetime.datetime.now(datetime.UTC)
     result: dict[str, Any] = {
         "started_at": now.strftime("%Y-%m-%d %H:%M UTC"),
-        "command": "python scripts/bench.py " + " ".join(sys.argv[1:]),
+        "command": "python -m bench " + " ".join(sys.argv[1:]),
         "machine": machine(),
         "versions": versions(),
         "devices": args.devices,
@@ -114,7 +108,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
             print(f"kept {workdir}", file=sys.stderr)
-    result["targets"] = bench_report.targets(result)
+    result["targets"] = report.targets(result)
     return result
 
 
@@ -145,7 +139,7 @@ async def _service_run(
             await fleet.stop()
             out["peak_rss_mib"] = round(svc.peak_rss_kib() / 1024, 1)
             out["exit_code"] = await svc.stop()
-    for name in bench_report.TELEMETRY_PHASES:
+    for name in report.TELEMETRY_PHASES:
         if name in out:
             sql = f"SELECT count(*) FROM telemetry_history WHERE key = '{out[name]['key']}'"
             out[name]["stored"] = count_rows(data / "fleetstate.db", sql)
@@ -262,7 +256,7 @@ async def _ceilings(args: argparse.Namespace, processes: int, workdir: Path) -> 
         if kind == "mosquitto" and mosquitto() is None:
             _say("mosquitto is not installed: no Mosquitto ceiling (apt-get install -y mosquitto)")
             continue
-        found[kind] = await bench_ceiling.run(
+        found[kind] = await ceiling.run(
             kind,
             args.devices,
             processes,
@@ -288,7 +282,7 @@ def write(result: dict[str, Any], args: argparse.Namespace) -> Path:
     path = args.out / f"{result['started_at'][:10]}.json"
     runs = json.loads(path.read_text())["runs"] if path.exists() else []
     path.write_text(json.dumps({"runs": [*runs, result]}, indent=1) + "\n")
-    table = bench_report.markdown(result)
+    table = report.markdown(result)
     if not args.no_append:
         with args.markdown.open("a") as doc:
             doc.write("\n" + table)
@@ -304,7 +298,8 @@ async def _main_until_terminated(args: argparse.Namespace) -> dict[str, Any]:
     return await main(args)
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """`python -m bench`: parse the flags, run, write the JSON and the markdown table."""
     arguments = _parser().parse_args()
     written = write(asyncio.run(_main_until_terminated(arguments)), arguments)
     print(f"results in {written}", file=sys.stderr)

@@ -16,9 +16,9 @@ from typing import Any
 
 import aiomqtt
 import msgspec
-from bench_scenarios import Phase, Watch, connect, errors, percentiles, telemetry
-from bench_service import Process, bare_broker
 
+from bench.scenarios import Phase, Watch, connect, errors, percentiles, telemetry
+from bench.service import Process, bare_broker
 from fleetstate.simulator.options import Behaviour, DeviceSpec, Settings, Transport, mqtt_address
 from fleetstate.simulator.supervisor import Fleet
 

@@ -1,4 +1,4 @@
-"""Processes under test for scripts/bench.py: a fresh `fleetstate serve`, a bare Mosquitto, and
+"""Processes under test for `python -m bench`: a fresh `fleetstate serve`, a bare Mosquitto, and
 what /proc says about them and the machine."""
 
 import asyncio

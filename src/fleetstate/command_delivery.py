@@ -20,13 +20,13 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from fleetstate import commands
 from fleetstate.bus import Bus, device_topic
 from fleetstate.clock import rfc3339
 from fleetstate.errors import StoreClosed
-from fleetstate.gateway import Gateway
+from fleetstate.events import EventHub
 from fleetstate.store import Store
 
 log = logging.getLogger(__name__)
@@ -34,7 +34,20 @@ log = logging.getLogger(__name__)
 HORIZON_S = 60.0
 PUBLISH_TIMEOUT_S = 10.0
 PUSH_CONCURRENCY = 256
-_COMMAND_FILTERS = ("commands", "#", "+")
+
+
+class Devices(Protocol):
+    """What delivery needs of the device side (the gateway, which owns the `Dispatcher`)."""
+
+    @property
+    def bus(self) -> Bus: ...
+
+    @property
+    def events(self) -> EventHub: ...
+
+    async def send_current(self, device_id: str) -> bool: ...
+
+    def reject(self, device_id: str, topic: str, code: str, detail: str) -> None: ...
 
 
 class Deadlines:
@@ -100,21 +113,13 @@ def _text(moment: float) -> str:
 
 
 class Dispatcher:
-    def __init__(self, store: Store, gateway: Gateway, tasks: asyncio.TaskGroup) -> None:
+    def __init__(self, store: Store, gateway: Devices, tasks: asyncio.TaskGroup) -> None:
         self._store = store
         self._gateway = gateway
         self._tasks = tasks
         self.deadlines = Deadlines(store, self._finished)
         self._locks: dict[str, asyncio.Lock] = {}
         self._lock_users: Counter[str] = Counter()
-
-    def install(self) -> None:
-        """Hook into the gateway: acks, connects, subscriptions and desired-state deliveries."""
-        self._gateway.inbound["commands/ack"] = self.on_ack
-        self._gateway.on_connect.append(self.push)
-        self._gateway.on_subscribe.append(self.on_subscribe)
-        self._gateway.on_delivered.append(self.on_delivered)
-        self._gateway.commands_changed = self.changed
 
     # -- the management API ----------------------------------------------------------------------
 
@@ -140,8 +145,8 @@ class Dispatcher:
     async def push(self, device_id: str) -> None:
         """Publish what may go out to the device now, oldest first; each PUBACKed one is SENT."""
         bus = self._gateway.bus
-        if bus is None or not bus.is_subscribed(device_id, "commands"):
-            return
+        if not bus.is_connected(device_id):
+            return  # spares the read; a connected one that takes no commands refuses the first
         try:
             async with self._exclusive(device_id):
                 for outgoing in await commands.deliverable(self._store, device_id):
@@ -157,9 +162,7 @@ class Dispatcher:
         """Deliver to many devices, `PUSH_CONCURRENCY` at a time. A pool, not lockstep rounds:
         each delivery waits for its device's PUBACK, and a round would wait for its slowest."""
         bus = self._gateway.bus
-        online = iter(
-            [d for d in device_ids if bus is not None and bus.is_subscribed(d, "commands")]
-        )
+        online = iter([d for d in device_ids if bus.is_connected(d)])
 
         async def deliver() -> None:
             for device_id in online:
@@ -181,12 +184,7 @@ class Dispatcher:
             if not self._lock_users[device_id]:
                 del self._lock_users[device_id], self._locks[device_id]
 
-    # -- gateway hooks ---------------------------------------------------------------------------
-
-    async def on_subscribe(self, device_id: str, topic_filter: str) -> None:
-        # A device with a clean session subscribes only after it connected.
-        if topic_filter.rsplit("/", 1)[-1] in _COMMAND_FILTERS:
-            await self.push(device_id)
+    # -- what the gateway tells --------------------------------------------------------------------
 
     async def on_delivered(self, device_id: str, version: int, acknowledged: bool) -> None:
         if acknowledged:
@@ -218,7 +216,7 @@ class Dispatcher:
         bus = self._gateway.bus
         finished = [b for b in briefs if not commands.TRANSITIONS[commands.Status(b.status)]]
         for device_id in dict.fromkeys(b.device_id for b in finished):
-            if bus is not None and bus.is_subscribed(device_id, "commands"):
+            if bus.is_connected(device_id):
                 self._spawn(self.push(device_id), f"deliver-next:{device_id}")
 
     def _announce(self, briefs: Iterable[commands.Brief]) -> None:
@@ -237,7 +235,7 @@ class Dispatcher:
 async def _publish(bus: Bus, device_id: str, payload: bytes) -> bool:
     try:
         async with asyncio.timeout(PUBLISH_TIMEOUT_S):
-            return await bus.publish(device_id, "commands", payload)
+            return await bus.send(device_id, "commands", payload)
     except TimeoutError:
         log.info("no PUBACK from %s for a command within %.0f s", device_id, PUBLISH_TIMEOUT_S)
         return False
