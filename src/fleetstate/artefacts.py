@@ -18,12 +18,9 @@ from fleetstate.ids import new_id
 from fleetstate.names import Name
 from fleetstate.pagination import Page, page_of
 from fleetstate.store import Connection, Store
+from fleetstate.store.sqlite.queries import artefacts as q
 
 INLINE_LIMIT = 64 * 1024
-_COLUMNS = (
-    "a.id, a.name, a.version, a.profile_id, p.kind AS profile_kind, a.size, a.hash,"
-    " a.content_type, a.blob_key IS NOT NULL AS stored_in_blob, a.created_at"
-)
 
 
 class NewArtefact(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -32,8 +29,8 @@ class NewArtefact(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fiel
     content: Any
 
 
-def _row(row: Any) -> dict[str, Any]:
-    out = dict(row)
+def _row(row: q.ArtefactRow) -> dict[str, Any]:
+    out: dict[str, Any] = msgspec.structs.asdict(row)
     out["storage"] = "blob" if out.pop("stored_in_blob") else "inline"
     return out
 
@@ -48,13 +45,10 @@ async def create_inline(store: Store, org_id: str, new: NewArtefact) -> dict[str
             " Upload larger content with POST /api/v1/config-artefacts/upload-url",
             details={"size": len(data), "limit": INLINE_LIMIT},
         )
-    profile_row = await store.fetchone(
-        "SELECT id, config_schema FROM profiles WHERE id = ? AND org_id = ?",
-        (new.profile_id, org_id),
-    )
+    profile_row = await store.query(lambda conn: q.profile_schema(conn, org_id, new.profile_id))
     if profile_row is None:
         raise NotFound("profile", new.profile_id)
-    validator = profiles.validator_for(profile_row["id"], profile_row["config_schema"])
+    validator = profiles.validator_for(profile_row.id, profile_row.config_schema)
     problems = profiles.violations(validator, new.content)
     if problems:
         raise SchemaInvalid(
@@ -91,73 +85,58 @@ async def insert_version(
 ) -> int:
     """Insert the next version of `name` inside the caller's write job; return its version."""
     version = await _next_version(conn, org_id, name, profile_id)
-    await conn.execute(
-        "INSERT INTO config_artefacts (id, org_id, name, version, profile_id, content, blob_key,"
-        " size, hash, content_type, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            artefact_id,
-            org_id,
-            name,
-            version,
-            profile_id,
-            stored.content,
-            stored.blob_key,
-            stored.size,
-            stored.hash,
-            stored.content_type,
-            now_text(),
+    await q.insert(
+        conn,
+        q.NewVersion(
+            id=artefact_id,
+            org_id=org_id,
+            name=name,
+            version=version,
+            profile_id=profile_id,
+            content=stored.content,
+            blob_key=stored.blob_key,
+            size=stored.size,
+            hash=stored.hash,
+            content_type=stored.content_type,
+            created_at=now_text(),
         ),
     )
     return version
 
 
 async def _next_version(conn: Connection, org_id: str, name: str, profile_id: str) -> int:
-    async with conn.execute(
-        "SELECT version, profile_id FROM config_artefacts WHERE org_id = ? AND name = ?"
-        " ORDER BY version DESC LIMIT 1",
-        (org_id, name),
-    ) as cur:
-        row = await cur.fetchone()
-    if row is None:
+    # Read then write: one writer makes this safe; several processes would need the database
+    # to number versions (or a retry on the UNIQUE (org_id, name, version) conflict).
+    latest = await q.latest(conn, org_id, name)
+    if latest is None:
         return 1
-    if row[1] != profile_id:
-        raise Conflict(f"artefact {name!r} belongs to profile {row[1]}; versions share a profile")
-    return int(row[0]) + 1
+    if latest.profile_id != profile_id:
+        raise Conflict(
+            f"artefact {name!r} belongs to profile {latest.profile_id}; versions share a profile"
+        )
+    return latest.version + 1
 
 
 async def get(store: Store, org_id: str, artefact_id: str) -> dict[str, Any]:
-    row = await store.fetchone(
-        f"SELECT {_COLUMNS} FROM config_artefacts a JOIN profiles p ON p.id = a.profile_id"
-        " WHERE a.id = ? AND a.org_id = ?",
-        (artefact_id, org_id),
-    )
+    row = await store.query(lambda conn: q.get(conn, org_id, artefact_id))
     if row is None:
         raise NotFound("config artefact", artefact_id)
     return _row(row)
 
 
 async def list_page(store: Store, org_id: str, page: Page, name: str | None) -> dict[str, Any]:
-    where, params = "a.org_id = ? AND a.id > ?", [org_id, page.cursor or ""]
-    if name is not None:
-        where += " AND a.name = ?"
-        params.append(name)
-    rows = await store.fetchall(
-        f"SELECT {_COLUMNS} FROM config_artefacts a JOIN profiles p ON p.id = a.profile_id"
-        f" WHERE {where} ORDER BY a.id LIMIT ?",
-        [*params, page.limit + 1],
-    )
+    after = page.cursor or ""
+    rows = await store.query(lambda conn: q.page(conn, org_id, after, page.limit + 1, name))
     return page_of([_row(r) for r in rows], page)
 
 
 async def inline_content(store: Store, org_id: str, artefact_id: str) -> tuple[bytes, str] | None:
     """The stored bytes and content type, or None for content kept in the blob store."""
-    row = await store.fetchone(
-        "SELECT content, content_type FROM config_artefacts WHERE id = ? AND org_id = ?",
-        (artefact_id, org_id),
-    )
-    if row is None:
+    found = await store.query(lambda conn: q.content(conn, org_id, artefact_id))
+    if found is None:
         raise NotFound("config artefact", artefact_id)
-    return None if row[0] is None else (bytes(row[0]), str(row[1]))
+    data, content_type = found
+    return None if data is None else (data, content_type)
 
 
 async def delete(store: Store, org_id: str, artefact_id: str) -> str | None:
@@ -165,35 +144,23 @@ async def delete(store: Store, org_id: str, artefact_id: str) -> str | None:
     the row is gone, so a failed delete never loses bytes still referenced)."""
 
     async def job(conn: Connection) -> str | None:
-        async with conn.execute(
-            "SELECT blob_key FROM config_artefacts WHERE id = ? AND org_id = ?",
-            (artefact_id, org_id),
-        ) as cur:
-            row = await cur.fetchone()
-        if row is None:
+        found = await q.blob_key(conn, org_id, artefact_id)
+        if found is None:
             raise NotFound("config artefact", artefact_id)
         await _refuse_if_used(conn, artefact_id)
-        await conn.execute("DELETE FROM config_artefacts WHERE id = ?", (artefact_id,))
-        return None if row[0] is None else str(row[0])
+        await q.delete(conn, artefact_id)
+        return found[0]
 
     return await store.write(job)
 
 
 async def _refuse_if_used(conn: Connection, artefact_id: str) -> None:
-    async with conn.execute(
-        "SELECT id FROM bindings WHERE artefact_id = ? LIMIT 1", (artefact_id,)
-    ) as cur:
-        bound = await cur.fetchone()
+    bound = await q.a_binding(conn, artefact_id)
     if bound:
-        raise Conflict(f"the artefact is bound (binding {bound[0]}); delete the binding first")
-    async with conn.execute(
-        "SELECT id FROM commands WHERE status IN ('PENDING', 'SENT', 'ACKNOWLEDGED')"
-        " AND json_extract(params, '$.artefact_id') = ? LIMIT 1",
-        (artefact_id,),
-    ) as cur:
-        command = await cur.fetchone()
+        raise Conflict(f"the artefact is bound (binding {bound}); delete the binding first")
+    command = await q.an_open_command(conn, artefact_id)
     if command:
-        raise Conflict(f"command {command[0]} still uses the artefact; wait for it or cancel it")
+        raise Conflict(f"command {command} still uses the artefact; wait for it or cancel it")
 
 
 def parse_json_content(data: bytes) -> Any:

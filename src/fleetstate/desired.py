@@ -16,6 +16,7 @@ import msgspec
 
 from fleetstate.clock import now_text
 from fleetstate.store import Connection
+from fleetstate.store.sqlite.queries import desired as q
 
 RANK = {"component": 4, "device": 3, "device_group": 2, "device_profile": 1, "sensor_profile": 1}
 DEVICE_SLOT = "device"
@@ -95,59 +96,35 @@ def marks(items: Sequence[str]) -> str:
 async def load_bindings(conn: Connection, org_id: str) -> dict[tuple[str, str], list[Binding]]:
     """All bindings of the organization, indexed by target."""
     index: dict[tuple[str, str], list[Binding]] = defaultdict(list)
-    async with conn.execute(
-        "SELECT b.id, b.target_type, b.target_id, b.slot_key, b.artefact_id, b.priority, b.seq,"
-        " a.name, a.version, a.hash, a.size, a.blob_key IS NOT NULL"
-        " FROM bindings b JOIN config_artefacts a ON a.id = b.artefact_id WHERE b.org_id = ?",
-        (org_id,),
-    ) as cur:
-        async for r in cur:
-            binding = Binding(
-                id=r[0],
-                target_type=r[1],
-                target_id=r[2],
-                slot_key=r[3],
-                artefact_id=r[4],
-                priority=r[5],
-                seq=r[6],
-                artefact_name=r[7],
-                artefact_version=r[8],
-                hash=r[9],
-                size=r[10],
-                is_blob=bool(r[11]),
-            )
-            index[(binding.target_type, binding.target_id)].append(binding)
+    for r in await q.bindings(conn, org_id):
+        binding = Binding(
+            id=r.id,
+            target_type=r.target_type,
+            target_id=r.target_id,
+            slot_key=r.slot_key,
+            artefact_id=r.artefact_id,
+            priority=r.priority,
+            seq=r.seq,
+            artefact_name=r.artefact_name,
+            artefact_version=r.artefact_version,
+            hash=r.hash,
+            size=r.size,
+            is_blob=bool(r.is_blob),
+        )
+        index[(binding.target_type, binding.target_id)].append(binding)
     return index
 
 
 async def load_facts(conn: Connection, device_ids: Sequence[str]) -> list[DeviceFacts]:
-    profiles: dict[str, str] = {}
-    groups: dict[str, list[str]] = defaultdict(list)
-    components: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for part in chunks(device_ids):
-        q = marks(part)
-        async with conn.execute(f"SELECT id, profile_id FROM devices WHERE id IN ({q})", part) as c:
-            profiles.update({r[0]: r[1] async for r in c})
-        async with conn.execute(
-            f"SELECT device_id, group_id FROM group_members WHERE device_id IN ({q})", part
-        ) as c:
-            async for r in c:
-                groups[r[0]].append(r[1])
-        async with conn.execute(
-            f"SELECT device_id, name, sensor_profile_id FROM components WHERE device_id IN ({q})"
-            " ORDER BY device_id, name",
-            part,
-        ) as c:
-            async for r in c:
-                components[r[0]].append((r[1], r[2]))
+    found = await q.facts(conn, device_ids)
     return [
         DeviceFacts(
             id=device_id,
             profile_id=profile_id,
-            groups=tuple(groups[device_id]),
-            components=tuple(components[device_id]),
+            groups=tuple(found.groups.get(device_id, ())),
+            components=tuple(found.components.get(device_id, ())),
         )
-        for device_id, profile_id in profiles.items()
+        for device_id, profile_id in found.profiles.items()
     ]
 
 
@@ -207,6 +184,7 @@ async def resolve(
     issued_at = now_text()
     changes = []
     for device_id, chosen in chosen_by_device.items():
+        # Read-then-write numbering (current + 1): safe because one writer runs every job.
         version = current.get(device_id, (0, ""))[0] + 1
         document = _render(device_id, version, issued_at, chosen, contents)
         changes.append(DesiredChange(device_id=device_id, version=version, document=document))
@@ -219,11 +197,10 @@ async def _rebind_slots(conn: Connection, chosen_by_device: dict[str, dict[str, 
     """The document stays (same artefacts, so no new version), but the binding that put an
     artefact there may now be another one (the same artefact bound more specifically): record
     the winner, so each binding's status view counts the devices it really holds."""
-    await conn.executemany(
-        "UPDATE desired_slots SET binding_id = ? WHERE device_id = ? AND slot = ?"
-        " AND binding_id IS NOT ?",
+    await q.rebind_slots(
+        conn,
         [
-            (b.id, device_id, slot, b.id)
+            (device_id, slot, b.id)
             for device_id, chosen in chosen_by_device.items()
             for slot, b in chosen.items()
         ],
@@ -231,28 +208,14 @@ async def _rebind_slots(conn: Connection, chosen_by_device: dict[str, dict[str, 
 
 
 async def _current_fingerprints(conn: Connection, ids: Sequence[str]) -> dict[str, tuple[int, str]]:
-    found: dict[str, tuple[int, str]] = {}
-    for part in chunks(ids):
-        async with conn.execute(
-            f"SELECT device_id, version, fingerprint FROM desired_documents"
-            f" WHERE device_id IN ({marks(part)})",
-            part,
-        ) as cur:
-            found.update({r[0]: (r[1], r[2]) async for r in cur})
-    return found
+    return {f.device_id: (f.version, f.fingerprint) for f in await q.fingerprints(conn, ids)}
 
 
 async def _inline_contents(
     conn: Connection, chosen: Iterable[dict[str, Binding]]
 ) -> dict[str, bytes]:
     wanted = sorted({b.artefact_id for slots in chosen for b in slots.values() if not b.is_blob})
-    contents: dict[str, bytes] = {}
-    for part in chunks(wanted):
-        async with conn.execute(
-            f"SELECT id, content FROM config_artefacts WHERE id IN ({marks(part)})", part
-        ) as cur:
-            contents.update({r[0]: bytes(r[1]) async for r in cur})
-    return contents
+    return await q.inline_contents(conn, wanted)
 
 
 def _render(
@@ -288,11 +251,8 @@ async def _store(
     chosen_by_device: dict[str, dict[str, Binding]],
     issued_at: str,
 ) -> None:
-    await conn.executemany(
-        "INSERT INTO desired_documents (device_id, version, issued_at, fingerprint, document)"
-        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET version = excluded.version,"
-        " issued_at = excluded.issued_at, fingerprint = excluded.fingerprint,"
-        " document = excluded.document",
+    await q.store(
+        conn,
         [
             (
                 c.device_id,
@@ -303,13 +263,6 @@ async def _store(
             )
             for c in changes
         ],
-    )
-    await conn.executemany(
-        "DELETE FROM desired_slots WHERE device_id = ?", [(c.device_id,) for c in changes]
-    )
-    await conn.executemany(
-        "INSERT INTO desired_slots (device_id, slot, binding_id, artefact_id, hash)"
-        " VALUES (?, ?, ?, ?, ?)",
         [
             (device_id, slot, b.id, b.artefact_id, b.hash)
             for device_id, chosen in chosen_by_device.items()

@@ -18,11 +18,12 @@ from fleetstate.errors import Invalid, NotFound, TooLarge
 from fleetstate.ids import new_id
 from fleetstate.pagination import Page, page_of
 from fleetstate.store import Connection, Store, WriteJob
+from fleetstate.store.sqlite.queries import dumps as q
+from fleetstate.store.sqlite.queries import sql
 
 DEFAULT_MAX_SIZE = 8 * 1024 * 1024
 _CONTENT_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*$")
 _FILE_NAME = re.compile(r"^[^/\\\x00-\x1f\x7f]{1,255}$")
-_COLUMNS = "id, device_id, file_name, content_type, size, parts, created_at, updated_at"
 
 
 class DumpConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -78,24 +79,22 @@ class Dumps:
         await self._blobs.put_bytes(blob_key(dump_id), data, content_type=content_type)
 
         async def job(conn: Connection) -> None:
-            async with conn.execute("SELECT org_id FROM devices WHERE id = ?", (device_id,)) as cur:
-                row = await cur.fetchone()
-            if row is None:
+            org_id = await q.org_of_device(conn, device_id)
+            if org_id is None:
                 raise NotFound("device", device_id)
             now = now_text()
-            await conn.execute(
-                "INSERT INTO dumps (id, org_id, device_id, file_name, content_type, size,"
-                " blob_key, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    dump_id,
-                    row[0],
-                    device_id,
-                    file_name,
-                    content_type,
-                    len(data),
-                    blob_key(dump_id),
-                    now,
-                    now,
+            await q.insert(
+                conn,
+                q.NewDumpRow(
+                    id=dump_id,
+                    org_id=org_id,
+                    device_id=device_id,
+                    file_name=file_name,
+                    content_type=content_type,
+                    size=len(data),
+                    blob_key=blob_key(dump_id),
+                    created_at=now,
+                    updated_at=now,
                 ),
             )
 
@@ -130,20 +129,19 @@ class Dumps:
         return await self._get(device_id, dump_id)
 
     async def _get(self, device_id: str, dump_id: str) -> Dump:
-        row = await self._store.fetchone(
-            f"SELECT {_COLUMNS} FROM dumps WHERE id = ? AND device_id = ?", (dump_id, device_id)
-        )
+        row = await self._store.query(lambda conn: q.get(conn, device_id, dump_id))
         if row is None:
             raise NotFound("dump", dump_id)
-        return Dump(**dict(row))
+        return _dump(row)
+
+
+def _dump(row: q.DumpRow) -> Dump:
+    return Dump(**msgspec.structs.asdict(row))
 
 
 def _grown_job(dump_id: str, size: int) -> WriteJob[None]:
     async def job(conn: Connection) -> None:
-        await conn.execute(
-            "UPDATE dumps SET size = ?, parts = parts + 1, updated_at = ? WHERE id = ?",
-            (size, now_text(), dump_id),
-        )
+        await q.grown(conn, dump_id, size, now_text())
 
     return job
 
@@ -152,21 +150,16 @@ def _grown_job(dump_id: str, size: int) -> WriteJob[None]:
 
 
 async def _require_device(store: Store, org_id: str, device_id: str) -> None:
-    found = await store.fetchone(
-        "SELECT 1 FROM devices WHERE id = ? AND org_id = ?", (device_id, org_id)
-    )
-    if found is None:
+    if not await store.query(lambda conn: sql.exists(conn, "devices", org_id, device_id)):
         raise NotFound("device", device_id)
 
 
 async def list_page(store: Store, org_id: str, device_id: str, page: Page) -> DumpPage:
     """The device's dumps, oldest first."""
     await _require_device(store, org_id, device_id)
-    rows = await store.fetchall(
-        f"SELECT {_COLUMNS} FROM dumps WHERE device_id = ? AND id > ? ORDER BY id LIMIT ?",
-        (device_id, page.cursor or "", page.limit + 1),
-    )
-    listed = page_of([dict(r) for r in rows], page)
+    after = page.cursor or ""
+    rows = await store.query(lambda conn: q.page(conn, device_id, after, page.limit + 1))
+    listed = page_of([msgspec.structs.asdict(r) for r in rows], page)
     return DumpPage(items=[Dump(**r) for r in listed["items"]], next_cursor=listed["next_cursor"])
 
 
@@ -174,13 +167,11 @@ async def stored(
     store: Store, org_id: str, device_id: str, dump_id: str
 ) -> tuple[StoredContent, str]:
     """Where a dump's bytes are, and its file name."""
-    row = await store.fetchone(
-        "SELECT size, content_type, blob_key, file_name FROM dumps WHERE id = ? AND device_id = ?"
-        " AND org_id = ?",
-        (dump_id, device_id, org_id),
-    )
+    row = await store.query(lambda conn: q.blob(conn, org_id, device_id, dump_id))
     if row is None:
         raise NotFound("dump", dump_id)
     # No hash is kept (an append would re-read the whole dump for it): downloads need none.
-    content = StoredContent(size=row[0], hash="", content_type=row[1], blob_key=row[2])
-    return content, str(row[3])
+    content = StoredContent(
+        size=row.size, hash="", content_type=row.content_type, blob_key=row.blob_key
+    )
+    return content, row.file_name

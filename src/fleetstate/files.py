@@ -19,12 +19,12 @@ from fleetstate.errors import Conflict, Invalid, NotFound, TooLarge
 from fleetstate.ids import new_id
 from fleetstate.pagination import Page, page_of
 from fleetstate.store import Connection, Store, WriteJob
+from fleetstate.store.sqlite.queries import files as q
 
 MAX_CONTENT = 8 * 1024 * 1024
 OCTETS = "application/octet-stream"
 FIRMWARE = "firmware"
 _FILE_TYPE = re.compile(r"^[a-z0-9_-]{1,32}$")
-_COLUMNS = "id, profile_id, name, version, file_type, sha256, size, created_at"
 
 
 class NewFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -67,33 +67,24 @@ async def create(store: Store, blobs: BlobStore, org_id: str, new: NewFile) -> d
 
 def _insert_job(org_id: str, file_id: str, new: NewFile) -> WriteJob[None]:
     async def job(conn: Connection) -> None:
-        async with conn.execute(
-            "SELECT 1 FROM profiles WHERE id = ? AND org_id = ? AND kind = 'device'",
-            (new.profile_id, org_id),
-        ) as cur:
-            if await cur.fetchone() is None:
-                raise NotFound("device profile", new.profile_id)
-        async with conn.execute(
-            "SELECT id FROM files WHERE profile_id = ? AND file_type = ? AND name = ?"
-            " AND version = ?",
-            (new.profile_id, new.file_type, new.name, new.version),
-        ) as cur:
-            if existing := await cur.fetchone():
-                raise Conflict(f"{new.name} {new.version} exists already (file {existing[0]})")
-        await conn.execute(
-            "INSERT INTO files (id, org_id, profile_id, name, version, file_type, sha256, size,"
-            " blob_key, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                file_id,
-                org_id,
-                new.profile_id,
-                new.name,
-                new.version,
-                new.file_type,
-                hashlib.sha256(new.content).hexdigest(),
-                len(new.content),
-                blob_key(file_id),
-                now_text(),
+        if not await q.device_profile_exists(conn, org_id, new.profile_id):
+            raise NotFound("device profile", new.profile_id)
+        existing = await q.same_version(conn, new.profile_id, new.file_type, new.name, new.version)
+        if existing:
+            raise Conflict(f"{new.name} {new.version} exists already (file {existing})")
+        await q.insert(
+            conn,
+            q.NewFileRow(
+                id=file_id,
+                org_id=org_id,
+                profile_id=new.profile_id,
+                name=new.name,
+                version=new.version,
+                file_type=new.file_type,
+                sha256=hashlib.sha256(new.content).hexdigest(),
+                size=len(new.content),
+                blob_key=blob_key(file_id),
+                created_at=now_text(),
             ),
         )
 
@@ -101,27 +92,20 @@ def _insert_job(org_id: str, file_id: str, new: NewFile) -> WriteJob[None]:
 
 
 async def get(store: Store, org_id: str, file_id: str) -> dict[str, Any]:
-    row = await store.fetchone(
-        f"SELECT {_COLUMNS} FROM files WHERE id = ? AND org_id = ?", (file_id, org_id)
-    )
+    row = await store.query(lambda conn: q.get(conn, org_id, file_id))
     if row is None:
         raise NotFound("file", file_id)
-    return dict(row)
+    return msgspec.structs.asdict(row)
 
 
 async def list_page(
     store: Store, org_id: str, page: Page, profile_id: str | None, file_type: str | None
 ) -> dict[str, Any]:
-    where, params = "org_id = ? AND id > ?", [org_id, page.cursor or ""]
-    for column, value in (("profile_id", profile_id), ("file_type", file_type)):
-        if value is not None:
-            where += f" AND {column} = ?"
-            params.append(value)
-    rows = await store.fetchall(
-        f"SELECT {_COLUMNS} FROM files WHERE {where} ORDER BY id LIMIT ?",
-        [*params, page.limit + 1],
+    after = page.cursor or ""
+    rows = await store.query(
+        lambda conn: q.page(conn, org_id, after, page.limit + 1, profile_id, file_type)
     )
-    return page_of([dict(r) for r in rows], page)
+    return page_of([msgspec.structs.asdict(r) for r in rows], page)
 
 
 def _newest_first(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -130,52 +114,35 @@ def _newest_first(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 async def for_device(store: Store, device_id: str) -> list[dict[str, Any]]:
     """The files of the device's profile, newest version first."""
-    rows = await store.fetchall(
-        f"SELECT {_COLUMNS} FROM files WHERE profile_id ="
-        " (SELECT profile_id FROM devices WHERE id = ?)",
-        (device_id,),
-    )
-    return _newest_first([dict(r) for r in rows])
+    rows = await store.query(lambda conn: q.for_device(conn, device_id))
+    return _newest_first([msgspec.structs.asdict(r) for r in rows])
 
 
 async def get_for_device(store: Store, device_id: str, file_id: str) -> dict[str, Any]:
     """One file of the device's profile; another profile's file is as unknown as a missing one."""
-    row = await store.fetchone(
-        f"SELECT {_COLUMNS} FROM files WHERE id = ? AND profile_id ="
-        " (SELECT profile_id FROM devices WHERE id = ?)",
-        (file_id, device_id),
-    )
+    row = await store.query(lambda conn: q.get_for_device(conn, device_id, file_id))
     if row is None:
         raise NotFound("file", file_id)
-    return dict(row)
+    return msgspec.structs.asdict(row)
 
 
 async def stored_for_device(store: Store, device_id: str, file_id: str) -> StoredContent:
     """Where the bytes of one file of the device's profile are."""
-    row = await store.fetchone(
-        "SELECT sha256, size, content, blob_key FROM files WHERE id = ? AND profile_id ="
-        " (SELECT profile_id FROM devices WHERE id = ?)",
-        (file_id, device_id),
-    )
+    row = await store.query(lambda conn: q.bytes_for_device(conn, device_id, file_id))
     if row is None:
         raise NotFound("file", file_id)
     return StoredContent(
-        size=row["size"],
-        hash="sha256:" + row["sha256"],
+        size=row.size,
+        hash="sha256:" + row.sha256,
         content_type=OCTETS,
-        content=None if row["content"] is None else bytes(row["content"]),
-        blob_key=row["blob_key"],
+        content=None if row.content is None else bytes(row.content),
+        blob_key=row.blob_key,
     )
 
 
 async def latest_firmware(conn: Connection, device_id: str) -> dict[str, Any] | None:
     """The newest `firmware` file of the device's profile by SemVer precedence (1.10.0 > 1.9.2);
     among equal precedence (builds of one version) the newest upload."""
-    async with conn.execute(
-        "SELECT id, version FROM files WHERE file_type = ? AND profile_id ="
-        " (SELECT profile_id FROM devices WHERE id = ?)",
-        (FIRMWARE, device_id),
-    ) as cur:
-        rows = await cur.fetchall()
-    ranked = _newest_first([dict(r) for r in rows])
+    rows = await q.versions_for_device(conn, device_id, FIRMWARE)
+    ranked = _newest_first([msgspec.structs.asdict(r) for r in rows])
     return ranked[0] if ranked else None

@@ -15,9 +15,8 @@ from fleetstate.clock import now_text, rfc3339
 from fleetstate.errors import Invalid, NotFound
 from fleetstate.ids import new_id
 from fleetstate.store import Connection, Store
-
-_LICENSE_COLUMNS = "id, device_id, data, signature, action, expires_at"
-_OPERATOR_COLUMNS = f"{_LICENSE_COLUMNS}, state, error, created_at, updated_at"
+from fleetstate.store.sqlite.queries import licenses as q
+from fleetstate.store.sqlite.queries import sql
 
 
 class NewLicense(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -62,11 +61,8 @@ def _expiry(text: str) -> str:
 
 
 async def _require_device(conn: Connection, org_id: str, device_id: str) -> None:
-    async with conn.execute(
-        "SELECT 1 FROM devices WHERE id = ? AND org_id = ?", (device_id, org_id)
-    ) as cur:
-        if await cur.fetchone() is None:
-            raise NotFound("device", device_id)
+    if not await sql.exists(conn, "devices", org_id, device_id):
+        raise NotFound("device", device_id)
 
 
 # -- licenses ------------------------------------------------------------------------------------
@@ -85,54 +81,37 @@ async def offer(store: Store, org_id: str, device_id: str, new: NewLicense) -> d
         await _require_device(conn, org_id, device_id)
         now = now_text()
         if new.id is None:
-            await conn.execute(
-                "INSERT INTO licenses (id, device_id, data, signature, action, expires_at,"
-                " created_at, updated_at) VALUES (?, ?, ?, ?, 'add', ?, ?, ?)",
-                (license_id, device_id, new.data, new.signature, expires_at, now, now),
-            )
+            await q.insert(conn, license_id, device_id, new.data, new.signature, expires_at, now)
             return
-        async with conn.execute(
-            "UPDATE licenses SET action = ?, data = coalesce(?, data),"
-            " signature = coalesce(?, signature), expires_at = coalesce(?, expires_at),"
-            " state = NULL, error = NULL, updated_at = ?"
-            " WHERE id = ? AND device_id = ? RETURNING id",
-            (new.action, new.data, new.signature, expires_at, now, license_id, device_id),
-        ) as cur:
-            if await cur.fetchone() is None:
-                raise NotFound("license", license_id)
+        if not await q.change(
+            conn, license_id, device_id, new.action, new.data, new.signature, expires_at, now
+        ):
+            raise NotFound("license", license_id)
 
     await store.write(job)
-    row = await store.fetchone(
-        f"SELECT {_OPERATOR_COLUMNS} FROM licenses WHERE id = ?", (license_id,)
-    )
+    row = await store.query(lambda conn: q.get(conn, license_id))
     assert row is not None
-    return dict(row)
+    return msgspec.structs.asdict(row)
 
 
 async def list_for_operator(store: Store, org_id: str, device_id: str) -> list[dict[str, Any]]:
     await store.read(lambda conn: _require_device(conn, org_id, device_id))
-    rows = await store.fetchall(
-        f"SELECT {_OPERATOR_COLUMNS} FROM licenses WHERE device_id = ? ORDER BY id", (device_id,)
-    )
-    return [dict(r) for r in rows]
+    rows = await store.query(lambda conn: q.of_device(conn, device_id))
+    return [msgspec.structs.asdict(r) for r in rows]
 
 
 async def pending(store: Store, device_id: str) -> list[DeviceLicense]:
     """Device: the licenses whose latest action it has not answered yet. Answering each (inuse,
     removed, error) is what turns `new_licenses` false."""
-    rows = await store.fetchall(
-        f"SELECT {_LICENSE_COLUMNS} FROM licenses WHERE device_id = ? AND state IS NULL"
-        " ORDER BY id",
-        (device_id,),
-    )
+    rows = await store.query(lambda conn: q.pending(conn, device_id))
     return [
         DeviceLicense(
-            id=r["id"],
-            device_id=r["device_id"],
-            data=r["data"],
-            signature=r["signature"],
-            expires_at=r["expires_at"],
-            **{r["action"]: True},
+            id=r.id,
+            device_id=r.device_id,
+            data=r.data,
+            signature=r.signature,
+            expires_at=r.expires_at,
+            **{r.action: True},
         )
         for r in rows
     ]
@@ -142,15 +121,10 @@ async def answer(store: Store, device_id: str, given: LicenseAnswer) -> dict[str
     """Device: what became of a license. A device may report a later error at any time."""
 
     async def job(conn: Connection) -> dict[str, Any]:
-        async with conn.execute(
-            "UPDATE licenses SET state = ?, error = ?, updated_at = ?"
-            f" WHERE id = ? AND device_id = ? RETURNING {_LICENSE_COLUMNS}, state, error",
-            (given.state, given.error, now_text(), given.id, device_id),
-        ) as cur:
-            row = await cur.fetchone()
+        row = await q.answer(conn, given.id, device_id, given.state, given.error, now_text())
         if row is None:
             raise NotFound("license", given.id)
-        return dict(row)
+        return msgspec.structs.asdict(row)
 
     return await store.write(job)
 
@@ -166,27 +140,19 @@ async def set_info(
 
     async def job(conn: Connection) -> None:
         await _require_device(conn, org_id, device_id)
-        await conn.execute(
-            "INSERT INTO device_info (device_id, info, version, updated_at) VALUES (?, ?, 1, ?)"
-            " ON CONFLICT (device_id) DO UPDATE SET info = excluded.info,"
-            " version = version + 1, updated_at = excluded.updated_at"
-            " WHERE info IS NOT excluded.info",
-            (device_id, text, now_text()),
-        )
+        await q.set_info(conn, device_id, text, now_text())
 
     await store.write(job)
     return await info_of(store, device_id)
 
 
 async def info_of(store: Store, device_id: str) -> dict[str, Any]:
-    row = await store.fetchone(
-        "SELECT info, version, updated_at FROM device_info WHERE device_id = ?", (device_id,)
-    )
+    row = await store.query(lambda conn: q.info(conn, device_id))
     return {
         "device_id": device_id,
-        "version": 0 if row is None else row[1],
-        "last_updated": None if row is None else row[2],
-        "info": {} if row is None else msgspec.json.decode(row[0]),
+        "version": 0 if row is None else row.version,
+        "last_updated": None if row is None else row.updated_at,
+        "info": {} if row is None else msgspec.json.decode(row.info),
     }
 
 
@@ -197,11 +163,4 @@ async def operator_info(store: Store, org_id: str, device_id: str) -> dict[str, 
 
 async def flags(conn: Connection, device_id: str) -> tuple[bool, int]:
     """(`new_licenses`, `info_version`) for the telemetry answer."""
-    async with conn.execute(
-        "SELECT EXISTS (SELECT 1 FROM licenses WHERE device_id = ? AND state IS NULL),"
-        " (SELECT version FROM device_info WHERE device_id = ?)",
-        (device_id, device_id),
-    ) as cur:
-        row = await cur.fetchone()
-    assert row is not None
-    return bool(row[0]), int(row[1] or 0)
+    return await q.flags(conn, device_id)

@@ -17,9 +17,9 @@ from fleetstate.errors import Conflict, NotFound, SchemaInvalid
 from fleetstate.ids import new_id
 from fleetstate.pagination import Page, page_of
 from fleetstate.store import Connection, Store
+from fleetstate.store.sqlite.queries import profiles as q
 
 Kind = Literal["device", "sensor"]
-_COLUMNS = "id, kind, name, config_schema, command_delivery, created_at"
 
 
 class NewDeviceProfile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -67,8 +67,8 @@ def _suffix(exc: SchemaError) -> str:
     return "".join(f"[{p!r}]" if isinstance(p, int) else f".{p}" for p in exc.absolute_path)
 
 
-def _row(row: Any) -> dict[str, Any]:
-    out = dict(row)
+def _out(row: q.ProfileRow) -> dict[str, Any]:
+    out: dict[str, Any] = msgspec.structs.asdict(row)
     out["config_schema"] = json.loads(out["config_schema"])
     if out["kind"] == "sensor":
         out.pop("command_delivery")
@@ -80,71 +80,45 @@ async def create(
     store: Store, org_id: str, kind: Kind, new: NewDeviceProfile | NewSensorProfile
 ) -> dict[str, Any]:
     _check_schema(new.config_schema)
-    profile_id = new_id()
-    delivery = new.command_delivery if isinstance(new, NewDeviceProfile) else "burst"
+    row = q.ProfileRow(
+        id=new_id(),
+        kind=kind,
+        name=new.name,
+        config_schema=canonical_bytes(new.config_schema).decode(),
+        command_delivery=new.command_delivery if isinstance(new, NewDeviceProfile) else "burst",
+        created_at=now_text(),
+    )
 
     async def job(conn: Connection) -> None:
-        async with conn.execute(
-            "SELECT 1 FROM profiles WHERE org_id = ? AND kind = ? AND name = ?",
-            (org_id, kind, new.name),
-        ) as cur:
-            if await cur.fetchone():
-                raise Conflict(f"a {kind} profile named {new.name!r} already exists")
-        await conn.execute(
-            f"INSERT INTO profiles (org_id, {_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                org_id,
-                profile_id,
-                kind,
-                new.name,
-                canonical_bytes(new.config_schema).decode(),
-                delivery,
-                now_text(),
-            ),
-        )
+        if await q.name_taken(conn, org_id, kind, new.name):
+            raise Conflict(f"a {kind} profile named {new.name!r} already exists")
+        await q.insert(conn, org_id, row)
 
     await store.write(job)
-    return await get(store, org_id, kind, profile_id)
+    return await get(store, org_id, kind, row.id)
 
 
 async def get(store: Store, org_id: str, kind: Kind, profile_id: str) -> dict[str, Any]:
-    row = await store.fetchone(
-        f"SELECT {_COLUMNS} FROM profiles WHERE id = ? AND org_id = ? AND kind = ?",
-        (profile_id, org_id, kind),
-    )
+    row = await store.query(lambda conn: q.get(conn, org_id, kind, profile_id))
     if row is None:
         raise NotFound(f"{kind} profile", profile_id)
-    return _row(row)
+    return _out(row)
 
 
 async def list_page(store: Store, org_id: str, kind: Kind, page: Page) -> dict[str, Any]:
-    rows = await store.fetchall(
-        f"SELECT {_COLUMNS} FROM profiles WHERE org_id = ? AND kind = ? AND id > ?"
-        " ORDER BY id LIMIT ?",
-        (org_id, kind, page.cursor or "", page.limit + 1),
-    )
-    return page_of([_row(r) for r in rows], page)
+    after = page.cursor or ""
+    rows = await store.query(lambda conn: q.page(conn, org_id, kind, after, page.limit + 1))
+    return page_of([_out(r) for r in rows], page)
 
 
 async def delete(store: Store, org_id: str, kind: Kind, profile_id: str) -> None:
     await get(store, org_id, kind, profile_id)
 
     async def job(conn: Connection) -> None:
-        for table, column in (
-            ("devices", "profile_id"),
-            ("components", "sensor_profile_id"),
-            ("config_artefacts", "profile_id"),
-        ):
-            async with conn.execute(
-                f"SELECT 1 FROM {table} WHERE {column} = ? LIMIT 1", (profile_id,)
-            ) as cur:
-                if await cur.fetchone():
-                    raise Conflict(f"the profile is still used by {table.replace('_', ' ')}")
+        user = await q.first_user(conn, profile_id)
+        if user is not None:
+            raise Conflict(f"the profile is still used by {user.replace('_', ' ')}")
         target_type = "device_profile" if kind == "device" else "sensor_profile"
-        await conn.execute(
-            "DELETE FROM bindings WHERE target_type = ? AND target_id = ?",
-            (target_type, profile_id),
-        )
-        await conn.execute("DELETE FROM profiles WHERE id = ?", (profile_id,))
+        await q.delete(conn, profile_id, target_type)
 
     await store.write(job)

@@ -14,6 +14,7 @@ from fleetstate.clock import now_text
 from fleetstate.errors import Invalid, NotFound
 from fleetstate.pagination import Page, page_of
 from fleetstate.store import Connection, Store
+from fleetstate.store.sqlite.queries import reports as q
 
 Status = Literal["IN_PROGRESS", "ACCEPTED", "REJECTED", "FAILED"]
 
@@ -46,7 +47,7 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     """Commands the report moved (the BIND/UNBIND_CONFIG tracking this version)."""
 
 
-SlotRow = tuple[str, str | None, str, str | None, str | None]
+SlotRow = q.SlotValues
 report_decoder = msgspec.json.Decoder(Report)
 
 
@@ -58,32 +59,24 @@ async def record(store: Store, device_id: str, report: Report, raw: bytes) -> Ou
 
 
 async def apply(conn: Connection, device_id: str, report: Report, raw: str) -> Outcome:
-    async with conn.execute(
-        "SELECT dd.version, d.org_id FROM desired_documents dd"
-        " JOIN devices d ON d.id = dd.device_id"
-        " WHERE dd.device_id = ?",
-        (device_id,),
-    ) as cur:
-        row = await cur.fetchone()
-    if row is None:
+    found = await q.desired_of(conn, device_id)
+    if found is None:
         raise NotFound("device", device_id)
-    desired_version, org_id = int(row[0]), str(row[1])
+    desired_version, org_id = found.version, found.org_id
     current = is_current(report.version, desired_version)
     now = now_text()
     status: str = report.status
     message = report.message
     slots: list[SlotRow] = []
     if current:
-        expected = await _expected_hashes(conn, device_id)
+        expected = await q.expected_hashes(conn, device_id)
         status, message, slots = _judge(report, expected)
-    await conn.execute(
-        "INSERT INTO report_history (device_id, version, status, current, received_at, payload)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (device_id, report.version, status, int(current), now, raw),
+    await q.add_history(
+        conn, device_id, report.version, status, current=current, now=now, payload=raw
     )
     moved: list[commands.Brief] = []
     if current:
-        await _store_current(conn, device_id, report.version, status, message, slots, now)
+        await q.set_current(conn, device_id, report.version, status, message, slots, now)
         # Bind and unbind are commands: the report moves the command tracking this version.
         moved = await commands.converge(conn, device_id, report.version, status, message)
     return Outcome(
@@ -105,13 +98,6 @@ def is_current(version: int, desired_version: int) -> bool:
             f"report for version {version}, but desired versions run from 1 to {desired_version}"
         )
     return version == desired_version
-
-
-async def _expected_hashes(conn: Connection, device_id: str) -> dict[str, tuple[str, str]]:
-    async with conn.execute(
-        "SELECT slot, artefact_id, hash FROM desired_slots WHERE device_id = ?", (device_id,)
-    ) as cur:
-        return {r[0]: (r[1], r[2]) async for r in cur}
 
 
 def _judge(
@@ -146,45 +132,18 @@ def _overall(reported: str, slot_statuses: list[str]) -> str:
     return reported
 
 
-async def _store_current(
-    conn: Connection,
-    device_id: str,
-    version: int,
-    status: str,
-    message: str | None,
-    slots: list[SlotRow],
-    now: str,
-) -> None:
-    await conn.execute(
-        "INSERT INTO device_reports (device_id, version, status, message, reported_at)"
-        " VALUES (?, ?, ?, ?, ?) ON CONFLICT (device_id) DO UPDATE SET version = excluded.version,"
-        " status = excluded.status, message = excluded.message, reported_at = excluded.reported_at",
-        (device_id, version, status, message, now),
-    )
-    await conn.executemany(
-        "INSERT INTO slot_reports (device_id, slot, version, artefact_id, status, hash, message,"
-        " reported_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (device_id, slot) DO UPDATE SET"
-        " version = excluded.version, artefact_id = excluded.artefact_id,"
-        " status = excluded.status, hash = excluded.hash, message = excluded.message,"
-        " reported_at = excluded.reported_at",
-        [(device_id, s[0], version, s[1], s[2], s[3], s[4], now) for s in slots],
-    )
-
-
 async def history(store: Store, device_id: str, page: Page) -> dict[str, Any]:
     """The device's reports, newest first, a page at a time (`limit` at most 1,000: each may be
     up to 256 KiB). Older than `[limits] history_retention_days` they are gone."""
-    where, params = "device_id = ?", list[Any]([device_id])
+    before = None
     if page.cursor is not None:
         if not (page.cursor.isascii() and page.cursor.isdigit()):
             raise Invalid("malformed cursor")
-        where, params = where + " AND id < ?", [*params, int(page.cursor)]
-    rows = await store.fetchall(
-        "SELECT id, version, status, current, received_at, payload FROM report_history"
-        f" WHERE {where} ORDER BY id DESC LIMIT ?",
-        [*params, page.limit + 1],
-    )
-    items = [{**dict(r), "id": str(r["id"]), "current": bool(r["current"])} for r in rows]
+        before = int(page.cursor)
+    rows = await store.query(lambda conn: q.history(conn, device_id, before, page.limit + 1))
+    items = [
+        {**msgspec.structs.asdict(r), "id": str(r.id), "current": bool(r.current)} for r in rows
+    ]
     listed = page_of(items, page)
     for item in listed["items"]:
         del item["id"]

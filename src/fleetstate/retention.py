@@ -13,30 +13,26 @@ from datetime import timedelta
 
 from fleetstate.clock import rfc3339, utcnow
 from fleetstate.store import Connection, Store
+from fleetstate.store.sqlite.queries import retention as q
 
 log = logging.getLogger(__name__)
 
 INTERVAL_S = 3600.0
 CHUNK = 5000
-TELEMETRY = ("telemetry_history", "ts")
-REPORTS = ("report_history", "received_at")
-COMMAND_ANSWERS = ("command_history", "received_at")
+TELEMETRY: q.History = "telemetry_history"
+REPORTS: q.History = "report_history"
+COMMAND_ANSWERS: q.History = "command_history"
 
 
-async def purge_older(store: Store, history: tuple[str, str], retention_days: int) -> int:
-    """Delete the rows of `history` (table, time column) older than the retention; returns how
-    many went. A retention of 0 keeps everything."""
+async def purge_older(store: Store, history: q.History, retention_days: int) -> int:
+    """Delete the rows of `history` older than the retention; returns how many went. A
+    retention of 0 keeps everything."""
     if retention_days <= 0:
         return 0
-    table, column = history
     cutoff = rfc3339(utcnow() - timedelta(days=retention_days))
 
     async def job(conn: Connection) -> int:
-        async with conn.execute(
-            f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} WHERE {column} < ? LIMIT ?)",
-            (cutoff, CHUNK),
-        ) as cur:
-            return cur.rowcount
+        return await q.purge_chunk(conn, history, cutoff, CHUNK)
 
     total = 0
     while True:
@@ -54,7 +50,7 @@ async def purge_all(store: Store, telemetry_days: int, history_days: int) -> dic
         (REPORTS, history_days),
         (COMMAND_ANSWERS, history_days),
     ):
-        removed[history[0]] = await purge_older(store, history, days)
+        removed[history] = await purge_older(store, history, days)
     return removed
 
 

@@ -17,6 +17,7 @@ import msgspec
 from fleetstate import credentials
 from fleetstate.clock import rfc3339, utcnow
 from fleetstate.store import Connection, Store
+from fleetstate.store.sqlite.queries import sessions as q
 from fleetstate.tenancy import Principal
 
 log = logging.getLogger(__name__)
@@ -42,14 +43,13 @@ async def create(store: Store, principal: Principal, ttl_s: float) -> str:
 
     async def job(conn: Connection) -> None:
         # Bounded work per sign-in; the index on expires_at finds them without a scan.
-        await conn.execute(
-            "DELETE FROM web_sessions WHERE id IN (SELECT id FROM web_sessions"
-            " WHERE expires_at <= ? LIMIT ?)",
-            (rfc3339(now), _PURGE_BATCH),
-        )
-        await conn.execute(
-            "INSERT INTO web_sessions (id, token_id, created_at, expires_at) VALUES (?, ?, ?, ?)",
-            (_session_id(secret), principal.token_id, rfc3339(now), expires_at),
+        await q.start(
+            conn,
+            _session_id(secret),
+            principal.token_id,
+            rfc3339(now),
+            expires_at,
+            purge_limit=_PURGE_BATCH,
         )
 
     await store.write(job)
@@ -59,19 +59,15 @@ async def create(store: Store, principal: Principal, ttl_s: float) -> str:
 
 async def principal(store: Store, secret: str) -> Principal | None:
     """The caller of a live session, None for an unknown, ended or expired one."""
-    row = await store.fetchone(
-        "SELECT t.id, t.is_operator, o.id AS org_id, o.slug FROM web_sessions s"
-        " JOIN api_tokens t ON t.id = s.token_id JOIN organizations o ON o.id = t.org_id"
-        " WHERE s.id = ? AND s.expires_at > ?",
-        (_session_id(secret), rfc3339(utcnow())),
-    )
+    session_id, now = _session_id(secret), rfc3339(utcnow())
+    row = await store.query(lambda conn: q.caller(conn, session_id, now))
     if row is None:
         return None
     return Principal(
-        org_id=row["org_id"],
-        org_slug=row["slug"],
-        token_id=row["id"],
-        is_operator=bool(row["is_operator"]),
+        org_id=row.org_id,
+        org_slug=row.slug,
+        token_id=row.token_id,
+        is_operator=bool(row.is_operator),
     )
 
 
@@ -79,6 +75,6 @@ async def end(store: Store, secret: str) -> None:
     """Sign out: the session stops working at once (unknown secrets change nothing)."""
 
     async def job(conn: Connection) -> None:
-        await conn.execute("DELETE FROM web_sessions WHERE id = ?", (_session_id(secret),))
+        await q.end(conn, _session_id(secret))
 
     await store.write(job)

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from fleetstate import commands, desired, files, licenses, retention
+from fleetstate import commands, files, licenses, retention
 from fleetstate.clock import now_text, rfc3339, utcnow
 from fleetstate.errors import FleetstateError, Invalid, NotFound, RateLimited, TooLarge
 from fleetstate.events import EventHub
@@ -29,6 +29,8 @@ from fleetstate.limits import Limits, RateLimiter
 from fleetstate.logs import device_context
 from fleetstate.pagination import Page, page_of
 from fleetstate.store import Connection, Store, WriteJob
+from fleetstate.store.sqlite.queries import sql
+from fleetstate.store.sqlite.queries import telemetry as q
 
 log = logging.getLogger(__name__)
 
@@ -296,9 +298,7 @@ async def _write(
         ]
         history += [(entry.device_id, entry.moment, k, "null") for k in gone]
     await _store(conn, {d: (states[d][1], message) for d, message in changed.items()})
-    await conn.executemany(
-        "INSERT INTO telemetry_history (device_id, ts, key, value) VALUES (?, ?, ?, ?)", history
-    )
+    await q.add_history(conn, history)
     return [
         (None, refused[n]) if n in refused else await _outcome(conn, entry, states)
         for n, entry in enumerate(batch)
@@ -319,33 +319,18 @@ async def _current(
 ) -> dict[str, tuple[str, dict[str, Any]]]:
     """(org id, state) of each device that exists."""
     found: dict[str, tuple[str, dict[str, Any]]] = {}
-    for part in desired.chunks(device_ids):
-        async with conn.execute(
-            "SELECT d.id, d.org_id, s.state FROM devices d"
-            " LEFT JOIN telemetry_state s ON s.device_id = d.id"
-            f" WHERE d.id IN ({desired.marks(part)})",
-            part,
-        ) as cur:
-            for row in await cur.fetchall():
-                state = {} if row[2] is None else _state_decoder.decode(row[2])
-                found[str(row[0])] = (str(row[1]), state)
+    for row in await q.states(conn, device_ids):
+        state = {} if row.state is None else _state_decoder.decode(row.state)
+        found[row.id] = (row.org_id, state)
     return found
 
 
 async def _store(conn: Connection, states: dict[str, tuple[dict[str, Any], str | None]]) -> None:
-    now = now_text()
-    await conn.executemany(
-        "INSERT INTO telemetry_state (device_id, state, message, updated_at) VALUES (?, ?, ?, ?)"
-        " ON CONFLICT (device_id) DO UPDATE SET state = excluded.state,"
-        " message = excluded.message, updated_at = excluded.updated_at",
-        [
-            (d, _encoder.encode(state).decode(), message, now)
-            for d, (state, message) in states.items()
-        ],
-    )
     # A device talking over HTTP is seen too, although only MQTT sessions make it online.
-    await conn.executemany(
-        "UPDATE devices SET last_seen = ? WHERE id = ?", [(now, d) for d in states]
+    await q.set_states(
+        conn,
+        [(d, _encoder.encode(state).decode(), message) for d, (state, message) in states.items()],
+        now_text(),
     )
 
 
@@ -364,14 +349,11 @@ class Answer(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def answer(conn: Connection, device_id: str) -> Answer:
-    async with conn.execute(
-        "SELECT version FROM desired_documents WHERE device_id = ?", (device_id,)
-    ) as cur:
-        row = await cur.fetchone()
+    version = await q.desired_version(conn, device_id)
     new_licenses, info_version = await licenses.flags(conn, device_id)
     firmware = await files.latest_firmware(conn, device_id)
     return Answer(
-        config_version=0 if row is None else int(row[0]),
+        config_version=version or 0,
         command=await commands.has_waiting(conn, device_id),
         new_licenses=new_licenses,
         info_version=info_version,
@@ -384,23 +366,18 @@ async def answer(conn: Connection, device_id: str) -> Answer:
 
 
 async def _require_device(store: Store, org_id: str, device_id: str) -> None:
-    row = await store.fetchone(
-        "SELECT 1 FROM devices WHERE id = ? AND org_id = ?", (device_id, org_id)
-    )
-    if row is None:
+    if not await store.query(lambda conn: sql.exists(conn, "devices", org_id, device_id)):
         raise NotFound("device", device_id)
 
 
 async def state(store: Store, org_id: str, device_id: str) -> dict[str, Any]:
     await _require_device(store, org_id, device_id)
-    row = await store.fetchone(
-        "SELECT state, message, updated_at FROM telemetry_state WHERE device_id = ?", (device_id,)
-    )
+    row = await store.query(lambda conn: q.state(conn, device_id))
     return {
         "device_id": device_id,
-        "state": {} if row is None else _state_decoder.decode(row[0]),
-        "message": None if row is None else row[1],
-        "updated_at": None if row is None else row[2],
+        "state": {} if row is None else _state_decoder.decode(row.state),
+        "message": None if row is None else row.message,
+        "updated_at": None if row is None else row.updated_at,
     }
 
 
@@ -415,32 +392,20 @@ async def history(
 ) -> dict[str, Any]:
     """Rows in time order, `start` inclusive and `end` exclusive; the cursor is `<ts>,<id>`."""
     await _require_device(store, org_id, device_id)
-    where, params = ["device_id = ?"], [device_id]
-    for condition, value in (
-        ("ts >= ?", query.start),
-        ("ts < ?", query.end),
-        ("key = ?", query.key),
-    ):
-        if value is not None:
-            where.append(condition)
-            params.append(value)
+    after = None
     if page.cursor:
         cursor_ts, _, cursor_id = page.cursor.rpartition(",")
         if not _decimal(cursor_id):
             raise Invalid("malformed cursor")
-        where.append("(ts, id) > (?, ?)")
-        params += [cursor_ts, str(int(cursor_id))]
-    rows = await store.fetchall(
-        f"SELECT id, ts, key, value FROM telemetry_history WHERE {' AND '.join(where)}"
-        " ORDER BY ts, id LIMIT ?",
-        [*params, page.limit + 1],
-    )
+        after = (cursor_ts, int(cursor_id))
+    given = q.HistoryFilter(start=query.start, end=query.end, key=query.key, after=after)
+    rows = await store.query(lambda conn: q.history(conn, device_id, given, page.limit + 1))
     items = [
         {
-            "cursor": f"{r[1]},{r[0]}",
-            "timestamp": r[1],
-            "key": r[2],
-            "value": msgspec.json.decode(r[3]),
+            "cursor": f"{r.ts},{r.id}",
+            "timestamp": r.ts,
+            "key": r.key,
+            "value": msgspec.json.decode(r.value),
         }
         for r in rows
     ]

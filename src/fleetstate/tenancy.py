@@ -17,6 +17,7 @@ from fleetstate.errors import Conflict, Forbidden, Invalid, NotFound, Unauthoriz
 from fleetstate.ids import new_id
 from fleetstate.names import Name
 from fleetstate.store import Connection, Store
+from fleetstate.store.sqlite.queries import tenancy as q
 from fleetstate.throttle import FailureThrottle
 
 log = logging.getLogger(__name__)
@@ -65,12 +66,10 @@ async def bootstrap(store: Store, admin_token: str | None) -> str | None:
     writes it to a file), None when the value was given or nothing changed.
     """
     check_admin_token(admin_token)
-    row = await store.fetchone(
-        "SELECT secret_hash FROM api_tokens WHERE id = ?", (BOOTSTRAP_TOKEN_ID,)
-    )
-    if row is not None and (
+    current = await store.query(lambda conn: q.secret_hash(conn, BOOTSTRAP_TOKEN_ID))
+    if current is not None and (
         admin_token is None
-        or await asyncio.to_thread(credentials.verify_secret_sync, admin_token, row[0])
+        or await asyncio.to_thread(credentials.verify_secret_sync, admin_token, current)
     ):
         return None  # unchanged: its hash (and the sessions signed in with it) stay
     generated = None if admin_token else credentials.new_secret()
@@ -83,39 +82,26 @@ async def bootstrap(store: Store, admin_token: str | None) -> str | None:
 
 def _operator_token_job(secret_hash: str) -> Any:
     async def job(conn: Connection) -> None:
-        async with conn.execute(
-            "SELECT id FROM organizations WHERE slug = ?", (DEFAULT_SLUG,)
-        ) as cur:
-            found = await cur.fetchone()
-        org_id = str(found[0]) if found else new_id()
+        found = await q.org_of_slug(conn, DEFAULT_SLUG)
+        org_id = found or new_id()
         if found is None:
             await _insert_org(conn, org_id, DEFAULT_SLUG, "Default organization")
-        await conn.execute(
-            "INSERT INTO api_tokens (id, org_id, name, secret_hash, is_operator, created_at)"
-            " VALUES (?, ?, 'admin', ?, 1, ?) ON CONFLICT (id) DO UPDATE"
-            " SET secret_hash = excluded.secret_hash, is_operator = 1",
-            (BOOTSTRAP_TOKEN_ID, org_id, secret_hash, now_text()),
-        )
-        # Signed in with the old value: as good as revoked.
-        await conn.execute("DELETE FROM web_sessions WHERE token_id = ?", (BOOTSTRAP_TOKEN_ID,))
+        # Sessions signed in with the old value end: as good as revoked.
+        await q.set_operator_token(conn, BOOTSTRAP_TOKEN_ID, org_id, secret_hash, now_text())
 
     return job
 
 
 async def _insert_org(conn: Connection, org_id: str, slug: str, name: str) -> None:
-    await conn.execute(
-        "INSERT INTO organizations (id, slug, name, created_at) VALUES (?, ?, ?, ?)",
-        (org_id, slug, name, now_text()),
-    )
+    await q.insert_org(conn, org_id, slug, name, now_text())
 
 
 async def _insert_token(
     conn: Connection, token_id: str, org_id: str, name: str, secret: str, *, operator: bool
 ) -> None:
-    await conn.execute(
-        "INSERT INTO api_tokens (id, org_id, name, secret_hash, is_operator, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (token_id, org_id, name, credentials.hash_secret(secret), int(operator), now_text()),
+    secret_hash = credentials.hash_secret(secret)
+    await q.insert_token(
+        conn, token_id, org_id, name, secret_hash, operator=operator, now=now_text()
     )
 
 
@@ -150,34 +136,26 @@ class Authenticator:
 
     async def _verify(self, token: str, parsed: tuple[str, str] | None) -> Principal:
         token_id, secret = parsed if parsed else (BOOTSTRAP_TOKEN_ID, token)
-        row = await self._store.fetchone(
-            "SELECT t.id, t.secret_hash, t.is_operator, o.id AS org_id, o.slug"
-            " FROM api_tokens t JOIN organizations o ON o.id = t.org_id WHERE t.id = ?",
-            (token_id,),
-        )
+        row = await self._store.query(lambda conn: q.caller(conn, token_id))
         if row is None and parsed:
             return await self._bootstrap_fallback(token)
-        if row is None or not await self._verifier.verify(secret, row["secret_hash"]):
+        if row is None or not await self._verifier.verify(secret, row.secret_hash):
             raise Unauthorized("invalid API token")
         return Principal(
-            org_id=row["org_id"],
-            org_slug=row["slug"],
-            token_id=row["id"],
-            is_operator=bool(row["is_operator"]),
+            org_id=row.org_id,
+            org_slug=row.slug,
+            token_id=row.id,
+            is_operator=bool(row.is_operator),
         )
 
     async def _bootstrap_fallback(self, token: str) -> Principal:
         # A configured admin token may itself look like a generated one.
-        row = await self._store.fetchone(
-            "SELECT t.secret_hash, o.id AS org_id, o.slug FROM api_tokens t"
-            " JOIN organizations o ON o.id = t.org_id WHERE t.id = ?",
-            (BOOTSTRAP_TOKEN_ID,),
-        )
-        if row is None or not await self._verifier.verify(token, row["secret_hash"]):
+        row = await self._store.query(lambda conn: q.caller(conn, BOOTSTRAP_TOKEN_ID))
+        if row is None or not await self._verifier.verify(token, row.secret_hash):
             raise Unauthorized("invalid API token")
         return Principal(
-            org_id=row["org_id"],
-            org_slug=row["slug"],
+            org_id=row.org_id,
+            org_slug=row.slug,
             token_id=BOOTSTRAP_TOKEN_ID,
             is_operator=True,
         )
@@ -191,9 +169,8 @@ async def create_organization(store: Store, new: NewOrganization) -> dict[str, A
     org_id, token_id, secret = new_id(), new_id(), credentials.new_secret()
 
     async def job(conn: Connection) -> None:
-        async with conn.execute("SELECT 1 FROM organizations WHERE slug = ?", (new.slug,)) as cur:
-            if await cur.fetchone():
-                raise Conflict(f"organization {new.slug!r} already exists")
+        if await q.org_of_slug(conn, new.slug) is not None:
+            raise Conflict(f"organization {new.slug!r} already exists")
         await _insert_org(conn, org_id, new.slug, new.name)
         await _insert_token(conn, token_id, org_id, "admin", secret, operator=False)
 
@@ -203,12 +180,10 @@ async def create_organization(store: Store, new: NewOrganization) -> dict[str, A
 
 
 async def get_organization(store: Store, org_id: str) -> dict[str, Any]:
-    row = await store.fetchone(
-        "SELECT id, slug, name, created_at FROM organizations WHERE id = ?", (org_id,)
-    )
+    row = await store.query(lambda conn: q.organization(conn, org_id))
     if row is None:
         raise NotFound("organization", org_id)
-    return dict(row)
+    return msgspec.structs.asdict(row)
 
 
 async def create_token(store: Store, org_id: str, new: NewToken) -> dict[str, Any]:
@@ -223,29 +198,27 @@ async def create_token(store: Store, org_id: str, new: NewToken) -> dict[str, An
 
 
 async def create_token_by_slug(store: Store, slug: str, name: str) -> str:
-    row = await store.fetchone("SELECT id FROM organizations WHERE slug = ?", (slug,))
-    if row is None:
+    org_id = await store.query(lambda conn: q.org_of_slug(conn, slug))
+    if org_id is None:
         raise NotFound("organization", slug)
-    created = await create_token(store, row["id"], NewToken(name=name))
+    created = await create_token(store, org_id, NewToken(name=name))
     return str(created["token"])
 
 
 async def get_token(store: Store, org_id: str, token_id: str) -> dict[str, Any]:
-    row = await store.fetchone(
-        "SELECT id, name, is_operator, created_at FROM api_tokens WHERE id = ? AND org_id = ?",
-        (token_id, org_id),
-    )
+    row = await store.query(lambda conn: q.token(conn, org_id, token_id))
     if row is None:
         raise NotFound("token", token_id)
-    return {**dict(row), "is_operator": bool(row["is_operator"])}
+    return _token_out(row)
 
 
 async def list_tokens(store: Store, org_id: str) -> list[dict[str, Any]]:
-    rows = await store.fetchall(
-        "SELECT id, name, is_operator, created_at FROM api_tokens WHERE org_id = ? ORDER BY id",
-        (org_id,),
-    )
-    return [{**dict(r), "is_operator": bool(r["is_operator"])} for r in rows]
+    rows = await store.query(lambda conn: q.tokens(conn, org_id))
+    return [_token_out(r) for r in rows]
+
+
+def _token_out(row: q.TokenRow) -> dict[str, Any]:
+    return {**msgspec.structs.asdict(row), "is_operator": bool(row.is_operator)}
 
 
 async def delete_token(
@@ -254,14 +227,11 @@ async def delete_token(
     """Revoke a token of the organization; only the operator may revoke the operator token."""
 
     async def job(conn: Connection) -> None:
-        async with conn.execute(
-            "SELECT is_operator FROM api_tokens WHERE id = ? AND org_id = ?", (token_id, org_id)
-        ) as cur:
-            row = await cur.fetchone()
-        if row is None:
+        operator = await q.is_operator(conn, org_id, token_id)
+        if operator is None:
             raise NotFound("token", token_id)
-        if row[0] and not by_operator:
+        if operator and not by_operator:
             raise Forbidden("only the operator token may revoke the operator token")
-        await conn.execute("DELETE FROM api_tokens WHERE id = ?", (token_id,))
+        await q.delete_token(conn, token_id)
 
     await store.write(job)

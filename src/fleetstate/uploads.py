@@ -29,6 +29,8 @@ from fleetstate.ids import new_id
 from fleetstate.names import Name
 from fleetstate.pagination import Page
 from fleetstate.store import Connection, Store
+from fleetstate.store.sqlite.queries import artefacts as artefact_q
+from fleetstate.store.sqlite.queries import uploads as q
 
 log = logging.getLogger(__name__)
 
@@ -85,16 +87,7 @@ class ContentMismatch(SchemaInvalid):
     code = "content_mismatch"
 
 
-class _Upload(msgspec.Struct, frozen=True, kw_only=True):
-    id: str
-    org_id: str
-    artefact_id: str
-    name: str
-    profile_id: str
-    size: int
-    sha256: str
-    content_type: str
-    expires_at: str
+_Upload = q.UploadRow
 
 
 def upload_key(upload_id: str) -> str:
@@ -162,21 +155,8 @@ async def create_upload(
 
     # The row exists before anyone has the URL, so every blob under uploads/ has its row.
     async def job(conn: Connection) -> None:
-        await conn.execute(
-            "INSERT INTO uploads (id, org_id, artefact_id, name, profile_id, size, sha256,"
-            " content_type, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                upload.id,
-                org_id,
-                upload.artefact_id,
-                upload.name,
-                upload.profile_id,
-                upload.size,
-                upload.sha256,
-                upload.content_type,
-                rfc3339(utcnow()),
-                expires_at,
-            ),
+        await q.insert(
+            conn, msgspec.structs.replace(upload, expires_at=expires_at), rfc3339(utcnow())
         )
 
     await store.write(job)
@@ -280,10 +260,7 @@ def _validate_json(data: bytes, schema: tuple[str, str]) -> None:
 
 def _promote_job(upload: _Upload, stored: StoredContent) -> Any:
     async def job(conn: Connection) -> int:
-        cursor = await conn.execute(
-            "DELETE FROM uploads WHERE id = ? AND org_id = ?", (upload.id, upload.org_id)
-        )
-        if cursor.rowcount != 1:
+        if not await q.delete(conn, upload.id, org_id=upload.org_id):
             raise NotFound("upload", upload.id)
         return await artefacts.insert_version(
             conn, upload.org_id, upload.artefact_id, upload.name, upload.profile_id, stored
@@ -297,36 +274,27 @@ async def accepts_bytes(store: Store, key: str) -> bool:
     finalize (or removal) its URL, though still signed, would only leave a blob nothing uses."""
     if not key.startswith(UPLOADS_PREFIX):
         return True  # not an upload's key: the signature alone decides
-    row = await store.fetchone(
-        "SELECT 1 FROM uploads WHERE id = ?", (key.removeprefix(UPLOADS_PREFIX),)
-    )
-    return row is not None
+    upload_id = key.removeprefix(UPLOADS_PREFIX)
+    return await store.query(lambda conn: q.pending(conn, upload_id))
 
 
 async def _load(store: Store, org_id: str, upload_id: str) -> _Upload:
-    row = await store.fetchone(
-        "SELECT id, org_id, artefact_id, name, profile_id, size, sha256, content_type, expires_at"
-        " FROM uploads WHERE id = ? AND org_id = ?",
-        (upload_id, org_id),
-    )
+    row = await store.query(lambda conn: q.get(conn, org_id, upload_id))
     if row is None:
         raise NotFound("upload", upload_id)
-    return _Upload(**dict(row))
+    return row
 
 
 async def _profile_schema(store: Store, org_id: str, profile_id: str) -> tuple[str, str]:
     """(profile id, schema text) of a profile of this organization; raises NotFound."""
-    row = await store.fetchone(
-        "SELECT id, config_schema FROM profiles WHERE id = ? AND org_id = ?", (profile_id, org_id)
-    )
+    row = await store.query(lambda conn: artefact_q.profile_schema(conn, org_id, profile_id))
     if row is None:
         raise NotFound("profile", profile_id)
-    return str(row[0]), str(row[1])
+    return row.id, row.config_schema
 
 
 async def _artefact_exists(store: Store, artefact_id: str) -> bool:
-    row = await store.fetchone("SELECT 1 FROM config_artefacts WHERE id = ?", (artefact_id,))
-    return row is not None
+    return await store.query(lambda conn: q.artefact_exists(conn, artefact_id))
 
 
 async def _delete_blobs(blobs: BlobStore, upload: _Upload) -> None:
@@ -344,14 +312,7 @@ async def _forget(
     kept exactly when a finalize turned them into an artefact. Returns whether the row was ours.
     """
 
-    async def job(conn: Connection) -> bool:
-        sql, params = "DELETE FROM uploads WHERE id = ?", [upload.id]
-        if expired_by is not None:
-            sql, params = sql + " AND expires_at <= ?", [*params, expired_by]
-        cursor = await conn.execute(sql, params)
-        return cursor.rowcount == 1
-
-    deleted = await store.write(job)
+    deleted = await store.write(lambda conn: q.delete(conn, upload.id, expired_by=expired_by))
     if deleted or not await _artefact_exists(store, upload.artefact_id):
         await _delete_blobs(blobs, upload)
     return deleted
@@ -359,39 +320,29 @@ async def _forget(
 
 # -- downloads ---------------------------------------------------------------------------------
 
-_STORED_COLUMNS = "a.id, a.content_type, a.hash, a.size, a.content, a.blob_key"
-
 
 async def artefact_for_device(store: Store, device_id: str, artefact_id: str) -> StoredContent:
     """An artefact in the device's current desired state; NotFound for any other."""
-    row = await store.fetchone(
-        f"SELECT {_STORED_COLUMNS} FROM desired_slots s"
-        " JOIN config_artefacts a ON a.id = s.artefact_id"
-        " WHERE s.device_id = ? AND s.artefact_id = ? LIMIT 1",
-        (device_id, artefact_id),
-    )
+    row = await store.query(lambda conn: q.stored_for_device(conn, device_id, artefact_id))
     if row is None:
         raise NotFound("config artefact in this device's desired state", artefact_id)
     return _stored(row)
 
 
 async def artefact_for_org(store: Store, org_id: str, artefact_id: str) -> StoredContent:
-    row = await store.fetchone(
-        f"SELECT {_STORED_COLUMNS} FROM config_artefacts a WHERE a.id = ? AND a.org_id = ?",
-        (artefact_id, org_id),
-    )
+    row = await store.query(lambda conn: q.stored_for_org(conn, org_id, artefact_id))
     if row is None:
         raise NotFound("config artefact", artefact_id)
     return _stored(row)
 
 
-def _stored(row: Any) -> StoredContent:
+def _stored(row: q.StoredRow) -> StoredContent:
     return StoredContent(
-        content_type=row["content_type"],
-        hash=row["hash"],
-        size=row["size"],
-        content=None if row["content"] is None else bytes(row["content"]),
-        blob_key=row["blob_key"],
+        content_type=row.content_type,
+        hash=row.hash,
+        size=row.size,
+        content=None if row.content is None else bytes(row.content),
+        blob_key=row.blob_key,
     )
 
 
@@ -404,13 +355,9 @@ async def cleanup_expired(store: Store, blobs: BlobStore, now: datetime | None =
     cutoff = rfc3339(moment)
     removed = 0
     while True:
-        rows = await store.fetchall(
-            "SELECT id, org_id, artefact_id, name, profile_id, size, sha256, content_type,"
-            " expires_at FROM uploads WHERE expires_at <= ? ORDER BY expires_at LIMIT ?",
-            (cutoff, _CLEANUP_BATCH),
-        )
+        rows = await store.query(lambda conn: q.expired(conn, cutoff, _CLEANUP_BATCH))
         for row in rows:
-            if await _forget(store, blobs, _Upload(**dict(row)), expired_by=cutoff):
+            if await _forget(store, blobs, row, expired_by=cutoff):
                 removed += 1
         if len(rows) < _CLEANUP_BATCH:
             break
@@ -423,8 +370,8 @@ async def cleanup_expired(store: Store, blobs: BlobStore, now: datetime | None =
 async def _sweep_rowless_blobs(store: Store, blobs: BlobStore, now: datetime) -> None:
     """Blobs under `uploads/` older than every pending upload belong to none (a crash between
     deleting a row and its blob, an organization deleted): remove them too."""
-    row = await store.fetchone("SELECT min(created_at) FROM uploads")
-    oldest = now if row is None or row[0] is None else min(now, datetime.fromisoformat(row[0]))
+    created = await store.query(q.oldest_created)
+    oldest = now if created is None else min(now, datetime.fromisoformat(created))
     swept = await blobs.cleanup_expired_uploads(oldest - _SWEEP_MARGIN)
     if swept:
         log.info("removed %d upload blobs that no pending upload refers to", swept)

@@ -13,9 +13,8 @@ from typing import Any, Literal
 import msgspec
 
 from fleetstate.commands.lifecycle import (
-    COLUMNS,
-    OPEN_SQL,
-    TRACKING_SQL,
+    OPEN,
+    TRACKING,
     WAITING,
     Brief,
     Effect,
@@ -23,14 +22,12 @@ from fleetstate.commands.lifecycle import (
     UnknownCommand,
     answer,
     brief,
-    fetch_all,
-    fetch_one,
     move,
-    sql_list,
     view,
 )
 from fleetstate.errors import Invalid
 from fleetstate.store import Connection, Store
+from fleetstate.store.sqlite.queries import commands as q
 
 
 class Ack(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -69,24 +66,16 @@ ack_decoder = msgspec.json.Decoder(Ack)
 _encoder = msgspec.json.Encoder()
 
 
-async def _queue(conn: Connection, device_id: str) -> list[Any]:
+async def _queue(conn: Connection, device_id: str) -> list[q.CommandRow]:
     """The device's commands that may go out now, oldest first: every waiting one (burst), or the
     oldest unfinished one while it still waits (sequential). Tracking commands never go out."""
-    mode = await fetch_one(
-        conn,
-        "SELECT p.command_delivery FROM devices d JOIN profiles p ON p.id = d.profile_id"
-        " WHERE d.id = ?",
-        (device_id,),
-    )
+    mode = await q.delivery_mode(conn, device_id)
     if mode is None:
         return []
-    mine = f"SELECT {COLUMNS} FROM commands WHERE device_id = ? AND type NOT IN {TRACKING_SQL}"
-    if mode[0] == "sequential":
-        sql = f"{mine} AND status IN {OPEN_SQL} ORDER BY seq LIMIT 1"
-        return [r for r in await fetch_all(conn, sql, (device_id,)) if r["status"] in WAITING]
-    return await fetch_all(
-        conn, f"{mine} AND status IN {sql_list(WAITING)} ORDER BY seq", (device_id,)
-    )
+    if mode == "sequential":
+        oldest = await q.oldest_open(conn, device_id, TRACKING, OPEN)
+        return [r for r in oldest if r.status in WAITING]
+    return await q.all_waiting(conn, device_id, TRACKING, WAITING)
 
 
 async def deliverable(store: Store, device_id: str) -> list[Outgoing]:
@@ -95,23 +84,23 @@ async def deliverable(store: Store, device_id: str) -> list[Outgoing]:
     return [
         Outgoing(brief=brief(r), payload=_encoder.encode(_message(r)))
         for r in rows
-        if r["status"] == Status.PENDING
+        if r.status == Status.PENDING
     ]
 
 
-def _message(row: Any) -> CommandMessage:
+def _message(row: q.CommandRow) -> CommandMessage:
     return CommandMessage(
-        id=row["id"],
-        type=row["type"],
-        params=msgspec.Raw(row["params"].encode()),
-        issued_at=row["created_at"],
-        timeout_at=row["timeout_at"],
+        id=row.id,
+        type=row.type,
+        params=msgspec.Raw(row.params.encode()),
+        issued_at=row.created_at,
+        timeout_at=row.timeout_at,
     )
 
 
 async def mark_sent(store: Store, command_id: str) -> list[Brief]:
     async def job(conn: Connection) -> list[Brief]:
-        return await move(conn, "id = ?", (command_id,), Status.SENT, None)
+        return await move(conn, *q.move_one(command_id), Status.SENT, None)
 
     return await store.write(job)
 
@@ -134,18 +123,13 @@ class DeviceCommand(msgspec.Struct, frozen=True, kw_only=True):
     parameters: dict[str, Any]
 
 
-async def _started(conn: Connection, device_id: str) -> Any:
+async def _started(conn: Connection, device_id: str) -> q.CommandRow | None:
     """The oldest command the device moved to in_progress (ACKNOWLEDGED) and has not finished."""
-    return await fetch_one(
-        conn,
-        f"SELECT {COLUMNS} FROM commands WHERE device_id = ? AND status = ?"
-        f" AND type NOT IN {TRACKING_SQL} ORDER BY seq LIMIT 1",
-        (device_id, Status.ACKNOWLEDGED),
-    )
+    return await q.oldest_with_status(conn, device_id, TRACKING, Status.ACKNOWLEDGED)
 
 
-def _parameters(row: Any, hub_url: str) -> dict[str, Any]:
-    params: dict[str, Any] = msgspec.json.decode(row["params"])
+def _parameters(row: q.CommandRow, hub_url: str) -> dict[str, Any]:
+    params: dict[str, Any] = msgspec.json.decode(row.params)
     if "download" in params:
         # Xyte's update_firmware carries `url` (GET it with the device key) and `version`.
         params["url"] = hub_url + params["download"]
@@ -165,12 +149,12 @@ async def take_next(store: Store, device_id: str, hub_url: str = "") -> DeviceCo
             if not rows:
                 return None
             row, status = rows[0], "pending"
-            await move(conn, "id = ?", (row["id"],), Status.SENT, None)
+            await move(conn, *q.move_one(row.id), Status.SENT, None)
         return DeviceCommand(
-            id=row["id"],
+            id=row.id,
             device_id=device_id,
             status=status,
-            name=xyte_name(row["type"]),
+            name=xyte_name(row.type),
             parameters=_parameters(row, hub_url),
         )
 
@@ -184,20 +168,14 @@ async def has_waiting(conn: Connection, device_id: str) -> bool:
 
 async def record_ack(store: Store, device_id: str, ack: Ack) -> AckOutcome:
     async def job(conn: Connection) -> AckOutcome:
-        select = f"SELECT {COLUMNS} FROM commands WHERE id = ? AND device_id = ?"
-        row = await fetch_one(conn, select, (ack.id, device_id))
+        row = await q.of_device(conn, device_id, ack.id)
         if row is None:
             raise UnknownCommand(ack.id)
-        current, to = Status(row["status"]), Status(ack.status)
+        current, to = Status(row.status), Status(ack.status)
         effect = await answer(conn, ack.id, current, to, ack.message, "device")
-        after = await fetch_one(conn, select, (ack.id, device_id))
-        mode = await fetch_one(
-            conn,
-            "SELECT p.command_delivery FROM devices d JOIN profiles p ON p.id = d.profile_id"
-            " WHERE d.id = ?",
-            (device_id,),
-        )
-        sequential = mode is not None and mode[0] == "sequential"
+        after = await q.of_device(conn, device_id, ack.id)
+        assert after is not None  # the same write job: nothing deleted it
+        sequential = await q.delivery_mode(conn, device_id) == "sequential"
         return AckOutcome(
             command=view(after), brief=brief(after), effect=effect, sequential=sequential
         )

@@ -10,22 +10,19 @@ from fleetstate import files
 from fleetstate.clock import now_text
 from fleetstate.commands import tracking
 from fleetstate.commands.lifecycle import (
-    BRIEF,
     DEFAULT_TIMEOUT_S,
-    INSERT,
     Brief,
     Target,
     brief,
-    by_chunks,
     created_and_deadline,
-    fetch_all,
-    fetch_one,
     to_json,
 )
 from fleetstate.desired import DesiredChange
 from fleetstate.errors import Conflict, NotFound, SchemaInvalid
 from fleetstate.ids import new_id
 from fleetstate.store import Connection, Store
+from fleetstate.store.sqlite.queries import commands as q
+from fleetstate.store.sqlite.queries import sql
 
 MAX_TIMEOUT_S = 30 * 24 * 3600
 T = TypeVar("T")
@@ -62,14 +59,10 @@ class _Plan(msgspec.Struct, frozen=True, kw_only=True):
 
 async def create(store: Store, org_id: str, device_id: str, new: NewCommand) -> Created:
     async def job(conn: Connection) -> Created:
-        row = await fetch_one(
-            conn,
-            "SELECT id, profile_id FROM devices WHERE id = ? AND org_id = ?",
-            (device_id, org_id),
-        )
-        if row is None:
+        found = await q.target(conn, org_id, device_id)
+        if found is None:
             raise NotFound("device", device_id)
-        return await _issue(conn, org_id, [Target(row[0], row[1])], new, None)
+        return await _issue(conn, org_id, [Target(found.id, found.profile_id)], new, None)
 
     return await store.write(job)
 
@@ -78,24 +71,15 @@ async def create_for_group(store: Store, org_id: str, group_id: str, new: NewCom
     """One command per member of the group, all in one transaction, as one batch."""
 
     async def job(conn: Connection) -> Created:
-        sql = "SELECT 1 FROM device_groups WHERE id = ? AND org_id = ?"
-        if await fetch_one(conn, sql, (group_id, org_id)) is None:
+        if not await sql.exists(conn, "device_groups", org_id, group_id):
             raise NotFound("device group", group_id)
-        members = await fetch_all(
-            conn,
-            "SELECT d.id, d.profile_id FROM group_members m JOIN devices d ON d.id = m.device_id"
-            " WHERE m.group_id = ? ORDER BY d.id",
-            (group_id,),
-        )
+        members = await q.group_targets(conn, group_id)
         if not members:
             raise Conflict(f"device group {group_id!r} has no devices")
         batch_id = new_id()
-        await conn.execute(
-            "INSERT INTO command_batches (id, org_id, group_id, type, params, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (batch_id, org_id, group_id, new.type, to_json(new.params or {}), now_text()),
-        )
-        targets = [Target(r[0], r[1]) for r in members]
+        params = to_json(new.params or {})
+        await q.insert_batch(conn, batch_id, org_id, group_id, new.type, params, now_text())
+        targets = [Target(m.id, m.profile_id) for m in members]
         return await _issue(conn, org_id, targets, new, batch_id)
 
     return await store.write(job)
@@ -111,8 +95,8 @@ async def _issue(
     plan = await _plan(conn, org_id, targets, new)
     created_at, timeout_at = created_and_deadline(new.timeout_s)
     ids = [new_id() for _ in targets]
-    await conn.executemany(
-        INSERT,
+    await q.insert(
+        conn,
         [
             (
                 *(cid, org_id, t.id, batch_id, "operator", new.type),
@@ -125,7 +109,7 @@ async def _issue(
     if plan.rebind is not None:
         changes = await tracking.apply_rebind(conn, org_id, plan.rebind)
         await tracking.adopt_unchanged(conn, org_id, ids)
-    rows = await by_chunks(conn, f"SELECT {BRIEF} FROM commands WHERE id IN ({{ids}})", ids)
+    rows = await q.briefs(conn, ids)
     return Created(batch_id=batch_id, commands=[brief(r) for r in rows], changes=changes)
 
 
@@ -137,8 +121,7 @@ async def _plan(conn: Connection, org_id: str, targets: list[Target], new: NewCo
             return _Plan(params={t.id: {} for t in targets})
         case "UPDATE_CONFIG":
             _params(new, NoParams)
-            sql = "SELECT device_id, version FROM desired_documents WHERE device_id IN ({ids})"
-            versions = dict(await by_chunks(conn, sql, [t.id for t in targets]))
+            versions = await q.desired_versions(conn, [t.id for t in targets])
             return _Plan(params={t.id: {"version": versions.get(t.id)} for t in targets})
         case "UPDATE_FIRMWARE":
             return await _plan_firmware(conn, org_id, targets, _params(new, FirmwareParams))
@@ -162,14 +145,10 @@ async def _plan_rebind(
 async def _plan_firmware(
     conn: Connection, org_id: str, targets: list[Target], params: FirmwareParams
 ) -> _Plan:
-    row = await fetch_one(
-        conn,
-        "SELECT profile_id, version, sha256, file_type FROM files WHERE id = ? AND org_id = ?",
-        (params.file_id, org_id),
-    )
+    row = await q.firmware_file(conn, org_id, params.file_id)
     if row is None:
         raise NotFound("file", params.file_id)
-    profile_id, version, sha256, file_type = row
+    profile_id, version, sha256, file_type = row.profile_id, row.version, row.sha256, row.file_type
     if file_type != files.FIRMWARE:
         raise tracking.refuse("file_id", f"file {params.file_id!r} is {file_type}, not firmware")
     for t in targets:

@@ -5,19 +5,19 @@ UPDATE takes its guard from `TRANSITIONS`, so a finished command never changes a
 duplicate answers from the device only go into `command_history`.
 """
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any, Literal
 
 import msgspec
 
-from fleetstate import desired
 from fleetstate.canonical import canonical_bytes
 from fleetstate.clock import now_text, rfc3339, utcnow
 from fleetstate.errors import Conflict, Invalid, NotFound
 from fleetstate.pagination import Page, page_of
 from fleetstate.store import Connection, Store
+from fleetstate.store.sqlite.queries import commands as q
 
 DEFAULT_TIMEOUT_S = 300
 HISTORY_SHOWN = 50
@@ -63,15 +63,6 @@ def sources(target: Status) -> list[Status]:
     return [s for s, after in TRANSITIONS.items() if target in after]
 
 
-def sql_list(values: Iterable[str]) -> str:
-    """A literal IN list of our own constants (a partial index matches only literal terms)."""
-    return "(" + ", ".join(f"'{v}'" for v in values) + ")"
-
-
-OPEN_SQL = sql_list(OPEN)
-TRACKING_SQL = sql_list(TRACKING)
-
-
 class UnknownCommand(NotFound):
     """An answer about a command this device does not have (unknown, or another device's)."""
 
@@ -102,28 +93,18 @@ class Brief(msgspec.Struct, frozen=True, kw_only=True):
 
 # -- rows --------------------------------------------------------------------------------------
 
-COLUMNS = (
-    "id, org_id, device_id, batch_id, origin, type, params, tracks_version, status, message,"
-    " timeout_s, created_at, timeout_at, sent_at, acknowledged_at, finished_at"
-)
-BRIEF = "id, org_id, device_id, type, status, message, timeout_at"
-INSERT = (
-    "INSERT INTO commands (id, org_id, device_id, batch_id, origin, type, params, tracks_version,"
-    " status, timeout_s, created_at, timeout_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, 'PENDING', ?, ?, ?)"
-)
 
-
-def view(row: Any) -> dict[str, Any]:
-    out = dict(row)
+def view(row: q.CommandRow) -> dict[str, Any]:
+    """What the API shows of a command."""
+    out = msgspec.structs.asdict(row)
     del out["org_id"]
     out["params"] = msgspec.json.decode(out["params"])
     out["desired_version"] = out.pop("tracks_version")
     return out
 
 
-def brief(row: Any) -> Brief:
-    return Brief(**{k: row[k] for k in Brief.__struct_fields__})
+def brief(row: q.BriefRow | q.CommandRow) -> Brief:
+    return Brief(**{k: getattr(row, k) for k in Brief.__struct_fields__})
 
 
 def to_json(value: Any) -> str:
@@ -139,24 +120,6 @@ def epoch(text: str) -> float:
     return datetime.fromisoformat(text).timestamp()
 
 
-async def fetch_one(conn: Connection, sql: str, params: Sequence[Any]) -> Any:
-    async with conn.execute(sql, tuple(params)) as cur:
-        return await cur.fetchone()
-
-
-async def fetch_all(conn: Connection, sql: str, params: Sequence[Any]) -> list[Any]:
-    async with conn.execute(sql, tuple(params)) as cur:
-        return list(await cur.fetchall())
-
-
-async def by_chunks(conn: Connection, sql: str, ids: Sequence[str], *head: Any) -> list[Any]:
-    """`sql`, whose `{ids}` stands for an IN list, run over `ids` in chunks; `head` goes first."""
-    found: list[Any] = []
-    for part in desired.chunks(ids):
-        found += await fetch_all(conn, sql.format(ids=desired.marks(part)), (*head, *part))
-    return found
-
-
 # -- moves -------------------------------------------------------------------------------------
 
 
@@ -164,13 +127,17 @@ async def move(
     conn: Connection, where: str, params: Sequence[Any], to: Status, message: str | None
 ) -> list[Brief]:
     """Move the commands matching `where` to `to`, each only where TRANSITIONS allows it."""
-    stamp = _STAMP.get(to, "finished_at")
-    async with conn.execute(
-        f"UPDATE commands SET status = ?, {stamp} = ?, message = coalesce(?, message)"
-        f" WHERE {where} AND status IN {sql_list(sources(to))} RETURNING {BRIEF}",
-        (to, now_text(), message, *params),
-    ) as cur:
-        return [brief(r) async for r in cur]
+    moved = await q.move(
+        conn,
+        where,
+        params,
+        to=to,
+        stamp=_STAMP.get(to, "finished_at"),
+        sources=sources(to),
+        now=now_text(),
+        message=message,
+    )
+    return [brief(r) for r in moved]
 
 
 def _effect(current: Status, to: Status) -> Effect:
@@ -189,13 +156,9 @@ async def answer(
 ) -> Effect:
     """Record an answer of the device in the history, and apply it where the lifecycle allows."""
     effect = _effect(current, to)
-    await conn.execute(
-        "INSERT INTO command_history (command_id, source, status, message, effect, received_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (command_id, source, to, message, effect, now_text()),
-    )
+    await q.add_answer(conn, command_id, source, to, message, effect, now_text())
     if effect == "applied":
-        await move(conn, "id = ?", (command_id,), to, message)
+        await move(conn, *q.move_one(command_id), to, message)
     return effect
 
 
@@ -203,11 +166,7 @@ async def history(
     store: Store, org_id: str, device_id: str, command_id: str, page: Page
 ) -> dict[str, Any]:
     """The command's answers, oldest first, a page at a time (the cursor is opaque)."""
-    found = await store.fetchone(
-        "SELECT 1 FROM commands WHERE id = ? AND device_id = ? AND org_id = ?",
-        (command_id, device_id, org_id),
-    )
-    if found is None:
+    if not await store.query(lambda conn: q.exists(conn, org_id, device_id, command_id)):
         raise NotFound("command", command_id)
     return await history_page(store, command_id, page)
 
@@ -218,12 +177,8 @@ async def history_page(store: Store, command_id: str, page: Page) -> dict[str, A
         if not (page.cursor.isascii() and page.cursor.isdigit()):
             raise Invalid("malformed cursor")
         after = int(page.cursor)
-    rows = await store.fetchall(
-        "SELECT id, status, message, source, effect, received_at FROM command_history"
-        " WHERE command_id = ? AND id > ? ORDER BY id LIMIT ?",
-        (command_id, after, page.limit + 1),
-    )
-    items = [{**dict(r), "id": str(r["id"])} for r in rows]
+    rows = await store.query(lambda conn: q.answers(conn, command_id, after, page.limit + 1))
+    items = [{**msgspec.structs.asdict(r), "id": str(r.id)} for r in rows]
     listed = page_of(items, page)
     for item in listed["items"]:
         del item["id"]
@@ -234,20 +189,16 @@ async def cancel(store: Store, org_id: str, device_id: str, command_id: str) -> 
     """The operator's cancel, while the device has not started on it."""
 
     async def job(conn: Connection) -> Brief:
-        row = await fetch_one(
-            conn,
-            "SELECT status FROM commands WHERE id = ? AND device_id = ? AND org_id = ?",
-            (command_id, device_id, org_id),
-        )
-        if row is None:
+        current = await q.status(conn, org_id, device_id, command_id)
+        if current is None:
             raise NotFound("command", command_id)
-        if row[0] not in CANCELLABLE:
+        if current not in CANCELLABLE:
             raise Conflict(
-                f"command {command_id!r} is {row[0]}; only PENDING or SENT commands can be"
+                f"command {command_id!r} is {current}; only PENDING or SENT commands can be"
                 " cancelled"
             )
         cancelled = "cancelled by the operator"
-        (moved,) = await move(conn, "id = ?", (command_id,), Status.CANCELLED, cancelled)
+        (moved,) = await move(conn, *q.move_one(command_id), Status.CANCELLED, cancelled)
         return moved
 
     return await store.write(job)
@@ -258,16 +209,11 @@ async def expire_due(store: Store) -> list[Brief]:
 
     async def job(conn: Connection) -> list[Brief]:
         late = "no result before the deadline"
-        return await move(conn, "timeout_at <= ?", (now_text(),), Status.TIMEOUT, late)
+        return await move(conn, *q.move_due(now_text()), Status.TIMEOUT, late)
 
     return await store.write(job)
 
 
 async def deadlines(store: Store, after: str, until: str) -> list[str]:
     """The deadlines of unfinished commands in (after, until]."""
-    rows = await store.fetchall(
-        f"SELECT timeout_at FROM commands WHERE status IN {OPEN_SQL}"
-        " AND timeout_at > ? AND timeout_at <= ?",
-        (after, until),
-    )
-    return [r[0] for r in rows]
+    return await store.query(lambda conn: q.deadlines(conn, OPEN, after, until))

@@ -17,28 +17,25 @@ import msgspec
 from fleetstate import desired
 from fleetstate.clock import now_text
 from fleetstate.commands.lifecycle import (
-    BRIEF,
     DEFAULT_TIMEOUT_S,
-    INSERT,
-    OPEN_SQL,
-    TRACKING_SQL,
+    OPEN,
+    TRACKING,
     Brief,
     Status,
     Target,
     answer,
     brief,
-    by_chunks,
     created_and_deadline,
-    fetch_all,
-    fetch_one,
     move,
     sources,
-    sql_list,
     to_json,
 )
 from fleetstate.errors import NotFound, SchemaInvalid
 from fleetstate.ids import new_id
 from fleetstate.store import Connection, Store
+from fleetstate.store.sqlite.queries import bindings as binding_q
+from fleetstate.store.sqlite.queries import command_tracking as q
+from fleetstate.store.sqlite.queries import sql
 
 _REPORTED = {
     "IN_PROGRESS": Status.ACKNOWLEDGED,
@@ -96,15 +93,10 @@ async def _bind_targets(
     conn: Connection, org_id: str, targets: list[Target], params: BindParams
 ) -> list[tuple[str, str, str, str]]:
     """The binding each device gets; the artefact must fit every one of them."""
-    row = await fetch_one(
-        conn,
-        "SELECT a.profile_id, p.kind FROM config_artefacts a JOIN profiles p ON p.id = a.profile_id"
-        " WHERE a.id = ? AND a.org_id = ?",
-        (params.artefact_id, org_id),
-    )
-    if row is None:
+    found = await binding_q.artefact_profile(conn, org_id, params.artefact_id)
+    if found is None:
         raise NotFound("config artefact", params.artefact_id)
-    profile_id, kind = str(row[0]), str(row[1])
+    profile_id, kind = found.profile_id, found.kind
     artefact, component = params.artefact_id, params.component
     if kind == "device":
         if component is not None:
@@ -116,11 +108,10 @@ async def _bind_targets(
         return [("device", t.id, "device", artefact) for t in targets]
     slot_key, ids = f"sensor:{profile_id}", [t.id for t in targets]
     # Without a component the binding is the device's, for each of its components of that kind.
-    sql = "SELECT device_id, name, sensor_profile_id FROM components WHERE device_id IN ({ids})"
     kinds_of: dict[str, set[str]] = defaultdict(set)
-    for device_id, name, sensor_profile_id in await by_chunks(conn, sql, ids):
-        if component in (None, name):
-            kinds_of[device_id].add(sensor_profile_id)
+    for c in await q.components(conn, ids):
+        if component in (None, c.name):
+            kinds_of[c.device_id].add(c.sensor_profile_id)
     for device_id in ids:
         kinds = kinds_of[device_id]
         if component is not None and not kinds:
@@ -140,25 +131,16 @@ async def _bindings_to_remove(
     if params.artefact_id is None and params.component is None:
         raise refuse("artefact_id", "give artefact_id, component or both")
     if params.component is not None:
-        sql = (
-            "SELECT id, target_id, artefact_id FROM bindings WHERE org_id = ?"
-            " AND target_type = 'component' AND target_id IN ({ids})"
-        )
         wanted = [f"{i}/{params.component}" for i in device_ids]
-        rows = await by_chunks(conn, sql, wanted, org_id)
+        rows = await q.component_bindings(conn, org_id, wanted)
     else:
-        rows = await fetch_all(
-            conn,
-            "SELECT id, target_id, artefact_id FROM bindings WHERE org_id = ? AND artefact_id = ?"
-            " AND target_type IN ('device', 'component')",
-            (org_id, params.artefact_id),
-        )
+        rows = await q.artefact_bindings(conn, org_id, params.artefact_id)
     members = set(device_ids)
     doomed: dict[str, list[str]] = defaultdict(list)
-    for binding_id, target_id, artefact_id in rows:
-        device_id = target_id.partition("/")[0]
-        if device_id in members and params.artefact_id in (None, artefact_id):
-            doomed[device_id].append(binding_id)
+    for b in rows:
+        device_id = b.target_id.partition("/")[0]
+        if device_id in members and params.artefact_id in (None, b.artefact_id):
+            doomed[device_id].append(b.id)
     for device_id in device_ids:
         if device_id not in doomed:
             what = params.component if params.artefact_id is None else params.artefact_id
@@ -169,16 +151,14 @@ async def _bindings_to_remove(
 async def apply_rebind(
     conn: Connection, org_id: str, rebind: Rebind
 ) -> list[desired.DesiredChange]:
-    seq = (await fetch_one(conn, "SELECT coalesce(max(seq), 0) FROM bindings", ()))[0]
+    # Read-then-write numbering (max(seq) + n): safe because one writer runs every job.
+    seq = await q.max_seq(conn)
     now = now_text()
-    await conn.executemany(
-        "INSERT INTO bindings (id, org_id, target_type, target_id, slot_key, artefact_id, seq,"
-        " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        " ON CONFLICT (org_id, target_type, target_id, slot_key) DO UPDATE SET"
-        " artefact_id = excluded.artefact_id, seq = excluded.seq, updated_at = excluded.updated_at",
+    await q.upsert_bindings(
+        conn,
         [(new_id(), org_id, *b, seq + n, now, now) for n, b in enumerate(rebind.upserts, 1)],
     )
-    await conn.executemany("DELETE FROM bindings WHERE id = ?", [(b,) for b in rebind.deletes])
+    await q.delete_bindings(conn, rebind.deletes)
     return await resolve_desired(conn, org_id, rebind.device_ids)
 
 
@@ -200,12 +180,10 @@ async def track_changes(
     ones can still be read; a device without one gets its very first document: nothing to track.
     """
     ids = [c.device_id for c in changes]
-    sql = "SELECT device_id, slot, artefact_id FROM desired_slots WHERE device_id IN ({ids})"
     before: dict[str, dict[str, str]] = defaultdict(dict)
-    for device_id, slot, artefact_id in await by_chunks(conn, sql, ids):
-        before[device_id][slot] = artefact_id
-    sql = "SELECT device_id FROM desired_documents WHERE device_id IN ({ids})"
-    known = {r[0] for r in await by_chunks(conn, sql, ids)}
+    for s in await q.desired_slots(conn, ids):
+        before[s.device_id][s.slot] = s.artefact_id
+    known = await q.with_document(conn, ids)
     tracked = {}
     for change in changes:
         if change.device_id not in known:
@@ -220,13 +198,9 @@ async def track_changes(
 async def _track(conn: Connection, org_id: str, tracked: dict[str, tuple[int, str]]) -> None:
     """Make one open command track each device's version (an operator's command created in this
     transaction, not tracking anything yet, or a new one) and supersede every other open one."""
-    sql = (
-        "SELECT device_id, id, tracks_version FROM commands WHERE device_id IN ({ids})"
-        f" AND type IN {TRACKING_SQL} AND status IN {OPEN_SQL} ORDER BY seq"
-    )
     open_: dict[str, list[tuple[str, int | None]]] = defaultdict(list)
-    for device_id, command_id, version in await by_chunks(conn, sql, list(tracked)):
-        open_[device_id].append((command_id, version))
+    for c in await q.open_tracking(conn, list(tracked), TRACKING, OPEN):
+        open_[c.device_id].append((c.id, c.tracks_version))
     created_at, timeout_at = created_and_deadline(DEFAULT_TIMEOUT_S)
     inserts: list[tuple[Any, ...]] = []
     attach: list[tuple[int, str]] = []
@@ -242,32 +216,20 @@ async def _track(conn: Connection, org_id: str, tracked: dict[str, tuple[int, st
         else:
             attach.append((version, mine))
         supersede += [(created_at, f"superseded by {mine}", c) for c, _v in theirs if c != mine]
-    await conn.executemany(INSERT, inserts)
-    await conn.executemany("UPDATE commands SET tracks_version = ? WHERE id = ?", attach)
-    await conn.executemany(
-        "UPDATE commands SET status = 'CANCELLED', finished_at = ?, message = ?"
-        f" WHERE id = ? AND status IN {sql_list(sources(Status.CANCELLED))}",
-        supersede,
-    )
+    await q.insert_commands(conn, inserts)
+    await q.attach(conn, attach)
+    await q.supersede(conn, supersede, sources(Status.CANCELLED))
 
 
 async def adopt_unchanged(conn: Connection, org_id: str, command_ids: list[str]) -> None:
     """An operator's BIND/UNBIND that changed nothing tracks the device's current version, and is
     done at once when the device already reported it applied."""
-    sql = (
-        "SELECT c.id, c.device_id, dd.version, c.type FROM commands c"
-        " JOIN desired_documents dd ON dd.device_id = c.device_id"
-        " WHERE c.tracks_version IS NULL AND c.id IN ({ids})"
-    )
-    rows = await by_chunks(conn, sql, command_ids)
-    await _track(conn, org_id, {r[1]: (r[2], r[3]) for r in rows})
-    for part in desired.chunks([r[0] for r in rows]):
+    rows = await q.untracked(conn, command_ids)
+    await _track(conn, org_id, {r.device_id: (r.version, r.type) for r in rows})
+    for part in sql.chunks([r.id for r in rows]):
         await move(
             conn,
-            f"id IN ({desired.marks(part)}) AND EXISTS (SELECT 1 FROM device_reports r"
-            " WHERE r.device_id = commands.device_id AND r.version = commands.tracks_version"
-            " AND r.status = 'ACCEPTED')",
-            part,
+            *q.reported_accepted(part),
             Status.SUCCESS,
             "the device already runs this desired state",
         )
@@ -279,28 +241,23 @@ async def converge(
     """A report on the current desired version moves the command that tracks it: IN_PROGRESS
     acknowledges, ACCEPTED (with the right hashes) succeeds, anything else fails it. `reported`
     is the overall status `reports.apply()` judged, so a hash mismatch arrives as FAILED."""
-    row = await fetch_one(
-        conn,
-        f"SELECT id, status FROM commands WHERE device_id = ? AND tracks_version = ?"
-        f" AND type IN {TRACKING_SQL} ORDER BY seq DESC LIMIT 1",
-        (device_id, version),
-    )
+    row = await q.tracking_command(conn, device_id, version, TRACKING)
     if row is None:
         return []
-    effect = await answer(conn, row[0], Status(row[1]), _REPORTED[reported], message, "report")
+    effect = await answer(conn, row.id, Status(row.status), _REPORTED[reported], message, "report")
     if effect != "applied":
         return []
-    return [brief(await fetch_one(conn, f"SELECT {BRIEF} FROM commands WHERE id = ?", (row[0],)))]
+    moved = await q.brief(conn, row.id)
+    assert moved is not None  # the same write job just moved it
+    return [brief(moved)]
 
 
 async def mark_config_sent(store: Store, device_id: str, version: int) -> list[Brief]:
     """The device PUBACKed desired document `version`: the command tracking it is SENT."""
-    where = f"device_id = ? AND tracks_version = ? AND type IN {TRACKING_SQL}"
-    pending = f"SELECT 1 FROM commands WHERE {where} AND status = 'PENDING'"
-    if await store.fetchone(pending, (device_id, version)) is None:
+    if not await store.query(lambda conn: q.pending_tracking(conn, device_id, version, TRACKING)):
         return []  # the common case costs a read, not a write
 
     async def job(conn: Connection) -> list[Brief]:
-        return await move(conn, where, (device_id, version), Status.SENT, None)
+        return await move(conn, *q.of_version(device_id, version, TRACKING), Status.SENT, None)
 
     return await store.write(job)

@@ -1,0 +1,1 @@
+"""The SQLite backend: its statements live in `queries/`, one module per aggregate."""

@@ -1,0 +1,119 @@
+"""The layers: SQL lives under `fleetstate/store/`, and only the store imports `sqlite3`.
+
+Modules whose SQL has moved are in MOVED; modules that still hold SQL are in NOT_YET_MOVED (shrink
+it as aggregates move; a new module with SQL fails at once). Statements are found in the string
+constants of each module's syntax tree (f-string parts included), so comments and prose that
+merely mention a keyword do not count.
+"""
+
+import ast
+import re
+from pathlib import Path
+
+import pytest
+
+SRC = Path(__file__).resolve().parent.parent / "src" / "fleetstate"
+STORE = SRC / "store"
+
+MOVED = (
+    "artefacts.py",
+    "bindings.py",
+    "commands/delivery.py",
+    "commands/issuing.py",
+    "commands/lifecycle.py",
+    "commands/tracking.py",
+    "commands/views.py",
+    "desired.py",
+    "dumps.py",
+    "files.py",
+    "groups.py",
+    "licenses.py",
+    "profiles.py",
+    "reports.py",
+    "retention.py",
+    "sessions.py",
+    "telemetry.py",
+    "tenancy.py",
+    "uploads.py",
+)
+NOT_YET_MOVED = (
+    "audit.py",
+    "devices.py",
+    "metrics.py",
+    "provisioning.py",
+    "xyte_config.py",
+)
+
+_STATEMENT = re.compile(
+    r"\b(SELECT\b.+\bFROM|INSERT\s+(OR\s+\w+\s+)?INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM)\b",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+def _outside_store() -> list[Path]:
+    return sorted(p for p in SRC.rglob("*.py") if STORE not in p.parents)
+
+
+def _name(path: Path) -> str:
+    return path.relative_to(SRC).as_posix()
+
+
+def _sql_lines(path: Path) -> list[int]:
+    """Lines of string constants in `path` that read as a SQL statement."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.JoinedStr):
+            text = "".join(v.value for v in node.values if isinstance(v, ast.Constant))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            text = node.value
+        else:
+            continue
+        # Prose ("select a profile from the list") is lower case; statements are upper case.
+        if _STATEMENT.search(text) and re.search(r"\b(SELECT|INSERT|UPDATE|DELETE)\b", text):
+            found.append(node.lineno)
+    return sorted(set(found))
+
+
+def test_layers_detector_finds_statements(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        'A = "SELECT id FROM devices WHERE org_id = ?"\n'
+        'B = f"DELETE FROM {table} WHERE id = ?"\n'
+        'C = "select a profile from the list, then update it"\n'
+        '"""A docstring that says UPDATE devices SET nothing."""\n'
+    )
+    assert _sql_lines(sample) == [1, 2, 4]
+
+
+@pytest.mark.parametrize("name", MOVED)
+def test_layers_moved_aggregate_has_no_sql(name: str) -> None:
+    lines = _sql_lines(SRC / name)
+    assert not lines, f"{name} holds SQL at lines {lines}; put it in store/sqlite/queries/"
+
+
+def test_layers_no_new_module_holds_sql() -> None:
+    holding = {_name(p) for p in _outside_store() if _sql_lines(p)}
+    unexpected = holding - set(NOT_YET_MOVED)
+    assert not unexpected, f"SQL outside store/ in {sorted(unexpected)}; use a query module"
+
+
+def test_layers_not_yet_moved_list_is_current() -> None:
+    """A module whose SQL has moved leaves NOT_YET_MOVED for MOVED, so it stays clean."""
+    holding = {_name(p) for p in _outside_store() if _sql_lines(p)}
+    stale = set(NOT_YET_MOVED) - holding
+    assert not stale, f"{sorted(stale)} hold no SQL any more: move them to MOVED"
+
+
+def test_layers_only_the_store_imports_sqlite3() -> None:
+    importing = []
+    for path in _outside_store():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            if any(n == "sqlite3" or n.startswith("sqlite3.") for n in names):
+                importing.append(f"{_name(path)}:{node.lineno}")
+    assert not importing, f"sqlite3 imported outside store/: {importing}"
