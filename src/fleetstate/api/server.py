@@ -6,12 +6,12 @@ from fleetstate.api import (
     audit,
     commands,
     device_api,
-    device_extras,
     dumps,
     events,
-    fleet_extras,
+    firmware_files,
     management,
     operations,
+    provisioning,
     uploads,
     webapp,
 )
@@ -37,11 +37,11 @@ def build_app(svc: Services) -> web.Application:
         uploads.routes,
         uploads.blob_table(svc.blobs),
         device_api.routes,
-        device_extras.routes,
+        firmware_files.routes,
         dumps.device_routes,
         dumps.routes,
         audit.routes,
-        fleet_extras.routes,
+        provisioning.routes,
         commands.routes,
         webapp.routes,  # last: its /{slug}/... pages must not shadow any API path
     ):
