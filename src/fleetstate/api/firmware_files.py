@@ -1,52 +1,95 @@
-"""The device HTTP API's extras: licenses, the info document, and files (SPEC section 4)."""
+"""Firmware and other files of a device profile: operators upload and list them (management API,
+SPEC section 5), devices list and download those of their profile (device API, SPEC section 4)."""
 
+import msgspec
 from aiohttp import web
 
-from fleetstate import files, licenses
+from fleetstate import files
 from fleetstate.api import device_answers as answers
-from fleetstate.api import downloads
+from fleetstate.api import downloads, numbers
+from fleetstate.api import resources as res
 from fleetstate.api.context import services
-from fleetstate.api.device_api import DEVICE, Success, device_route, hub_urls
-from fleetstate.api.http import decode, json_response
+from fleetstate.api.device_api import DEVICE, device_route, hub_urls
+from fleetstate.api.http import json_response, org_id, page
+from fleetstate.api.resources import reply
 from fleetstate.api.routing import RouteTable
+from fleetstate.errors import Invalid, TooLarge
+from fleetstate.pagination import PageOf
 
 routes = RouteTable()
+device_routes = RouteTable()
+API = "/api/v1"
+# Files arrive as JSON with base64 content: 4/3 of the bytes plus room for the other fields.
+_MAX_FILE_BODY = files.MAX_CONTENT * 4 // 3 + 64 * 1024
 
 
-@device_route(
-    routes,
+# -- management API --------------------------------------------------------------------------------
+
+
+@routes.add(
     "GET",
-    DEVICE + "/licenses",
-    "Licenses waiting for the device's answer, each with add, remove or update: true",
-    response=list[licenses.DeviceLicense],
+    f"{API}/files",
+    "List firmware and other files",
+    "files",
+    query=("limit", "cursor", "profile_id", "file_type"),
+    response=PageOf[res.File],
 )
-async def get_licenses(request: web.Request, device_id: str) -> web.Response:
-    return json_response(await licenses.pending(services(request).store, device_id))
+async def list_files(request: web.Request) -> web.Response:
+    query = request.query
+    result = await files.list_page(
+        services(request).store,
+        org_id(request),
+        page(request),
+        query.get("profile_id"),
+        query.get("file_type"),
+    )
+    return reply(PageOf[res.File], result)
 
 
-@device_route(
-    routes,
+@routes.add(
     "POST",
-    DEVICE + "/licenses",
-    "Answer a license: inuse, removed or error",
-    body=licenses.LicenseAnswer,
-    response=Success,
+    f"{API}/files",
+    "Upload a file for a device profile: SemVer version, base64 content (at most 8 MiB)",
+    "files",
+    body=files.NewFile,
+    response=res.File,
+    status=201,
 )
-async def answer_license(request: web.Request, device_id: str) -> web.Response:
-    given = await decode(request, licenses.LicenseAnswer)
-    await licenses.answer(services(request).store, device_id, given)
-    return json_response(Success())
+async def create_file(request: web.Request) -> web.Response:
+    body = await _read_limited(request, _MAX_FILE_BODY)
+    try:
+        new = numbers.decode(body, files.NewFile)
+    except msgspec.ValidationError as exc:
+        raise Invalid(f"invalid body: {exc}") from exc
+    except msgspec.DecodeError as exc:
+        raise Invalid(f"malformed JSON: {exc}") from exc
+    svc = services(request)
+    return reply(res.File, await files.create(svc.store, svc.blobs, org_id(request), new), 201)
 
 
-@device_route(
-    routes,
-    "GET",
-    DEVICE + "/info",
-    "The operator-set info document and its version",
-    response=answers.DeviceInfo,
+async def _read_limited(request: web.Request, limit: int) -> bytes:
+    """The body, read past the application's 1 MiB limit up to `limit`."""
+    if request.content_length is not None and request.content_length > limit:
+        raise TooLarge(f"the body is {request.content_length} bytes; at most {limit}")
+    data = bytearray()
+    async for chunk in request.content.iter_any():
+        data += chunk
+        if len(data) > limit:
+            raise TooLarge(f"the body is over {limit} bytes")
+    if not data:
+        raise Invalid("a JSON body is required")
+    return bytes(data)
+
+
+@routes.add(
+    "GET", f"{API}/files/{{file_id}}", "Get a file's description", "files", response=res.File
 )
-async def get_info(request: web.Request, device_id: str) -> web.Response:
-    return json_response(await licenses.info_of(services(request).store, device_id))
+async def get_file(request: web.Request) -> web.Response:
+    found = await files.get(services(request).store, org_id(request), request.match_info["file_id"])
+    return reply(res.File, found)
+
+
+# -- device API ------------------------------------------------------------------------------------
 
 
 def _device_file(
@@ -64,32 +107,32 @@ def _device_file(
 
 
 @device_route(
-    routes,
+    device_routes,
     "GET",
     DEVICE + "/files",
     "Files for the device's profile, newest first",
     response=list[answers.DeviceFile],
 )
-async def list_files(request: web.Request, device_id: str) -> web.Response:
+async def device_list_files(request: web.Request, device_id: str) -> web.Response:
     found = await files.for_device(services(request).store, device_id)
     return json_response([_device_file(request, device_id, f) for f in found])
 
 
 @device_route(
-    routes,
+    device_routes,
     "GET",
     DEVICE + "/files/{file_id}",
     "One file; its url downloads it",
     response=answers.DeviceFile,
 )
-async def get_file(request: web.Request, device_id: str) -> web.Response:
+async def device_get_file(request: web.Request, device_id: str) -> web.Response:
     store = services(request).store
     found = await files.get_for_device(store, device_id, request.match_info["file_id"])
     return json_response(_device_file(request, device_id, found))
 
 
 @device_route(
-    routes,
+    device_routes,
     "GET",
     DEVICE + "/files/{file_id}/download",
     "The file's bytes (device key auth)",
