@@ -17,6 +17,7 @@ STORE = SRC / "store"
 
 MOVED = (
     "artefacts.py",
+    "audit.py",
     "bindings.py",
     "commands/delivery.py",
     "commands/issuing.py",
@@ -37,7 +38,6 @@ MOVED = (
     "uploads.py",
 )
 NOT_YET_MOVED = (
-    "audit.py",
     "devices.py",
     "metrics.py",
     "provisioning.py",
