@@ -29,6 +29,7 @@ MOVED = (
     "files.py",
     "groups.py",
     "licenses.py",
+    "metrics.py",
     "profiles.py",
     "reports.py",
     "retention.py",
@@ -39,7 +40,6 @@ MOVED = (
 )
 NOT_YET_MOVED = (
     "devices.py",
-    "metrics.py",
     "provisioning.py",
     "xyte_config.py",
 )
