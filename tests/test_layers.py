@@ -37,11 +37,11 @@ MOVED = (
     "telemetry.py",
     "tenancy.py",
     "uploads.py",
+    "xyte_config.py",
 )
 NOT_YET_MOVED = (
     "devices.py",
     "provisioning.py",
-    "xyte_config.py",
 )
 
 _STATEMENT = re.compile(
