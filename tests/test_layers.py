@@ -25,6 +25,7 @@ MOVED = (
     "commands/tracking.py",
     "commands/views.py",
     "desired.py",
+    "devices.py",
     "dumps.py",
     "files.py",
     "groups.py",
@@ -40,7 +41,6 @@ MOVED = (
     "xyte_config.py",
 )
 NOT_YET_MOVED = (
-    "devices.py",
     "provisioning.py",
 )
 
