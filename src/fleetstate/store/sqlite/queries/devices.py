@@ -98,6 +98,7 @@ CONFIG_STATUS = (
     "CASE WHEN r.version IS dd.version AND r.status IS NOT NULL THEN r.status ELSE 'PENDING' END"
 )
 _SEARCHED = ("name", "id", "serial")
+_KNOWN = "SELECT 1 FROM devices WHERE id = ?"
 _KEY_HASH = "SELECT key_hash FROM devices WHERE id = ?"
 _MQTT_PRESENCE = (
     "UPDATE devices SET mqtt_online = ?, online = (? OR http_online), last_seen = ?"
@@ -260,3 +261,8 @@ async def mark_all_offline(conn: Connection) -> None:
 
 async def desired_document(conn: Connection, device_id: str) -> Document | None:
     return await sql.fetch_one(conn, Document, _DOCUMENT, (device_id,))
+
+
+async def known(conn: Connection, device_id: str) -> bool:
+    """Whether a device `device_id` exists, in any organization (a device names only itself)."""
+    return await sql.found(conn, _KNOWN, (device_id,))
