@@ -17,6 +17,7 @@ STORE = SRC / "store"
 
 MOVED = (
     "artefacts.py",
+    "audit.py",
     "bindings.py",
     "commands/delivery.py",
     "commands/issuing.py",
@@ -24,25 +25,24 @@ MOVED = (
     "commands/tracking.py",
     "commands/views.py",
     "desired.py",
+    "devices.py",
     "dumps.py",
     "files.py",
     "groups.py",
     "licenses.py",
+    "metrics.py",
     "profiles.py",
+    "provisioning.py",
     "reports.py",
     "retention.py",
     "sessions.py",
     "telemetry.py",
     "tenancy.py",
     "uploads.py",
-)
-NOT_YET_MOVED = (
-    "audit.py",
-    "devices.py",
-    "metrics.py",
-    "provisioning.py",
     "xyte_config.py",
 )
+# Empty since every domain module's SQL moved: a module that gains SQL fails at once.
+NOT_YET_MOVED: tuple[str, ...] = ()
 
 _STATEMENT = re.compile(
     r"\b(SELECT\b.+\bFROM|INSERT\s+(OR\s+\w+\s+)?INTO|UPDATE\s+\w+\s+SET|DELETE\s+FROM)\b",

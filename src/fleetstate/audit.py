@@ -11,6 +11,8 @@ import msgspec
 from fleetstate.clock import now_text
 from fleetstate.errors import NotFound
 from fleetstate.store import Connection, Store
+from fleetstate.store.sqlite.queries import audit as q
+from fleetstate.store.sqlite.queries import sql
 
 KEY_ROTATED = "access_key_rotated"
 REREGISTERED = "re_registered"
@@ -31,26 +33,25 @@ class History(msgspec.Struct, frozen=True, kw_only=True):
 async def record(conn: Connection, device_id: str, action: str, detail: dict[str, Any]) -> str:
     """Append an entry inside the caller's write job; returns its time."""
     now = now_text()
-    await conn.execute(
-        "INSERT INTO device_history (device_id, action, detail, recorded_at) VALUES (?, ?, ?, ?)",
-        (device_id, action, msgspec.json.encode(detail).decode(), now),
-    )
+    await q.insert(conn, device_id, action, detail, now)
     return now
 
 
 async def history(store: Store, org_id: str, device_id: str, limit: int = 100) -> History:
     """The newest entries first."""
-    found = await store.fetchone(
-        "SELECT 1 FROM devices WHERE id = ? AND org_id = ?", (device_id, org_id)
-    )
-    if found is None:
+
+    async def read(conn: Connection) -> list[q.HistoryRow] | None:
+        if not await sql.exists(conn, "devices", org_id, device_id):
+            return None
+        return await q.newest(conn, device_id, limit)
+
+    rows = await store.query(read)
+    if rows is None:
         raise NotFound("device", device_id)
-    rows = await store.fetchall(
-        "SELECT action, detail, recorded_at FROM device_history WHERE device_id = ?"
-        " ORDER BY id DESC LIMIT ?",
-        (device_id, limit),
-    )
     items = [
-        HistoryEntry(action=r[0], detail=msgspec.json.decode(r[1]), recorded_at=r[2]) for r in rows
+        HistoryEntry(
+            action=r.action, detail=msgspec.json.decode(r.detail), recorded_at=r.recorded_at
+        )
+        for r in rows
     ]
     return History(device_id=device_id, items=items)

@@ -17,8 +17,10 @@ from fleetstate.ids import new_id
 from fleetstate.names import Name
 from fleetstate.pagination import Page, page_of
 from fleetstate.store import Connection, Store, WriteJob
+from fleetstate.store.sqlite.queries import bindings as bindings_q
+from fleetstate.store.sqlite.queries import devices as q
+from fleetstate.store.sqlite.queries import sql
 
-_SEARCHED = ("name", "id", "serial")
 _COMPONENT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 
@@ -47,33 +49,15 @@ class Created(msgspec.Struct, frozen=True, kw_only=True):
     changes: list[desired.DesiredChange]
 
 
-async def _require(
-    conn: Connection, sql: str, params: tuple[Any, ...], kind: str, ident: str
-) -> None:
-    async with conn.execute(sql, params) as cur:
-        if await cur.fetchone() is None:
-            raise NotFound(kind, ident)
-
-
 async def _check_profile(conn: Connection, org_id: str, profile_id: str, kind: str) -> None:
-    await _require(
-        conn,
-        "SELECT 1 FROM profiles WHERE id = ? AND org_id = ? AND kind = ?",
-        (profile_id, org_id, kind),
-        f"{kind} profile",
-        profile_id,
-    )
+    if not await bindings_q.profile_exists(conn, org_id, profile_id, kind):
+        raise NotFound(f"{kind} profile", profile_id)
 
 
 async def _check_groups(conn: Connection, org_id: str, groups: list[str]) -> None:
     for group_id in groups:
-        await _require(
-            conn,
-            "SELECT 1 FROM device_groups WHERE id = ? AND org_id = ?",
-            (group_id, org_id),
-            "device group",
-            group_id,
-        )
+        if not await sql.exists(conn, "device_groups", org_id, group_id):
+            raise NotFound("device group", group_id)
 
 
 async def _check_components(conn: Connection, org_id: str, components: list[ComponentSpec]) -> None:
@@ -101,17 +85,10 @@ async def create(store: Store, org_id: str, new: NewDevice) -> Created:
         await _check_profile(conn, org_id, new.profile_id, "device")
         await _check_groups(conn, org_id, new.groups)
         await _check_components(conn, org_id, new.components)
-        if new.serial is not None:
-            async with conn.execute(
-                "SELECT 1 FROM devices WHERE profile_id = ? AND serial = ?",
-                (new.profile_id, new.serial),
-            ) as cur:
-                if await cur.fetchone():
-                    raise Conflict(f"a device with serial {new.serial!r} exists in this profile")
-        await conn.execute(
-            "INSERT INTO devices (id, org_id, profile_id, name, serial, key_hash, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (device_id, org_id, new.profile_id, new.name, new.serial, key_hash, now_text()),
+        if new.serial is not None and await q.serial_taken(conn, new.profile_id, new.serial):
+            raise Conflict(f"a device with serial {new.serial!r} exists in this profile")
+        await q.insert(
+            conn, org_id, device_id, new.profile_id, new.name, new.serial, key_hash, now_text()
         )
         await _set_groups(conn, device_id, new.groups)
         await _set_components(conn, device_id, new.components)
@@ -122,11 +99,7 @@ async def create(store: Store, org_id: str, new: NewDevice) -> Created:
 
 
 async def _set_groups(conn: Connection, device_id: str, groups: list[str]) -> None:
-    await conn.execute("DELETE FROM group_members WHERE device_id = ?", (device_id,))
-    await conn.executemany(
-        "INSERT INTO group_members (group_id, device_id) VALUES (?, ?)",
-        [(g, device_id) for g in dict.fromkeys(groups)],
-    )
+    await q.set_groups(conn, device_id, list(dict.fromkeys(groups)))
 
 
 async def _set_components(
@@ -134,17 +107,10 @@ async def _set_components(
 ) -> None:
     keep = [c.name for c in components]
     # Bindings on components that no longer exist would silently never apply again.
-    async with conn.execute("SELECT name FROM components WHERE device_id = ?", (device_id,)) as cur:
-        gone = [r[0] async for r in cur if r[0] not in keep]
-    await conn.executemany(
-        "DELETE FROM bindings WHERE target_type = 'component' AND target_id = ?",
-        [(f"{device_id}/{name}",) for name in gone],
-    )
-    await conn.execute("DELETE FROM components WHERE device_id = ?", (device_id,))
-    await conn.executemany(
-        "INSERT INTO components (device_id, name, sensor_profile_id) VALUES (?, ?, ?)",
-        [(device_id, c.name, c.sensor_profile_id) for c in components],
-    )
+    gone = [name for name in await q.component_names(conn, device_id) if name not in keep]
+    await q.unbind_components(conn, device_id, gone)
+    rows = [q.ComponentRow(c.name, c.sensor_profile_id) for c in components]
+    await q.set_components(conn, device_id, rows)
 
 
 async def patch(
@@ -155,7 +121,7 @@ async def patch(
         if change.name is not None:
             if not change.name.strip():
                 raise Invalid("name must not be empty")
-            await conn.execute("UPDATE devices SET name = ? WHERE id = ?", (change.name, device_id))
+            await q.rename(conn, device_id, change.name)
         if change.groups is not None:
             await _check_groups(conn, org_id, change.groups)
             await _set_groups(conn, device_id, change.groups)
@@ -168,36 +134,16 @@ async def patch(
 
 
 async def _require_device(conn: Connection, org_id: str, device_id: str) -> None:
-    await _require(
-        conn,
-        "SELECT 1 FROM devices WHERE id = ? AND org_id = ?",
-        (device_id, org_id),
-        "device",
-        device_id,
-    )
+    if not await sql.exists(conn, "devices", org_id, device_id):
+        raise NotFound("device", device_id)
 
 
 async def delete(store: Store, org_id: str, device_id: str) -> None:
     async def job(conn: Connection) -> None:
         await _require_device(conn, org_id, device_id)
-        await conn.execute(
-            "DELETE FROM bindings WHERE (target_type = 'device' AND target_id = ?)"
-            " OR (target_type = 'component' AND target_id LIKE ? ESCAPE '\\')",
-            (device_id, _like_prefix(device_id) + "/%"),
-        )
-        # A hardware key's limit counts the devices registered with it: this one frees its slot.
-        await conn.execute(
-            "UPDATE hardware_keys SET used = max(used - 1, 0) WHERE id ="
-            " (SELECT hardware_key_id FROM device_details WHERE device_id = ?)",
-            (device_id,),
-        )
-        await conn.execute("DELETE FROM devices WHERE id = ?", (device_id,))
+        await q.delete(conn, device_id)
 
     await store.write(job)
-
-
-def _like_prefix(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
 async def rotate_key(
@@ -214,24 +160,15 @@ async def rotate_key(
 
     async def job(conn: Connection) -> None:
         await _require_device(conn, org_id, device_id)
-        await conn.execute("UPDATE devices SET key_hash = ? WHERE id = ?", (key_hash, device_id))
+        await q.set_key_hash(conn, device_id, key_hash)
         await audit.record(conn, device_id, action, detail or {"by": "operator"})
 
     await store.write(job)
     return access_key
 
 
-_DEVICE_SELECT = (
-    "SELECT d.id, d.name, d.profile_id, d.serial, d.online, d.last_seen, d.firmware_version,"
-    " d.created_at, dd.version AS desired_version, r.version AS reported_version,"
-    " r.status AS reported_status, r.message AS reported_message, r.reported_at"
-    " FROM devices d LEFT JOIN desired_documents dd ON dd.device_id = d.id"
-    " LEFT JOIN device_reports r ON r.device_id = d.id"
-)
-
-
-def _device_row(row: Any) -> dict[str, Any]:
-    out = dict(row)
+def _device_row(row: q.DeviceRow) -> dict[str, Any]:
+    out = msgspec.structs.asdict(row)
     out["online"] = bool(out["online"])
     out["config_status"] = _convergence(out)
     return out
@@ -245,33 +182,24 @@ def _convergence(device: dict[str, Any]) -> str:
 
 
 async def get(store: Store, org_id: str, device_id: str) -> dict[str, Any]:
-    row = await store.fetchone(
-        _DEVICE_SELECT + " WHERE d.id = ? AND d.org_id = ?", (device_id, org_id)
-    )
-    if row is None:
+    async def read(conn: Connection) -> dict[str, Any] | None:
+        row = await q.get(conn, org_id, device_id)
+        if row is None:
+            return None
+        device = _device_row(row)
+        components = await q.components(conn, device_id)
+        device["components"] = [msgspec.structs.asdict(c) for c in components]
+        device["groups"] = await q.groups(conn, device_id)
+        return device
+
+    device = await store.query(read)
+    if device is None:
         raise NotFound("device", device_id)
-    device = _device_row(row)
-    device["components"] = [
-        dict(r)
-        for r in await store.fetchall(
-            "SELECT name, sensor_profile_id FROM components WHERE device_id = ? ORDER BY name",
-            (device_id,),
-        )
-    ]
-    device["groups"] = [
-        r[0]
-        for r in await store.fetchall(
-            "SELECT group_id FROM group_members WHERE device_id = ? ORDER BY group_id", (device_id,)
-        )
-    ]
     return device
 
 
 CONFIG_STATUSES = ("PENDING", "IN_PROGRESS", "ACCEPTED", "REJECTED", "FAILED")
-# `_convergence` in SQL, so a filter on it pages like any other (`IS`: NULL matches NULL).
-_CONFIG_STATUS_SQL = (
-    "CASE WHEN r.version IS dd.version AND r.status IS NOT NULL THEN r.status ELSE 'PENDING' END"
-)
+# `_convergence` is also written in SQL (`q.CONFIG_STATUS`), so a filter on it pages like any other.
 
 
 class DeviceFilter(msgspec.Struct, frozen=True, kw_only=True):
@@ -283,29 +211,16 @@ class DeviceFilter(msgspec.Struct, frozen=True, kw_only=True):
     group_id: str | None = None
 
 
-def _filter_sql(search: str | None, wanted: DeviceFilter) -> tuple[str, list[Any]]:
-    where: list[str] = []
-    params: list[Any] = []
-    if search:
-        where.append("(" + " OR ".join(f"d.{c} LIKE ? ESCAPE '\\'" for c in _SEARCHED) + ")")
-        params += [f"%{_like_prefix(search)}%"] * len(_SEARCHED)
-    if wanted.online is not None:
-        where.append("d.online = ?")
-        params.append(int(wanted.online))
-    if wanted.config_status is not None:
-        if wanted.config_status not in CONFIG_STATUSES:
-            raise Invalid(f"config_status must be one of {', '.join(CONFIG_STATUSES)}")
-        where.append(f"{_CONFIG_STATUS_SQL} = ?")
-        params.append(wanted.config_status)
-    if wanted.profile_id is not None:
-        where.append("d.profile_id = ?")
-        params.append(wanted.profile_id)
-    if wanted.group_id is not None:
-        where.append(
-            "EXISTS (SELECT 1 FROM group_members m WHERE m.device_id = d.id AND m.group_id = ?)"
-        )
-        params.append(wanted.group_id)
-    return "".join(f" AND {w}" for w in where), params
+def _filter_of(search: str | None, wanted: DeviceFilter) -> q.Filter:
+    if wanted.config_status is not None and wanted.config_status not in CONFIG_STATUSES:
+        raise Invalid(f"config_status must be one of {', '.join(CONFIG_STATUSES)}")
+    return q.Filter(
+        search=search,
+        online=wanted.online,
+        config_status=wanted.config_status,
+        profile_id=wanted.profile_id,
+        group_id=wanted.group_id,
+    )
 
 
 async def list_page(
@@ -316,17 +231,15 @@ async def list_page(
     wanted: DeviceFilter | None = None,
 ) -> dict[str, Any]:
     """Devices in id order; `search` is a substring of the name, id or serial."""
-    conditions, params = _filter_sql(search, wanted or DeviceFilter())
-    rows = await store.fetchall(
-        _DEVICE_SELECT + f" WHERE d.org_id = ? AND d.id > ?{conditions} ORDER BY d.id LIMIT ?",
-        [org_id, page.cursor or "", *params, page.limit + 1],
+    filtered = _filter_of(search, wanted or DeviceFilter())
+    rows = await store.query(
+        lambda conn: q.page(conn, org_id, page.cursor or "", page.limit + 1, filtered)
     )
     return page_of([_device_row(r) for r in rows], page)
 
 
 async def key_hash(store: Store, device_id: str) -> str | None:
-    row = await store.fetchone("SELECT key_hash FROM devices WHERE id = ?", (device_id,))
-    return None if row is None else str(row[0])
+    return await store.query(lambda conn: q.key_hash(conn, device_id))
 
 
 def presence_job(device_id: str, *, online: bool) -> "WriteJob[dict[str, Any] | None]":
@@ -337,15 +250,15 @@ def presence_job(device_id: str, *, online: bool) -> "WriteJob[dict[str, Any] | 
     seen = now_text()
 
     async def job(conn: Connection) -> dict[str, Any] | None:
-        async with conn.execute(
-            "UPDATE devices SET mqtt_online = ?, online = (? OR http_online), last_seen = ?"
-            " WHERE id = ? RETURNING org_id, online",
-            (int(online), int(online), seen, device_id),
-        ) as cur:
-            row = await cur.fetchone()
+        row = await q.set_mqtt_presence(conn, device_id, online, seen)
         if row is None:
             return None
-        return {"org_id": row[0], "device_id": device_id, "online": bool(row[1]), "last_seen": seen}
+        return {
+            "org_id": row.org_id,
+            "device_id": device_id,
+            "online": bool(row.online),
+            "last_seen": seen,
+        }
 
     return job
 
@@ -356,21 +269,12 @@ def http_presence_job(device_ids: list[str], *, online: bool) -> "WriteJob[list[
     seen = now_text()
 
     async def job(conn: Connection) -> list[dict[str, Any]]:
-        changed: list[dict[str, Any]] = []
-        for part in desired.chunks(device_ids):
-            async with conn.execute(
-                "UPDATE devices SET http_online = ?, online = (? OR mqtt_online)"
-                f" WHERE id IN ({desired.marks(part)}) AND http_online != ?"
-                " RETURNING id, org_id, online, mqtt_online",
-                (int(online), int(online), *part, int(online)),
-            ) as cur:
-                rows = await cur.fetchall()
-            changed += [
-                {"org_id": r[1], "device_id": r[0], "online": bool(r[2]), "last_seen": seen}
-                for r in rows
-                if not r[3]  # an MQTT session held the device online all along
-            ]
-        return changed
+        rows = await q.set_http_presence(conn, device_ids, online)
+        return [
+            {"org_id": r.org_id, "device_id": r.id, "online": bool(r.online), "last_seen": seen}
+            for r in rows
+            if not r.mqtt_online  # an MQTT session held the device online all along
+        ]
 
     return job
 
@@ -379,16 +283,11 @@ async def mark_all_offline(store: Store) -> None:
     """At start nobody is connected yet, whatever the database said when we stopped."""
 
     async def job(conn: Connection) -> None:
-        await conn.execute(
-            "UPDATE devices SET online = 0, mqtt_online = 0, http_online = 0"
-            " WHERE online = 1 OR mqtt_online = 1 OR http_online = 1"
-        )
+        await q.mark_all_offline(conn)
 
     await store.write(job)
 
 
 async def desired_document(store: Store, device_id: str) -> tuple[int, bytes] | None:
-    row = await store.fetchone(
-        "SELECT version, document FROM desired_documents WHERE device_id = ?", (device_id,)
-    )
-    return None if row is None else (int(row[0]), bytes(row[1]))
+    row = await store.query(lambda conn: q.desired_document(conn, device_id))
+    return None if row is None else (int(row.version), bytes(row.document))

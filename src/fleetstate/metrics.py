@@ -23,6 +23,7 @@ from prometheus_client.registry import Collector
 from fleetstate.bus import DEVICE_TOPICS_IN, DEVICE_TOPICS_OUT
 from fleetstate.commands import Status
 from fleetstate.store import Connection, Store
+from fleetstate.store.sqlite.queries import metrics as q
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -107,14 +108,8 @@ class Metrics:
 
 
 async def _counts(conn: Connection) -> dict[str, dict[str, int]]:
-    async with conn.execute("SELECT status, count(*) FROM commands GROUP BY status") as cur:
-        commands = {str(r[0]): int(r[1]) async for r in cur}
-    async with conn.execute(
-        "SELECT CASE WHEN r.version = dd.version THEN r.status ELSE 'UNREPORTED' END, count(*)"
-        " FROM desired_documents dd LEFT JOIN device_reports r ON r.device_id = dd.device_id"
-        " GROUP BY 1"
-    ) as cur:
-        desired = {str(r[0]): int(r[1]) async for r in cur}
+    commands = await q.commands_by_status(conn)
+    desired = await q.desired_by_report(conn)
     return {"commands": commands, "desired": desired}
 
 

@@ -18,12 +18,12 @@ from fleetstate.errors import Conflict, Invalid, NotFound, Unauthorized
 from fleetstate.ids import new_id
 from fleetstate.pagination import Page, page_of
 from fleetstate.store import Connection, Store, WriteJob
+from fleetstate.store.sqlite.queries import bindings as bindings_q
+from fleetstate.store.sqlite.queries import devices as devices_q
+from fleetstate.store.sqlite.queries import provisioning as q
 
 NOT_AUTHORIZED = "Not authorized"
 _KEY_PREFIX = "fhk"
-_KEY_COLUMNS = (
-    "id, name, profile_id, device_limit, used AS devices_registered, revoked_at, created_at"
-)
 Text = Annotated[str, msgspec.Meta(max_length=256)]
 
 
@@ -79,8 +79,8 @@ def version_number(value: int | str | None) -> int | None:
 # -- hardware keys -------------------------------------------------------------------------------
 
 
-def _key_row(row: Any) -> dict[str, Any]:
-    out = dict(row)
+def _key_row(row: q.KeyRow) -> dict[str, Any]:
+    out = msgspec.structs.asdict(row)
     out["revoked"] = out["revoked_at"] is not None
     return out
 
@@ -93,35 +93,27 @@ async def create_key(store: Store, org_id: str, new: NewHardwareKey) -> dict[str
     )
 
     async def job(conn: Connection) -> None:
-        async with conn.execute(
-            "SELECT 1 FROM profiles WHERE id = ? AND org_id = ? AND kind = 'device'",
-            (new.profile_id, org_id),
-        ) as cur:
-            if await cur.fetchone() is None:
-                raise NotFound("device profile", new.profile_id)
-        await conn.execute(
-            "INSERT INTO hardware_keys (id, org_id, profile_id, name, secret_hash, device_limit,"
-            " created_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (key_id, org_id, new.profile_id, new.name, secret_hash, new.device_limit, now_text()),
+        if not await bindings_q.profile_exists(conn, org_id, new.profile_id, "device"):
+            raise NotFound("device profile", new.profile_id)
+        row = q.NewKey(
+            key_id, org_id, new.profile_id, new.name, secret_hash, new.device_limit, now_text()
         )
+        await q.insert_key(conn, row)
 
     await store.write(job)
     return {**await get_key(store, org_id, key_id), "key": f"{_KEY_PREFIX}_{key_id}_{secret}"}
 
 
 async def get_key(store: Store, org_id: str, key_id: str) -> dict[str, Any]:
-    row = await store.fetchone(
-        f"SELECT {_KEY_COLUMNS} FROM hardware_keys WHERE id = ? AND org_id = ?", (key_id, org_id)
-    )
+    row = await store.query(lambda conn: q.get_key(conn, org_id, key_id))
     if row is None:
         raise NotFound("hardware key", key_id)
     return _key_row(row)
 
 
 async def list_keys(store: Store, org_id: str, page: Page) -> dict[str, Any]:
-    rows = await store.fetchall(
-        f"SELECT {_KEY_COLUMNS} FROM hardware_keys WHERE org_id = ? AND id > ? ORDER BY id LIMIT ?",
-        (org_id, page.cursor or "", page.limit + 1),
+    rows = await store.query(
+        lambda conn: q.key_page(conn, org_id, page.cursor or "", page.limit + 1)
     )
     return page_of([_key_row(r) for r in rows], page)
 
@@ -130,13 +122,8 @@ async def revoke_key(store: Store, org_id: str, key_id: str) -> dict[str, Any]:
     """Revoke (idempotent): registrations with it fail from now on; registered devices stay."""
 
     async def job(conn: Connection) -> None:
-        async with conn.execute(
-            "UPDATE hardware_keys SET revoked_at = coalesce(revoked_at, ?)"
-            " WHERE id = ? AND org_id = ? RETURNING id",
-            (now_text(), key_id, org_id),
-        ) as cur:
-            if await cur.fetchone() is None:
-                raise NotFound("hardware key", key_id)
+        if not await q.revoke(conn, org_id, key_id, now_text()):
+            raise NotFound("hardware key", key_id)
 
     await store.write(job)
     return await get_key(store, org_id, key_id)
@@ -150,8 +137,8 @@ async def _verified_key_id(store: Store, verifier: credentials.Verifier, hardwar
     key_id, _, secret = rest.partition("_")
     if prefix != _KEY_PREFIX or not key_id or not secret:
         raise Unauthorized(NOT_AUTHORIZED)
-    row = await store.fetchone("SELECT secret_hash FROM hardware_keys WHERE id = ?", (key_id,))
-    if row is None or not await verifier.verify(secret, str(row[0])):
+    secret_hash = await store.query(lambda conn: q.secret_hash(conn, key_id))
+    if secret_hash is None or not await verifier.verify(secret, secret_hash):
         raise Unauthorized(NOT_AUTHORIZED)
     return key_id
 
@@ -205,21 +192,16 @@ def _claim_job(key_id: str, sn: str) -> WriteJob[tuple[str, str, str | None]]:
     claimed only for a new device."""
 
     async def job(conn: Connection) -> tuple[str, str, str | None]:
-        async with conn.execute(
-            "SELECT org_id, profile_id, revoked_at, device_limit, used FROM hardware_keys"
-            " WHERE id = ?",
-            (key_id,),
-        ) as cur:
-            row = await cur.fetchone()
-        if row is None or row[2] is not None:
+        key = await q.key_state(conn, key_id)
+        if key is None or key.revoked_at is not None:
             raise Unauthorized(NOT_AUTHORIZED)
-        existing = await _registered_before(conn, key_id, str(row[1]), sn)
+        existing = await _registered_before(conn, key_id, key.profile_id, sn)
         if existing is not None:
-            return str(row[0]), str(row[1]), existing
-        if row[3] is not None and row[4] >= row[3]:
+            return key.org_id, key.profile_id, existing
+        if key.device_limit is not None and key.used >= key.device_limit:
             raise Unauthorized(NOT_AUTHORIZED)
-        await conn.execute("UPDATE hardware_keys SET used = used + 1 WHERE id = ?", (key_id,))
-        return str(row[0]), str(row[1]), None
+        await q.claim_slot(conn, key_id)
+        return key.org_id, key.profile_id, None
 
     return job
 
@@ -229,23 +211,17 @@ async def _registered_before(conn: Connection, key_id: str, profile_id: str, sn:
     (created by an operator, or with another key): a hardware key cannot take over those.
     Checked before claiming a slot, so a duplicate never even briefly takes one (devices.create
     checks again, atomically)."""
-    async with conn.execute(
-        "SELECT d.id, dd.hardware_key_id FROM devices d"
-        " LEFT JOIN device_details dd ON dd.device_id = d.id"
-        " WHERE d.profile_id = ? AND d.serial = ?",
-        (profile_id, sn),
-    ) as cur:
-        found = await cur.fetchone()
+    found = await q.registrant(conn, profile_id, sn)
     if found is None:
         return None
-    if found[1] != key_id:
+    if found.hardware_key_id != key_id:
         raise Conflict(f"a device with sn {sn!r} is already registered for this profile")
-    return str(found[0])
+    return found.id
 
 
 def _release_job(key_id: str) -> WriteJob[None]:
     async def job(conn: Connection) -> None:
-        await conn.execute("UPDATE hardware_keys SET used = used - 1 WHERE id = ?", (key_id,))
+        await q.release_slot(conn, key_id)
 
     return job
 
@@ -253,19 +229,11 @@ def _release_job(key_id: str) -> WriteJob[None]:
 def _details_job(device_id: str, key_id: str, reg: Registration) -> WriteJob[None]:
     async def job(conn: Connection) -> None:
         now = now_text()
-        await conn.execute(
-            "INSERT INTO device_details (device_id, hardware_key_id, mac, cloud_id, details,"
-            " sub_model, registered_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (device_id) DO UPDATE SET mac = excluded.mac,"
-            " cloud_id = excluded.cloud_id, details = coalesce(excluded.details, details),"
-            " sub_model = coalesce(excluded.sub_model, sub_model),"
-            " registered_at = excluded.registered_at, updated_at = excluded.updated_at",
-            (device_id, key_id, reg.mac, reg.cloud_id, _json(reg.details), reg.sub_model, now, now),
+        row = q.NewDetails(
+            device_id, key_id, reg.mac, reg.cloud_id, _json(reg.details), reg.sub_model, now, now
         )
-        await conn.execute(
-            "UPDATE devices SET firmware_version = ? WHERE id = ?",
-            (reg.firmware_version, device_id),
-        )
+        await q.set_details(conn, row)
+        await q.set_field(conn, device_id, "firmware_version", reg.firmware_version)
 
     return job
 
@@ -286,9 +254,8 @@ async def update_device(
     config_version = version_number(update.config_version)
 
     async def job(conn: Connection) -> reports.Outcome | None:
-        async with conn.execute("SELECT 1 FROM devices WHERE id = ?", (device_id,)) as cur:
-            if await cur.fetchone() is None:
-                raise NotFound("device", device_id)
+        if not await devices_q.known(conn, device_id):
+            raise NotFound("device", device_id)
         outcome = None
         if config_version is not None:
             outcome = await _acknowledge(conn, device_id, config_version)
@@ -301,32 +268,27 @@ async def update_device(
 async def _acknowledge(conn: Connection, device_id: str, version: int) -> reports.Outcome:
     """The HTTP acknowledgement of a desired version: an ACCEPTED report with the expected
     hashes (only the current version's are known; an older version only goes into history)."""
-    async with conn.execute(
-        "SELECT s.slot, s.artefact_id, s.hash FROM desired_slots s"
-        " JOIN desired_documents d ON d.device_id = s.device_id"
-        " WHERE s.device_id = ? AND d.version = ?",
-        (device_id, version),
-    ) as cur:
-        slots = [
-            reports.SlotReport(slot=r[0], artefact_id=r[1], hash=r[2], status="ACCEPTED")
-            async for r in cur
-        ]
+    slots = [
+        reports.SlotReport(slot=r.slot, artefact_id=r.artefact_id, hash=r.hash, status="ACCEPTED")
+        for r in await q.slots_of_version(conn, device_id, version)
+    ]
     report = reports.Report(version=version, status="ACCEPTED", configs=slots)
     return await reports.apply(conn, device_id, report, msgspec.json.encode(report).decode())
 
 
 async def _set_device_fields(conn: Connection, device_id: str, update: DeviceUpdate) -> None:
-    for column, value in (("firmware_version", update.firmware_version), ("name", update.name)):
+    fields: tuple[tuple[q.Field, str | None], ...] = (
+        ("firmware_version", update.firmware_version),
+        ("name", update.name),
+    )
+    for column, value in fields:
         if value is not None:
-            await conn.execute(f"UPDATE devices SET {column} = ? WHERE id = ?", (value, device_id))
-    facts = {"details": _json(update.details), "sub_model": update.sub_model}
-    facts["host_address"] = update.host_address
-    for column, value in facts.items():
-        if value is None:
-            continue
-        await conn.execute(
-            f"INSERT INTO device_details (device_id, {column}, updated_at) VALUES (?, ?, ?)"
-            f" ON CONFLICT (device_id) DO UPDATE SET {column} = excluded.{column},"
-            " updated_at = excluded.updated_at",
-            (device_id, value, now_text()),
-        )
+            await q.set_field(conn, device_id, column, value)
+    facts: tuple[tuple[q.Fact, str | None], ...] = (
+        ("details", _json(update.details)),
+        ("sub_model", update.sub_model),
+        ("host_address", update.host_address),
+    )
+    for fact, given in facts:
+        if given is not None:
+            await q.set_fact(conn, device_id, fact, given, now_text())

@@ -22,6 +22,7 @@ from fleetstate.canonical import canonical_bytes, content_hash
 from fleetstate.desired import DEVICE_SLOT
 from fleetstate.errors import Invalid, NotFound
 from fleetstate.store import Connection, Store
+from fleetstate.store.sqlite.queries import xyte as q
 
 COMPONENT_PREFIX = "component:"
 
@@ -91,22 +92,18 @@ def view_of(document: bytes, hub_url: str) -> tuple[Any, dict[str, Any]]:
 
 
 async def device_config(store: Store, device_id: str, hub_url: str) -> XyteConfig:
-    row = await store.fetchone(
-        "SELECT d.name, dd.version, dd.issued_at, dd.document FROM devices d"
-        " JOIN desired_documents dd ON dd.device_id = d.id WHERE d.id = ?",
-        (device_id,),
-    )
+    row = await store.query(lambda conn: q.config(conn, device_id))
     if row is None:
         raise NotFound("device", device_id)
-    config, components = view_of(bytes(row[3]), hub_url)
+    config, components = view_of(bytes(row.document), hub_url)
     return XyteConfig(
         device_id=device_id,
-        name=row[0],
-        version=row[1],
-        last_updated=row[2],
+        name=row.name,
+        version=row.version,
+        last_updated=row.issued_at,
         config=config,
         components=components,
-        desired=msgspec.Raw(bytes(row[3])),
+        desired=msgspec.Raw(bytes(row.document)),
     )
 
 
@@ -118,16 +115,13 @@ async def record_echo(
         raise Invalid(f"device_id {echo.device_id!r} is not this device")
 
     async def job(conn: Connection) -> reports.Outcome:
-        async with conn.execute(
-            "SELECT version, document FROM desired_documents WHERE device_id = ?", (device_id,)
-        ) as cur:
-            row = await cur.fetchone()
+        row = await q.document(conn, device_id)
         if row is None:
             raise NotFound("device", device_id)
-        version = _version(echo.version, int(row[0]))
+        version = _version(echo.version, int(row.version))
         report = reports.Report(version=version, status="ACCEPTED")
-        if version == int(row[0]):
-            report = _judged(echo, bytes(row[1]), hub_url, version)
+        if version == int(row.version):
+            report = _judged(echo, bytes(row.document), hub_url, version)
         return await reports.apply(conn, device_id, report, raw.decode(errors="replace"))
 
     return await store.write(job)
