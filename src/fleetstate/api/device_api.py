@@ -156,7 +156,6 @@ async def register(request: web.Request) -> web.Response:
         await svc.gateway.bus.disconnect(done.device_id)
         event = {"device_id": done.device_id, "action": "re_registered", "sn": registration.sn}
         svc.events.publish(done.org_id, "device", event)
-    svc.gateway.deliver(done.changes)
     hub_url, mqtt_hub_url = hub_urls(svc, request)
     body = RegistrationAnswer(
         id=done.device_id, access_key=done.access_key, hub_url=hub_url, mqtt_hub_url=mqtt_hub_url
