@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from conftest import WAIT, Api, DeviceFactory, Fleet
-from fleetstate import app, commands, outbox
+from fleetstate import app, commands, outbox, reports
 from fleetstate.desired import DesiredChange
 from fleetstate.errors import Invalid
 from fleetstate.store import Connection, Store
@@ -78,3 +78,29 @@ async def test_outbox_write_failing_after_resolving_delivers_nothing(
         assert after["version"] == bound["version"] + 1
     current = await api.ok("GET", f"/api/v1/devices/{device_id}/desired-state")
     assert current["version"] == bound["version"] + 1
+
+
+async def test_outbox_report_rolled_back_after_judging_announces_nothing(
+    service: app.Service, fleet: Fleet
+) -> None:
+    device_id, _key = await fleet.device(await fleet.profile())
+    org_id = (
+        await service.store.fetchone("SELECT org_id FROM devices WHERE id = ?", (device_id,))
+    )[0]
+
+    async def report_then_fail(conn: Connection) -> None:
+        # The real report path records its event, then the write fails and rolls back.
+        failed = reports.Report(version=1, status="FAILED", message="rolled back")
+        await reports.apply(conn, device_id, failed, "{}")
+        raise Invalid("fails after the report was judged")
+
+    async with service.gateway.events.subscribe(org_id) as events:
+        with pytest.raises(Invalid):
+            await service.store.write(report_then_fail)
+        kept = reports.Report(version=1, status="FAILED", message="committed")
+        await reports.record(service.store, device_id, kept, b"{}")
+        async with asyncio.timeout(WAIT):
+            event = await events.next()
+    # The first event on the stream is the committed report's: the rolled-back one never fired.
+    assert event is not None
+    assert (event.type, event.data["message"]) == ("report", "committed")

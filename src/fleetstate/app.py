@@ -105,7 +105,9 @@ async def start(config: Config) -> AsyncIterator[Service]:
         )
         dispatcher = gateway.commands
         # Each committed write's recorded effects go out here, and only a committed write's.
-        store.after_commit = Outbox(deliver=gateway.deliver).dispatch
+        store.after_commit = Outbox(
+            deliver=gateway.deliver, announce=events.publish, commands_finished=dispatcher.changed
+        ).dispatch
         # Runs after HTTP stopped and the loops were cancelled, before the bus closes.
         stack.push_async_callback(tasks.settle, config.shutdown_grace_s)
         await bus.start(gateway)
