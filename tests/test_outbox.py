@@ -13,6 +13,12 @@ from fleetstate.errors import Invalid
 from fleetstate.store import Connection, Store
 
 
+async def _org_of(service: app.Service, device_id: str) -> str:
+    row = await service.store.fetchone("SELECT org_id FROM devices WHERE id = ?", (device_id,))
+    assert row is not None
+    return str(row[0])
+
+
 def _change(device_id: str) -> DesiredChange:
     return DesiredChange(device_id=device_id, version=1, document=b"{}")
 
@@ -84,9 +90,7 @@ async def test_outbox_report_rolled_back_after_judging_announces_nothing(
     service: app.Service, fleet: Fleet
 ) -> None:
     device_id, _key = await fleet.device(await fleet.profile())
-    org_id = (
-        await service.store.fetchone("SELECT org_id FROM devices WHERE id = ?", (device_id,))
-    )[0]
+    org_id = await _org_of(service, device_id)
 
     async def report_then_fail(conn: Connection) -> None:
         # The real report path records its event, then the write fails and rolls back.
@@ -104,3 +108,30 @@ async def test_outbox_report_rolled_back_after_judging_announces_nothing(
     # The first event on the stream is the committed report's: the rolled-back one never fired.
     assert event is not None
     assert (event.type, event.data["message"]) == ("report", "committed")
+
+
+async def test_outbox_cancel_of_sent_sequential_command_lets_the_next_go(
+    service: app.Service, api: Api, connect: DeviceFactory
+) -> None:
+    body = {"name": "seq", "config_schema": {"type": "object"}, "command_delivery": "sequential"}
+    profile = (await api.ok("POST", "/api/v1/device-profiles", body))["id"]
+    created = await api.ok("POST", "/api/v1/devices", {"name": "d", "profile_id": profile})
+    device_id, key = created["id"], created["access_key"]
+    base = f"/api/v1/devices/{device_id}/commands"
+    async with (
+        service.gateway.events.subscribe(await _org_of(service, device_id)) as events,
+        connect(device_id, key) as device,
+    ):
+        first = await api.ok("POST", base, {"type": "REBOOT"}, status=201)
+        second = await api.ok("POST", base, {"type": "REBOOT"}, status=201)
+        assert (await device.next("commands"))[1]["id"] == first["id"]
+        await api.ok("POST", f"{base}/{first['id']}/cancel")
+        # The cancel's effects, fired from the outbox after its commit: the next command goes.
+        assert (await device.next("commands"))[1]["id"] == second["id"]
+        async with asyncio.timeout(WAIT):
+            while True:
+                event = await events.next()
+                assert event is not None
+                if event.type == "command" and event.data.get("status") == "CANCELLED":
+                    break
+        assert event.data["id"] == first["id"]

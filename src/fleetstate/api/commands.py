@@ -108,8 +108,7 @@ async def command_history(request: web.Request) -> web.Response:
 async def cancel_command(request: web.Request) -> web.Response:
     svc, device_id = services(request), request.match_info["device_id"]
     command_id = request.match_info["command_id"]
-    cancelled = await commands.cancel(svc.store, org_id(request), device_id, command_id)
-    request.app[DISPATCHER].changed([cancelled])
+    await commands.cancel(svc.store, org_id(request), device_id, command_id)
     found = await commands.get(svc.store, org_id(request), device_id, command_id)
     return reply(res.CommandDetail, found)
 
