@@ -33,6 +33,7 @@ from fleetstate.config import Config, split_hostport
 from fleetstate.events import EventHub
 from fleetstate.gateway import Gateway
 from fleetstate.metrics import Metrics, Sources
+from fleetstate.outbox import Outbox
 from fleetstate.shutdown import InFlight
 from fleetstate.store import Store
 from fleetstate.store.database import SWITCH_INTERVAL_S
@@ -103,6 +104,10 @@ async def start(config: Config) -> AsyncIterator[Service]:
             max_forbidden=config.max_forbidden_publishes,
         )
         dispatcher = gateway.commands
+        # Each committed write's recorded effects go out here, and only a committed write's.
+        store.after_commit = Outbox(
+            deliver=gateway.deliver, announce=events.publish, commands_finished=dispatcher.changed
+        ).dispatch
         # Runs after HTTP stopped and the loops were cancelled, before the bus closes.
         stack.push_async_callback(tasks.settle, config.shutdown_grace_s)
         await bus.start(gateway)

@@ -190,16 +190,8 @@ class Gateway:
 
     async def _reported(self, device_id: str, payload: bytes) -> None:
         report = reports.report_decoder.decode(payload)
-        outcome = await reports.record(self._store, device_id, report, payload)
-        self.publish_report(outcome)
-
-    def publish_report(self, outcome: reports.Outcome) -> None:
-        data = msgspec.structs.asdict(outcome)
-        moved = outcome.moved
-        data.pop("moved")
-        self.events.publish(data.pop("org_id"), "report", data)
-        if moved:
-            self.commands.changed(moved)
+        # Its event and the commands it moved go out from the outbox after the commit.
+        await reports.record(self._store, device_id, report, payload)
 
     # -- delivery --------------------------------------------------------------------------------
 

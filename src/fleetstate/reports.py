@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from fleetstate import commands
+from fleetstate import commands, outbox
 from fleetstate.clock import now_text
 from fleetstate.errors import Invalid, NotFound
 from fleetstate.pagination import Page, page_of
@@ -79,7 +79,7 @@ async def apply(conn: Connection, device_id: str, report: Report, raw: str) -> O
         await q.set_current(conn, device_id, report.version, status, message, slots, now)
         # Bind and unbind are commands: the report moves the command tracking this version.
         moved = await commands.converge(conn, device_id, report.version, status, message)
-    return Outcome(
+    outcome = Outcome(
         org_id=org_id,
         device_id=device_id,
         version=report.version,
@@ -88,6 +88,18 @@ async def apply(conn: Connection, device_id: str, report: Report, raw: str) -> O
         current=current,
         moved=moved,
     )
+    _announce(outcome)
+    return outcome
+
+
+def _announce(outcome: Outcome) -> None:
+    """After the commit: the report on the event stream, and the commands it moved (announced,
+    and a sequential device's next one may go out)."""
+    data = msgspec.structs.asdict(outcome)
+    del data["moved"]
+    outbox.announce(data.pop("org_id"), "report", data)
+    if outcome.moved:
+        outbox.commands_finished(outcome.moved)
 
 
 def is_current(version: int, desired_version: int) -> bool:

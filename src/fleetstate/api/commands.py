@@ -34,7 +34,6 @@ async def create_command(request: web.Request) -> web.Response:
     svc, device_id = services(request), request.match_info["device_id"]
     new = await decode(request, commands.NewCommand)
     created = await commands.create(svc.store, org_id(request), device_id, new)
-    svc.gateway.deliver(created.changes)
     await request.app[DISPATCHER].created(created)
     (command,) = created.commands
     found = await commands.get(svc.store, org_id(request), device_id, command.id)
@@ -109,8 +108,7 @@ async def command_history(request: web.Request) -> web.Response:
 async def cancel_command(request: web.Request) -> web.Response:
     svc, device_id = services(request), request.match_info["device_id"]
     command_id = request.match_info["command_id"]
-    cancelled = await commands.cancel(svc.store, org_id(request), device_id, command_id)
-    request.app[DISPATCHER].changed([cancelled])
+    await commands.cancel(svc.store, org_id(request), device_id, command_id)
     found = await commands.get(svc.store, org_id(request), device_id, command_id)
     return reply(res.CommandDetail, found)
 
@@ -130,7 +128,6 @@ async def create_group_command(request: web.Request) -> web.Response:
     created = await commands.create_for_group(
         svc.store, org_id(request), request.match_info["group_id"], new
     )
-    svc.gateway.deliver(created.changes)
     await request.app[DISPATCHER].created(created)
     assert created.batch_id is not None
     found = await commands.batch(svc.store, org_id(request), created.batch_id, page(request), None)

@@ -156,7 +156,6 @@ async def register(request: web.Request) -> web.Response:
         await svc.gateway.bus.disconnect(done.device_id)
         event = {"device_id": done.device_id, "action": "re_registered", "sn": registration.sn}
         svc.events.publish(done.org_id, "device", event)
-    svc.gateway.deliver(done.changes)
     hub_url, mqtt_hub_url = hub_urls(svc, request)
     body = RegistrationAnswer(
         id=done.device_id, access_key=done.access_key, hub_url=hub_url, mqtt_hub_url=mqtt_hub_url
@@ -176,9 +175,7 @@ async def register(request: web.Request) -> web.Response:
 async def update_device(request: web.Request, device_id: str) -> web.Response:
     svc = services(request)
     update = await decode(request, provisioning.DeviceUpdate)
-    outcome = await provisioning.update_device(svc.store, device_id, update)
-    if outcome is not None:
-        svc.gateway.publish_report(outcome)
+    await provisioning.update_device(svc.store, device_id, update)
     return json_response(Success())
 
 
@@ -249,7 +246,6 @@ async def report_config(request: web.Request, device_id: str) -> web.Response:
     else:
         report = reports.report_decoder.decode(raw)
         outcome = await reports.record(svc.store, device_id, report, raw)
-    svc.gateway.publish_report(outcome)
     body = ConfigOutcome(
         success=True,
         version=outcome.version,

@@ -203,7 +203,6 @@ async def create_device(request: web.Request) -> web.Response:
     svc = services(request)
     new = await decode(request, devices.NewDevice)
     created = await devices.create(svc.store, org_id(request), new)
-    svc.gateway.deliver(created.changes)
     device = await devices.get(svc.store, org_id(request), created.device_id)
     return reply(res.NewDeviceAnswer, {**device, "access_key": created.access_key}, 201)
 
@@ -227,7 +226,7 @@ async def get_device(request: web.Request) -> web.Response:
 async def patch_device(request: web.Request) -> web.Response:
     svc, device_id = services(request), request.match_info["device_id"]
     change = await decode(request, devices.DevicePatch)
-    svc.gateway.deliver(await devices.patch(svc.store, org_id(request), device_id, change))
+    await devices.patch(svc.store, org_id(request), device_id, change)
     return reply(res.Device, await devices.get(svc.store, org_id(request), device_id))
 
 
@@ -302,8 +301,7 @@ async def list_groups(request: web.Request) -> web.Response:
 async def create_group(request: web.Request) -> web.Response:
     svc = services(request)
     new = await decode(request, groups.NewGroup)
-    group_id, changes = await groups.create(svc.store, org_id(request), new)
-    svc.gateway.deliver(changes)
+    group_id, _changes = await groups.create(svc.store, org_id(request), new)
     return reply(res.Group, await groups.get(svc.store, org_id(request), group_id), 201)
 
 
@@ -322,22 +320,19 @@ async def get_group(request: web.Request) -> web.Response:
 )
 async def delete_group(request: web.Request) -> web.Response:
     svc = services(request)
-    svc.gateway.deliver(
-        await groups.delete(svc.store, org_id(request), request.match_info["group_id"])
-    )
+    await groups.delete(svc.store, org_id(request), request.match_info["group_id"])
     return web.Response(status=204)
 
 
 async def _membership(request: web.Request, *, member: bool) -> web.Response:
     svc = services(request)
-    changes = await groups.set_member(
+    await groups.set_member(
         svc.store,
         org_id(request),
         request.match_info["group_id"],
         request.match_info["device_id"],
         member=member,
     )
-    svc.gateway.deliver(changes)
     return web.Response(status=204)
 
 
@@ -493,7 +488,6 @@ async def put_binding(request: web.Request) -> web.Response:
     svc = services(request)
     spec = await decode(request, bindings.BindingSpec)
     result = await bindings.upsert(svc.store, org_id(request), spec)
-    svc.gateway.deliver(result.changes)
     found = await bindings.get(svc.store, org_id(request), result.binding_id)
     return reply(res.Binding, found, 201 if result.created else 200)
 
@@ -512,8 +506,7 @@ async def delete_target_bindings(request: web.Request) -> web.Response:
     target_type, target_id = _target_query(request, required=True)
     assert target_type is not None  # required=True saw to both
     assert target_id is not None
-    changes = await bindings.delete_target(svc.store, org_id(request), target_type, target_id)
-    svc.gateway.deliver(changes)
+    await bindings.delete_target(svc.store, org_id(request), target_type, target_id)
     return web.Response(status=204)
 
 
@@ -540,6 +533,5 @@ async def get_binding(request: web.Request) -> web.Response:
 )
 async def delete_binding(request: web.Request) -> web.Response:
     svc = services(request)
-    changes = await bindings.delete(svc.store, org_id(request), request.match_info["binding_id"])
-    svc.gateway.deliver(changes)
+    await bindings.delete(svc.store, org_id(request), request.match_info["binding_id"])
     return web.Response(status=204)

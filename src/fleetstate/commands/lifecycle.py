@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from fleetstate import outbox
 from fleetstate.canonical import canonical_bytes
 from fleetstate.clock import now_text, rfc3339, utcnow
 from fleetstate.errors import Conflict, Invalid, NotFound
@@ -199,6 +200,7 @@ async def cancel(store: Store, org_id: str, device_id: str, command_id: str) -> 
             )
         cancelled = "cancelled by the operator"
         (moved,) = await move(conn, *q.move_one(command_id), Status.CANCELLED, cancelled)
+        outbox.commands_finished([moved])  # announced, and the next sequential one may go
         return moved
 
     return await store.write(job)

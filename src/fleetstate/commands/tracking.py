@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-from fleetstate import desired
+from fleetstate import desired, outbox
 from fleetstate.clock import now_text
 from fleetstate.commands.lifecycle import (
     DEFAULT_TIMEOUT_S,
@@ -169,8 +169,12 @@ async def resolve_desired(
     conn: Connection, org_id: str, device_ids: Iterable[str]
 ) -> list[desired.DesiredChange]:
     """Re-resolve these devices' desired documents in the caller's transaction, each change
-    tracked by its command; the changed documents, to deliver after the commit."""
-    return await desired.resolve(conn, org_id, device_ids, track=track_changes)
+    tracked by its command; the changed documents, which the outbox delivers after the commit
+    (recorded here, so every write that changes a document delivers it, and only if it
+    committed)."""
+    changes = await desired.resolve(conn, org_id, device_ids, track=track_changes)
+    outbox.deliver(changes)
+    return changes
 
 
 async def track_changes(

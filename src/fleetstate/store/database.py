@@ -28,6 +28,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
+from fleetstate import outbox
 from fleetstate.errors import StoreClosed
 from fleetstate.store.connection import (
     Connection,
@@ -60,6 +61,8 @@ class _Later:
 
 
 _Pending = tuple[WriteJob[Any] | _Later, asyncio.Future[Any]]
+_Outcome = tuple[bool, Any, outbox.Effects | None]
+"""A job's (succeeded, value or exception, the effects it recorded if it succeeded)."""
 _Read = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]
 
 
@@ -85,6 +88,9 @@ class Store:
         self.jobs_committed = 0
         self.on_commit: Callable[[int, float], None] | None = None
         """Told of each committed batch: (jobs in it, seconds from taking it to the commit)."""
+        self.after_commit: Callable[[outbox.Effects], None] | None = None
+        """Given, after each commit and before the jobs' callers resume, the effects each
+        committed job recorded (the `outbox.Outbox`); a job that rolled back recorded none."""
 
     @classmethod
     async def open(cls, path: Path, batch_max: int = 512) -> "Store":
@@ -217,16 +223,24 @@ class Store:
         started = time.perf_counter()
         try:
             jobs = [job.make() if isinstance(job, _Later) else job for job, _future in batch]
-            outcomes = await self._writer.call(_commit_now, self._writer.raw, jobs)
+            done = await self._writer.call(_commit_now, self._writer.raw, jobs)
         except Exception as exc:
             log.exception("commit of %d writes failed", len(batch))
-            _settle(batch, None, exc)
+            _settle(batch, None, exc)  # nothing committed: no job's effects fire
             return
         self.commits += 1
         self.jobs_committed += len(batch)
         if self.on_commit is not None:
             self.on_commit(len(batch), time.perf_counter() - started)
-        _settle(batch, outcomes, None)
+        self._dispatch([effects for _ok, _value, effects in done])
+        _settle(batch, [(ok, value) for ok, value, _effects in done], None)
+
+    def _dispatch(self, recorded: list[outbox.Effects | None]) -> None:
+        if self.after_commit is None:
+            return
+        for effects in recorded:
+            if effects:
+                self.after_commit(effects)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -303,7 +317,7 @@ def _attempt(
         return False, exc
 
 
-def _commit_now(raw: sqlite3.Connection, jobs: list[WriteJob[Any]]) -> list[tuple[bool, Any]]:
+def _commit_now(raw: sqlite3.Connection, jobs: list[WriteJob[Any]]) -> list[_Outcome]:
     conn = SyncConnection(raw)
     raw.execute("BEGIN IMMEDIATE")
     try:
@@ -315,18 +329,19 @@ def _commit_now(raw: sqlite3.Connection, jobs: list[WriteJob[Any]]) -> list[tupl
     return outcomes
 
 
-def _in_savepoint(
-    raw: sqlite3.Connection, conn: SyncConnection, job: WriteJob[Any]
-) -> tuple[bool, Any]:
+def _in_savepoint(raw: sqlite3.Connection, conn: SyncConnection, job: WriteJob[Any]) -> _Outcome:
+    """Run one job in its own savepoint, recording its after-commit effects; a job that
+    raised is rolled back, and so is what it recorded."""
     raw.execute("SAVEPOINT job")
     try:
-        value = drive(job(conn))
+        with outbox.collecting(outbox.Effects()) as effects:
+            value = drive(job(conn))
     except Exception as exc:  # noqa: BLE001 - the job's own error goes to its own caller
         raw.execute("ROLLBACK TO job")
         raw.execute("RELEASE job")
-        return False, exc
+        return False, exc, None
     raw.execute("RELEASE job")
-    return True, value
+    return True, value, effects
 
 
 def _rollback(raw: sqlite3.Connection) -> None:
