@@ -1,4 +1,4 @@
-"""Benchmarks of fleetstate with a simulated fleet (GitHub issue 7).
+"""Benchmarks of fleetstate with a simulated fleet.
 
 Starts a fresh `fleetstate serve` (temporary data directory, loopback port 0, admin token from
 FLEETSTATE_ADMIN_TOKEN, log level WARNING), provisions N devices over REST, and runs the named

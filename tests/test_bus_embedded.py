@@ -295,7 +295,7 @@ async def _online_is(api: Api, device_id: str, online: bool) -> bool:
     return bool((await api.ok("GET", f"/api/v1/devices/{device_id}"))["online"] is online)
 
 
-# -- authentication first, sessions, takeover, limits (issue 12) -------------------------------
+# -- authentication first, sessions, takeover, limits ----------------------------------------
 
 
 def _connect_packet(

@@ -1,4 +1,4 @@
-"""What one device may cost the service (issue 13): telemetry keys per message and per device,
+"""What one device may cost the service: telemetry keys per message and per device,
 timestamps in the future, the telemetry rate (SPEC section 8), bounded command history, and
 retention of every history."""
 

@@ -1,4 +1,4 @@
-"""The MQTT endpoint probed as an attacker without credentials would (issue 12, SPEC section 8):
+"""The MQTT endpoint probed as an attacker without credentials would (docs/spec.md section 8):
 nothing sent before a CONNACK 0 touches state, sockets are released, takeover closes the old
 connection, protocol violations close the connection, floods are slowed rather than buffered, and
 failed authentications are throttled per device id and per source address.
