@@ -20,7 +20,6 @@ from fleetstate.store.sqlite.queries import desired as q
 
 RANK = {"component": 4, "device": 3, "device_group": 2, "device_profile": 1, "sensor_profile": 1}
 DEVICE_SLOT = "device"
-_CHUNK = 800
 
 
 class Binding(msgspec.Struct, frozen=True, kw_only=True):
@@ -82,15 +81,6 @@ Tracker = Callable[[Connection, str, list[DesiredChange]], Awaitable[None]]
 """Told by `resolve()` in its transaction of the changes, before they are written (so the previous
 documents can still be read): `commands.track_changes`, which tracks every change by a
 BIND_CONFIG/UNBIND_CONFIG command. Callers use `commands.resolve_desired`, which passes it."""
-
-
-def chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
-    for start in range(0, len(items), _CHUNK):
-        yield items[start : start + _CHUNK]
-
-
-def marks(items: Sequence[str]) -> str:
-    return ",".join("?" * len(items))
 
 
 async def load_bindings(conn: Connection, org_id: str) -> dict[tuple[str, str], list[Binding]]:
