@@ -18,6 +18,7 @@ from fleetstate.api.http import PRINCIPAL
 from fleetstate.errors import Invalid
 from fleetstate.throttle import ThrottleConfig
 from test_device_api import device_call
+from test_provisioning import hardware_key, register
 
 ORG = "/api/v1/organizations/current"
 
@@ -167,3 +168,18 @@ def test_auth_throttle_short_admin_token_stops_serve_with_a_clear_error(
     argv = ["serve", "--data", str(tmp_path / "data"), "--admin-token", "short"]
     assert cli.main([*argv, "--http", "127.0.0.1:0", "--mqtt", "127.0.0.1:0"]) == 2
     assert "at least 16 characters" in capsys.readouterr().err
+
+
+async def test_auth_throttle_registration_blocks_the_address_after_ten_wrong_hardware_keys(
+    api: Api, fleet: Fleet, elsewhere: aiohttp.ClientSession
+) -> None:
+    created = await hardware_key(api, await fleet.profile())
+    for n in range(10):
+        status, answer = await register(api, f"wrong-{n}", f"SN-{n}")
+        assert (status, answer) == (401, {"error": "Not authorized"})
+    status, answer = await register(api, created["key"], "SN-OK")
+    assert status == 429, answer
+    assert "too many failed authentications" in answer["error"]
+    # The block is the address's: the right key from another address registers.
+    status, answer = await register(Api(elsewhere, api.base, ""), created["key"], "SN-OK")
+    assert status == 201, answer

@@ -8,6 +8,7 @@ middleware is for operators). Handlers are thin: decode, call the domain, encode
 """
 
 import functools
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal
 
@@ -25,6 +26,7 @@ from fleetstate.errors import Conflict, FleetstateError, Invalid, TooLarge, Unau
 from fleetstate.http_presence import HttpPresence
 from fleetstate.throttle import Throttled
 
+log = logging.getLogger(__name__)
 routes = RouteTable()
 DEVICES = "/v1/devices"
 DEVICE = DEVICES + "/{device_id}"
@@ -150,7 +152,7 @@ class RegistrationAnswer(msgspec.Struct, frozen=True, kw_only=True):
 async def register(request: web.Request) -> web.Response:
     svc = services(request)
     registration = await decode(request, provisioning.Registration)
-    done = await provisioning.register(svc.store, _hardware_keys, registration)
+    done = await _register_throttled(request, svc, registration)
     if done.again:
         # As the REST rotation: the old key's MQTT session ends now, and the trail says why.
         await svc.gateway.bus.disconnect(done.device_id)
@@ -161,6 +163,21 @@ async def register(request: web.Request) -> web.Response:
         id=done.device_id, access_key=done.access_key, hub_url=hub_url, mqtt_hub_url=mqtt_hub_url
     )
     return json_response(body, 200 if done.again else 201)
+
+
+async def _register_throttled(
+    request: web.Request, svc: Services, registration: provisioning.Registration
+) -> provisioning.Registered:
+    """Hardware keys are guessed like access keys: per source address, failures are throttled
+    as they are for device keys, and a blocked address is refused before the key is looked at."""
+    address = f"addr:{request.remote}"
+    svc.device_throttle.check(address)
+    try:
+        return await provisioning.register(svc.store, _hardware_keys, registration)
+    except Unauthorized:
+        log.warning("refused a registration with a wrong hardware key from %s", request.remote)
+        svc.device_throttle.failed(address)
+        raise
 
 
 @device_route(
