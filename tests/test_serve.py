@@ -14,9 +14,8 @@ import aiomqtt
 import pytest
 
 from conftest import SCHEMA, WAIT, Api, Device
-from fleetstate import app, config
+from fleetstate import config
 from fleetstate.errors import Invalid
-from fleetstate.store import Store
 
 TOKEN = "serve-test-token"
 
@@ -155,26 +154,6 @@ async def test_serve_generates_admin_token_file_when_none_is_given(tmp_path: Pat
         aiohttp.ClientSession() as s,
     ):
         assert (await Api(s, running.http_url, new_token).get("/api/v1/devices"))[0] == 200
-
-
-async def test_serve_token_create_for_unknown_org_fails_clearly(tmp_path: Path) -> None:
-    await (await Store.open(tmp_path / app.DATABASE)).close()  # a database, without that org
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "fleetstate",
-        "token",
-        "create",
-        "--org",
-        "nope",
-        "--data",
-        str(tmp_path),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    _out, err = await proc.communicate()
-    assert proc.returncode == 2
-    assert b"nope" in err
 
 
 def test_serve_config_precedence_file_then_flags_then_env(tmp_path: Path) -> None:

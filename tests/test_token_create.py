@@ -1,13 +1,17 @@
-"""`fleetstate token create` against a data directory without a database: refused, nothing made."""
+"""`fleetstate token create` from the shell: refused, with a clear error and nothing made, for a
+data directory without a database or an organization that does not exist."""
 
 import asyncio
 import sys
 from pathlib import Path
 
+from fleetstate import app
+from fleetstate.store import Store
+
 WAIT = 30.0
 
 
-async def token_create(data: Path) -> tuple[int, str]:
+async def token_create(data: Path, org: str = "default") -> tuple[int, str]:
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -15,7 +19,7 @@ async def token_create(data: Path) -> tuple[int, str]:
         "token",
         "create",
         "--org",
-        "default",
+        org,
         "--data",
         str(data),
         stdout=asyncio.subprocess.PIPE,
@@ -48,3 +52,10 @@ async def test_token_create_in_a_missing_directory_is_refused_and_creates_nothin
     assert code == 2
     assert str(missing) in err
     assert not (tmp_path / "typo").exists()
+
+
+async def test_token_create_for_an_unknown_org_fails_clearly(tmp_path: Path) -> None:
+    await (await Store.open(tmp_path / app.DATABASE)).close()  # a database, without that org
+    code, err = await token_create(tmp_path, org="nope")
+    assert code == 2
+    assert "nope" in err
