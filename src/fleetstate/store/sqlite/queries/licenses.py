@@ -17,28 +17,16 @@ class LicenseRow(msgspec.Struct, frozen=True):
     expires_at: str | None
 
 
-class AnsweredLicense(msgspec.Struct, frozen=True):
-    id: str
-    device_id: str
-    data: str
-    signature: str | None
-    action: str
-    expires_at: str | None
+class AnsweredLicense(LicenseRow, frozen=True):
+    """An offered license with the device's answer, if any."""
+
     state: str | None
     error: str | None
 
 
-class OperatorLicense(msgspec.Struct, frozen=True):
+class OperatorLicense(AnsweredLicense, frozen=True):
     """What the operator sees."""
 
-    id: str
-    device_id: str
-    data: str
-    signature: str | None
-    action: str
-    expires_at: str | None
-    state: str | None
-    error: str | None
     created_at: str
     updated_at: str
 
