@@ -193,18 +193,24 @@ async def _status(api: Api, device_id: str, command_id: str) -> dict[str, Any]:
     return dict(await api.ok("GET", f"/api/v1/devices/{device_id}/commands/{command_id}"))
 
 
-async def test_xyte_agent_registers_converges_reboots_updates_and_licenses(
-    api: Api, fleet: Fleet, service: Service, http: aiohttp.ClientSession
-) -> None:
-    profile = await fleet.profile()
+async def _registered(
+    api: Api, profile: str, service: Service, http: aiohttp.ClientSession
+) -> tuple[Agent, str]:
+    """An agent registered with a new hardware key of `profile`, and its device id."""
     key = (await api.ok("POST", "/api/v1/hardware-keys", {"profile_id": profile}, status=201))[
         "key"
     ]
     agent = Agent(http, service.http_url, key)
-
     await agent.authenticate()
     assert agent.auth is not None
-    device_id = agent.auth["id"]
+    return agent, str(agent.auth["id"])
+
+
+async def test_xyte_agent_registers_converges_reboots_updates_and_licenses(
+    api: Api, fleet: Fleet, service: Service, http: aiohttp.ClientSession
+) -> None:
+    profile = await fleet.profile()
+    agent, device_id = await _registered(api, profile, service, http)
     artefact = await fleet.artefact(profile, {"setpoint": 21})
     await fleet.bind("device", device_id, artefact["id"])
 
@@ -261,13 +267,7 @@ async def test_xyte_agent_dump_command_uploads_a_dump_operators_can_download(
     api: Api, fleet: Fleet, service: Service, http: aiohttp.ClientSession
 ) -> None:
     profile = await fleet.profile()
-    key = (await api.ok("POST", "/api/v1/hardware-keys", {"profile_id": profile}, status=201))[
-        "key"
-    ]
-    agent = Agent(http, service.http_url, key)
-    await agent.authenticate()
-    assert agent.auth is not None
-    device_id = agent.auth["id"]
+    agent, device_id = await _registered(api, profile, service, http)
     dump = await _command(api, device_id, {"type": "DUMP"})
     await agent.notify_server()
     found = await _status(api, device_id, dump)
@@ -283,13 +283,7 @@ async def test_xyte_agent_comes_back_after_its_key_was_rotated(
     api: Api, fleet: Fleet, service: Service, http: aiohttp.ClientSession
 ) -> None:
     profile = await fleet.profile()
-    key = (await api.ok("POST", "/api/v1/hardware-keys", {"profile_id": profile}, status=201))[
-        "key"
-    ]
-    agent = Agent(http, service.http_url, key)
-    await agent.authenticate()
-    assert agent.auth is not None
-    device_id = agent.auth["id"]
+    agent, device_id = await _registered(api, profile, service, http)
     await agent.notify_server()
     await api.ok("POST", f"/api/v1/devices/{device_id}/access-key")
     with pytest.raises(Wiped):
