@@ -10,6 +10,7 @@ Process-wide knobs are set here, once (`_tune_process`).
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import socket
@@ -22,7 +23,6 @@ from typing import Any
 from aiohttp import web
 
 from fleetstate import devices, retention, telemetry, tenancy, tls, uploads
-from fleetstate.api.commands import DISPATCHER
 from fleetstate.api.context import Services
 from fleetstate.api.device_api import HTTP_PRESENCE
 from fleetstate.api.observability import METRICS
@@ -106,7 +106,12 @@ async def start(config: Config) -> AsyncIterator[Service]:
         dispatcher = gateway.commands
         # Each committed write's recorded effects go out here, and only a committed write's.
         store.after_commit = Outbox(
-            deliver=gateway.deliver, announce=events.publish, commands_finished=dispatcher.changed
+            deliver=gateway.deliver,
+            announce=events.publish,
+            commands_finished=dispatcher.changed,
+            commands_created=dispatcher.created,
+            disconnect=bus.disconnect,
+            spawn=functools.partial(_spawn, tasks),
         ).dispatch
         # Runs after HTTP stopped and the loops were cancelled, before the bus closes.
         stack.push_async_callback(tasks.settle, config.shutdown_grace_s)
@@ -136,7 +141,6 @@ async def start(config: Config) -> AsyncIterator[Service]:
                 device_throttle=FailureThrottle.from_config(config.throttle),
             )
         )
-        app[DISPATCHER] = dispatcher
         app[METRICS] = metrics
         # One sweep for the whole fleet turns silent HTTP-only devices offline.
         _run(stack, tasks, app[HTTP_PRESENCE].run(), "http-presence-sweep")
@@ -168,6 +172,18 @@ def _run(
     (before the parts it uses close); a crash in it ends the service."""
     task = tasks.create_task(loop, name=name)
     stack.callback(task.cancel)
+
+
+def _spawn(
+    tasks: asyncio.TaskGroup, coro: Coroutine[Any, Any, None], name: str
+) -> "asyncio.Task[None] | None":
+    """A task of the service's in-flight work, or None once the group shuts down."""
+    try:
+        return tasks.create_task(coro, name=name)
+    except RuntimeError:
+        coro.close()
+        log.debug("not starting %s during shutdown", name)
+        return None
 
 
 def _tune_process() -> None:

@@ -121,24 +121,25 @@ class Dispatcher:
         self._locks: dict[str, asyncio.Lock] = {}
         self._lock_users: Counter[str] = Counter()
 
-    # -- the management API ----------------------------------------------------------------------
+    # -- what the outbox hands over after a commit ------------------------------------------------
 
-    async def created(self, created: commands.Created) -> None:
-        """Arm and announce new commands; deliver one device's at once, a batch's in the
-        background."""
-        for brief in created.commands:
+    async def created(self, briefs: Sequence[commands.Brief], batch_id: str | None) -> None:
+        """Arm and announce new commands; deliver one device's at once (the issuing write's
+        caller waits for it), a batch's in the background."""
+        for brief in briefs:
             self.deadlines.arm(brief.timeout_at)
-        self._announce(created.commands)
-        device_ids = list(dict.fromkeys(b.device_id for b in created.commands))
-        if created.batch_id is None:
+        self._announce(briefs)
+        device_ids = list(dict.fromkeys(b.device_id for b in briefs))
+        if batch_id is None:
             for device_id in device_ids:
                 await self.push(device_id)
         else:
-            self._spawn(self.push_many(device_ids), f"deliver-batch:{created.batch_id}")
+            self._spawn(self.push_many(device_ids), f"deliver-batch:{batch_id}")
 
-    def changed(self, briefs: Sequence[commands.Brief]) -> None:
-        """After an operator's cancel: announce it, and the next sequential command may go."""
-        self._finished(list(briefs))
+    def changed(self, briefs: Sequence[commands.Brief], deliver_next: bool = True) -> None:
+        """Commands moved (a cancel, a device's answer): announce them, and a device whose
+        command finished may take its next one."""
+        self._finished(list(briefs), deliver_next=deliver_next)
 
     # -- delivery --------------------------------------------------------------------------------
 
@@ -193,12 +194,11 @@ class Dispatcher:
 
     async def on_ack(self, device_id: str, payload: bytes) -> None:
         """`devices/{id}/commands/ack`. Unknown ids raise UnknownCommand (answered on the
-        device's errors topic); a late ack is recorded, changes nothing, and the device is told."""
+        device's errors topic); a late ack is recorded, changes nothing, and the device is told.
+        An applied one is announced by the write's outbox, as for an HTTP answer."""
         ack = commands.ack_decoder.decode(payload)
         outcome = await commands.record_ack(self._store, device_id, ack)
-        if outcome.effect == "applied":
-            self._finished([outcome.brief], deliver_next=outcome.sequential)
-        elif outcome.effect == "late":
+        if outcome.effect == "late":
             detail = (
                 f"command {ack.id!r} is already {outcome.brief.status}; the ack was recorded"
                 " and changes nothing"

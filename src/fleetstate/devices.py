@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from fleetstate import audit, commands, credentials, desired
+from fleetstate import audit, commands, credentials, desired, outbox
 from fleetstate.clock import now_text
 from fleetstate.errors import Conflict, Invalid, NotFound
 from fleetstate.ids import new_id
@@ -142,6 +142,7 @@ async def delete(store: Store, org_id: str, device_id: str) -> None:
     async def job(conn: Connection) -> None:
         await _require_device(conn, org_id, device_id)
         await q.delete(conn, device_id)
+        outbox.disconnect(device_id)  # a deleted device's session ends before the answer
 
     await store.write(job)
 
@@ -153,8 +154,8 @@ async def rotate_key(
     action: str = audit.KEY_ROTATED,
     detail: dict[str, Any] | None = None,
 ) -> str:
-    """A new access key; the old one fails from now on. Recorded in the device's audit trail.
-    The caller also ends the device's MQTT session (the old key proved it)."""
+    """A new access key; the old one fails from now on. Recorded in the device's audit trail;
+    the device's MQTT session (the old key proved it) ends before this returns."""
     access_key = credentials.new_secret()
     key_hash = await _hash_key(access_key)
 
@@ -162,6 +163,7 @@ async def rotate_key(
         await _require_device(conn, org_id, device_id)
         await q.set_key_hash(conn, device_id, key_hash)
         await audit.record(conn, device_id, action, detail or {"by": "operator"})
+        outbox.disconnect(device_id)
 
     await store.write(job)
     return access_key

@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import msgspec
 
-from fleetstate import audit, credentials, devices, reports
+from fleetstate import audit, credentials, devices, outbox, reports
 from fleetstate.clock import now_text
 from fleetstate.desired import DesiredChange
 from fleetstate.errors import Conflict, Invalid, NotFound, Unauthorized
@@ -175,13 +175,15 @@ async def register(store: Store, verifier: credentials.Verifier, reg: Registrati
 async def _register_again(
     store: Store, org_id: str, device_id: str, key_id: str, reg: Registration
 ) -> Registered:
-    """The key rotation operators use (the caller ends the MQTT session as REST does), with the
-    registration's facts; the audit trail says why."""
+    """The key rotation operators use (the old key's MQTT session has ended when it returns),
+    with the registration's facts; the audit trail says why, and the organisation's stream
+    hears of it."""
     detail = {"sn": reg.sn, "hardware_key_id": key_id, "firmware_version": reg.firmware_version}
     access_key = await devices.rotate_key(
         store, org_id, device_id, action=audit.REREGISTERED, detail=detail
     )
-    await store.write(_details_job(device_id, key_id, reg))
+    event = {"device_id": device_id, "action": "re_registered", "sn": reg.sn}
+    await store.write(_details_job(device_id, key_id, reg, announce=(org_id, event)))
     return Registered(
         device_id=device_id, access_key=access_key, changes=[], org_id=org_id, again=True
     )
@@ -226,7 +228,14 @@ def _release_job(key_id: str) -> WriteJob[None]:
     return job
 
 
-def _details_job(device_id: str, key_id: str, reg: Registration) -> WriteJob[None]:
+def _details_job(
+    device_id: str,
+    key_id: str,
+    reg: Registration,
+    announce: tuple[str, dict[str, Any]] | None = None,
+) -> WriteJob[None]:
+    """The registration's facts; `announce`: (org, data) of a `device` event once committed."""
+
     async def job(conn: Connection) -> None:
         now = now_text()
         row = q.NewDetails(
@@ -234,6 +243,8 @@ def _details_job(device_id: str, key_id: str, reg: Registration) -> WriteJob[Non
         )
         await q.set_details(conn, row)
         await q.set_field(conn, device_id, "firmware_version", reg.firmware_version)
+        if announce is not None:
+            outbox.announce(announce[0], "device", announce[1])
 
     return job
 

