@@ -4,10 +4,11 @@ committed; a job whose savepoint rolled back fires nothing."""
 import asyncio
 from pathlib import Path
 
+import aiomqtt
 import pytest
 
 from conftest import WAIT, Api, DeviceFactory, Fleet
-from fleetstate import app, commands, outbox, reports
+from fleetstate import app, commands, devices, outbox, reports
 from fleetstate.desired import DesiredChange
 from fleetstate.errors import Invalid
 from fleetstate.store import Connection, Store
@@ -44,6 +45,42 @@ async def test_outbox_rolled_back_job_fires_nothing_committed_neighbour_fires(
             await failed
         assert await committed == "done"
     assert fired == [["kept"]]
+
+
+async def test_outbox_rolled_back_job_fires_no_disconnect_or_new_commands(tmp_path: Path) -> None:
+    fired: list[outbox.Effects] = []
+
+    async def failing(conn: Connection) -> None:
+        outbox.disconnect("cut-off")
+        outbox.commands_created([], None)
+        outbox.commands_finished([])
+        raise Invalid("checked after recording")
+
+    async with asyncio.timeout(WAIT), Store.running(tmp_path / "db.sqlite") as store:
+        store.after_commit = fired.append
+        with pytest.raises(Invalid):
+            await store.write(failing)
+    assert fired == []
+
+
+async def test_outbox_awaited_effects_hold_only_their_own_job(tmp_path: Path) -> None:
+    async with asyncio.timeout(WAIT), Store.running(tmp_path / "db.sqlite") as store:
+        gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        store.after_commit = lambda effects: gate if effects.disconnects else None
+
+        async def cutting(conn: Connection) -> str:
+            outbox.disconnect("d")
+            return "cut"
+
+        async def plain(conn: Connection) -> str:
+            return "plain"
+
+        cut, beside = store.submit(cutting), store.submit(plain)
+        assert await beside == "plain"  # the same batch: not held by its neighbour's effects
+        assert await store.write(plain) == "plain"  # nor is the writer
+        assert not cut.done()
+        gate.set_result(None)
+        assert await cut == "cut"
 
 
 async def test_outbox_recording_outside_a_write_job_is_refused() -> None:
@@ -135,3 +172,102 @@ async def test_outbox_cancel_of_sent_sequential_command_lets_the_next_go(
                 if event.type == "command" and event.data.get("status") == "CANCELLED":
                     break
         assert event.data["id"] == first["id"]
+
+
+async def test_outbox_rolled_back_key_replacement_leaves_the_session_alone(
+    service: app.Service, api: Api, fleet: Fleet, connect: DeviceFactory
+) -> None:
+    device_id, key = await fleet.device(await fleet.profile())
+    org_id = await _org_of(service, device_id)
+
+    async def rekey_then_fail(conn: Connection) -> None:
+        await devices.replace_key(conn, org_id, device_id, "not-a-hash")
+        raise Invalid("fails after the key was replaced")
+
+    async with connect(device_id, key) as device:
+        await device.desired()
+        with pytest.raises(Invalid):
+            await service.store.write(rekey_then_fail)
+        # Still connected: a command is delivered at once and the answer shows it SENT.
+        base = f"/api/v1/devices/{device_id}/commands"
+        sent = await api.ok("POST", base, {"type": "REBOOT"}, status=201)
+        assert sent["status"] == "SENT"
+        assert (await device.next("commands"))[1]["id"] == sent["id"]
+        rotated = await api.ok("POST", f"/api/v1/devices/{device_id}/access-key")
+        with pytest.raises(aiomqtt.MqttError):  # the committed rotation did cut it off
+            async with asyncio.timeout(WAIT):
+                async for _message in device.client.messages:
+                    pass
+    async with connect(device_id, rotated["access_key"]) as device:
+        await device.desired()
+
+
+async def test_outbox_rolled_back_command_is_neither_sent_nor_announced(
+    service: app.Service, api: Api, fleet: Fleet, connect: DeviceFactory
+) -> None:
+    device_id, key = await fleet.device(await fleet.profile())
+    org_id = await _org_of(service, device_id)
+
+    async def issue_then_fail(conn: Connection) -> None:
+        await commands.issue(conn, org_id, device_id, commands.NewCommand(type="REBOOT"))
+        raise Invalid("fails after the command was issued")
+
+    async with (
+        service.gateway.events.subscribe(org_id) as events,
+        connect(device_id, key) as device,
+    ):
+        await device.desired()
+        with pytest.raises(Invalid):
+            await service.store.write(issue_then_fail)
+        base = f"/api/v1/devices/{device_id}/commands"
+        kept = await api.ok("POST", base, {"type": "REBOOT"}, status=201)
+        # The first command the device gets and the first one announced are the committed one.
+        assert (await device.next("commands"))[1]["id"] == kept["id"]
+        async with asyncio.timeout(WAIT):
+            event = await events.next()
+            while event is not None and event.type != "command":
+                event = await events.next()
+    assert event is not None
+    assert event.data["id"] == kept["id"]
+    listed = await api.ok("GET", base)
+    assert [c["id"] for c in listed["items"]] == [kept["id"]]
+
+
+async def test_outbox_rolled_back_answer_announces_nothing_and_holds_the_next(
+    service: app.Service, api: Api, connect: DeviceFactory
+) -> None:
+    body = {"name": "seq", "config_schema": {"type": "object"}, "command_delivery": "sequential"}
+    profile = (await api.ok("POST", "/api/v1/device-profiles", body))["id"]
+    created = await api.ok("POST", "/api/v1/devices", {"name": "d", "profile_id": profile})
+    device_id, key = created["id"], created["access_key"]
+    base = f"/api/v1/devices/{device_id}/commands"
+
+    async with (
+        service.gateway.events.subscribe(await _org_of(service, device_id)) as events,
+        connect(device_id, key) as device,
+    ):
+        first = await api.ok("POST", base, {"type": "REBOOT"}, status=201)
+        second = await api.ok("POST", base, {"type": "REBOOT"}, status=201)
+        assert (await device.next("commands"))[1]["id"] == first["id"]
+        done = commands.Ack(id=first["id"], status="SUCCESS", message="rolled back")
+
+        async def answer_then_fail(conn: Connection) -> None:
+            await commands.apply_ack(conn, device_id, done)
+            raise Invalid("fails after the answer was applied")
+
+        with pytest.raises(Invalid):
+            await service.store.write(answer_then_fail)
+        # The device's HTTP answer commits: it is announced and lets the next command go.
+        answer = {"id": first["id"], "status": "done", "message": "committed"}
+        headers = {"Authorization": key}
+        url = f"{api.base}/v1/devices/{device_id}/command"
+        async with api.session.post(url, json=answer, headers=headers) as response:
+            assert response.status == 200, await response.text()
+        assert (await device.next("commands"))[1]["id"] == second["id"]
+        async with asyncio.timeout(WAIT):
+            while True:
+                event = await events.next()
+                assert event is not None
+                if event.type == "command" and event.data["status"] == "SUCCESS":
+                    break
+    assert (event.data["id"], event.data["message"]) == (first["id"], "committed")

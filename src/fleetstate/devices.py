@@ -159,14 +159,24 @@ async def rotate_key(
     access_key = credentials.new_secret()
     key_hash = await _hash_key(access_key)
 
-    async def job(conn: Connection) -> None:
-        await _require_device(conn, org_id, device_id)
-        await q.set_key_hash(conn, device_id, key_hash)
-        await audit.record(conn, device_id, action, detail or {"by": "operator"})
-        outbox.disconnect(device_id)
-
-    await store.write(job)
+    await store.write(lambda conn: replace_key(conn, org_id, device_id, key_hash, action, detail))
     return access_key
+
+
+async def replace_key(
+    conn: Connection,
+    org_id: str,
+    device_id: str,
+    key_hash: str,
+    action: str = audit.KEY_ROTATED,
+    detail: dict[str, Any] | None = None,
+) -> None:
+    """In a write job: the device's new key hash, in its audit trail; its MQTT session (the old
+    key proved it) ends once the job committed, before the job's caller resumes."""
+    await _require_device(conn, org_id, device_id)
+    await q.set_key_hash(conn, device_id, key_hash)
+    await audit.record(conn, device_id, action, detail or {"by": "operator"})
+    outbox.disconnect(device_id)
 
 
 def _device_row(row: q.DeviceRow) -> dict[str, Any]:

@@ -15,13 +15,14 @@ from fleetstate.commands.delivery import (
     Outgoing,
     ack_decoder,
     acknowledge,
+    apply_ack,
     deliverable,
     has_waiting,
     mark_sent,
     record_ack,
     take_next,
 )
-from fleetstate.commands.issuing import Created, NewCommand, create, create_for_group
+from fleetstate.commands.issuing import Created, NewCommand, create, create_for_group, issue
 from fleetstate.commands.lifecycle import (
     TRANSITIONS,
     Brief,
@@ -53,6 +54,7 @@ __all__ = [
     "UnknownCommand",
     "ack_decoder",
     "acknowledge",
+    "apply_ack",
     "batch",
     "cancel",
     "converge",
@@ -65,6 +67,7 @@ __all__ = [
     "get",
     "has_waiting",
     "history",
+    "issue",
     "list_page",
     "mark_config_sent",
     "mark_sent",

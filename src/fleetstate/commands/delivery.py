@@ -168,24 +168,25 @@ async def has_waiting(conn: Connection, device_id: str) -> bool:
 
 
 async def record_ack(store: Store, device_id: str, ack: Ack) -> AckOutcome:
-    """A device's answer (MQTT `commands/ack` or the HTTP command answer). One that applied is
-    announced after the commit, and a sequential device's next command may then go out."""
+    """A device's answer (MQTT `commands/ack` or the HTTP command answer)."""
+    return await store.write(lambda conn: apply_ack(conn, device_id, ack))
 
-    async def job(conn: Connection) -> AckOutcome:
-        row = await q.of_device(conn, device_id, ack.id)
-        if row is None:
-            raise UnknownCommand(ack.id)
-        current, to = Status(row.status), Status(ack.status)
-        effect = await answer(conn, ack.id, current, to, ack.message, "device")
-        after = await q.of_device(conn, device_id, ack.id)
-        assert after is not None  # the same write job: nothing deleted it
-        sequential = await q.delivery_mode(conn, device_id) == "sequential"
-        moved = brief(after)
-        if effect == "applied":
-            outbox.commands_finished([moved], deliver_next=sequential)
-        return AckOutcome(command=view(after), brief=moved, effect=effect, sequential=sequential)
 
-    return await store.write(job)
+async def apply_ack(conn: Connection, device_id: str, ack: Ack) -> AckOutcome:
+    """In a write job: record the device's answer. One that applied is announced once the job
+    committed, and a sequential device's next command may then go out."""
+    row = await q.of_device(conn, device_id, ack.id)
+    if row is None:
+        raise UnknownCommand(ack.id)
+    current, to = Status(row.status), Status(ack.status)
+    effect = await answer(conn, ack.id, current, to, ack.message, "device")
+    after = await q.of_device(conn, device_id, ack.id)
+    assert after is not None  # the same write job: nothing deleted it
+    sequential = await q.delivery_mode(conn, device_id) == "sequential"
+    moved = brief(after)
+    if effect == "applied":
+        outbox.commands_finished([moved], deliver_next=sequential)
+    return AckOutcome(command=view(after), brief=moved, effect=effect, sequential=sequential)
 
 
 async def acknowledge(

@@ -58,13 +58,16 @@ class _Plan(msgspec.Struct, frozen=True, kw_only=True):
 
 
 async def create(store: Store, org_id: str, device_id: str, new: NewCommand) -> Created:
-    async def job(conn: Connection) -> Created:
-        found = await q.target(conn, org_id, device_id)
-        if found is None:
-            raise NotFound("device", device_id)
-        return await _issue(conn, org_id, [Target(found.id, found.profile_id)], new, None)
+    """A command to one device; returns once a connected device got it (then SENT)."""
+    return await store.write(lambda conn: issue(conn, org_id, device_id, new))
 
-    return await store.write(job)
+
+async def issue(conn: Connection, org_id: str, device_id: str, new: NewCommand) -> Created:
+    """In a write job: a command to one device, handed to delivery once the job committed."""
+    found = await q.target(conn, org_id, device_id)
+    if found is None:
+        raise NotFound("device", device_id)
+    return await _issue(conn, org_id, [Target(found.id, found.profile_id)], new, None)
 
 
 async def create_for_group(store: Store, org_id: str, group_id: str, new: NewCommand) -> Created:
