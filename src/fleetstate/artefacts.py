@@ -19,6 +19,7 @@ from fleetstate.names import Name
 from fleetstate.pagination import Page, page_of
 from fleetstate.store import Connection, Store
 from fleetstate.store.sqlite.queries import artefacts as q
+from fleetstate.store.sqlite.queries import numbering
 
 INLINE_LIMIT = 64 * 1024
 
@@ -105,16 +106,13 @@ async def insert_version(
 
 
 async def _next_version(conn: Connection, org_id: str, name: str, profile_id: str) -> int:
-    # Read then write: one writer makes this safe; several processes would need the database
-    # to number versions (or a retry on the UNIQUE (org_id, name, version) conflict).
+    """The next version of `name`; every version of a name is for the same profile."""
     latest = await q.latest(conn, org_id, name)
-    if latest is None:
-        return 1
-    if latest.profile_id != profile_id:
+    if latest is not None and latest.profile_id != profile_id:
         raise Conflict(
             f"artefact {name!r} belongs to profile {latest.profile_id}; versions share a profile"
         )
-    return latest.version + 1
+    return await numbering.next_artefact_version(conn, org_id, name)
 
 
 async def get(store: Store, org_id: str, artefact_id: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from fleetstate.ids import new_id
 from fleetstate.pagination import Page, page_of
 from fleetstate.store import Connection, Store
 from fleetstate.store.sqlite.queries import bindings as q
-from fleetstate.store.sqlite.queries import sql
+from fleetstate.store.sqlite.queries import numbering, sql
 
 TargetType = Literal["device", "component", "device_group", "device_profile", "sensor_profile"]
 
@@ -99,8 +99,7 @@ async def upsert(store: Store, org_id: str, spec: BindingSpec) -> Upserted:
         profile_id, kind = await _artefact(conn, org_id, spec.artefact_id)
         await _check_target(conn, org_id, spec, profile_id, kind)
         slot_key = "device" if kind == "device" else f"sensor:{profile_id}"
-        # Read-then-write numbering (max(seq) + 1): safe because one writer runs every job.
-        seq = await q.next_seq(conn)
+        seq = await numbering.next_binding_seq(conn)
         existing = await q.of_slot(conn, org_id, spec.target_type, spec.target_id, slot_key)
         now = now_text()
         if existing:

@@ -17,6 +17,7 @@ import msgspec
 from fleetstate.clock import now_text
 from fleetstate.store import Connection
 from fleetstate.store.sqlite.queries import desired as q
+from fleetstate.store.sqlite.queries import numbering
 
 RANK = {"component": 4, "device": 3, "device_group": 2, "device_profile": 1, "sensor_profile": 1}
 DEVICE_SLOT = "device"
@@ -173,9 +174,9 @@ async def resolve(
     contents = await _inline_contents(conn, chosen_by_device.values())
     issued_at = now_text()
     changes = []
+    versions = await numbering.next_desired_versions(conn, list(chosen_by_device))
     for device_id, chosen in chosen_by_device.items():
-        # Read-then-write numbering (current + 1): safe because one writer runs every job.
-        version = current.get(device_id, (0, ""))[0] + 1
+        version = versions[device_id]
         document = _render(device_id, version, issued_at, chosen, contents)
         changes.append(DesiredChange(device_id=device_id, version=version, document=document))
     await track(conn, org_id, changes)

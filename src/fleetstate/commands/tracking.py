@@ -35,7 +35,7 @@ from fleetstate.ids import new_id
 from fleetstate.store import Connection, Store
 from fleetstate.store.sqlite.queries import bindings as binding_q
 from fleetstate.store.sqlite.queries import command_tracking as q
-from fleetstate.store.sqlite.queries import sql
+from fleetstate.store.sqlite.queries import numbering, sql
 
 _REPORTED = {
     "IN_PROGRESS": Status.ACKNOWLEDGED,
@@ -151,12 +151,14 @@ async def _bindings_to_remove(
 async def apply_rebind(
     conn: Connection, org_id: str, rebind: Rebind
 ) -> list[desired.DesiredChange]:
-    # Read-then-write numbering (max(seq) + n): safe because one writer runs every job.
-    seq = await q.max_seq(conn)
+    seqs = await numbering.next_binding_seqs(conn, len(rebind.upserts))
     now = now_text()
     await q.upsert_bindings(
         conn,
-        [(new_id(), org_id, *b, seq + n, now, now) for n, b in enumerate(rebind.upserts, 1)],
+        [
+            (new_id(), org_id, *b, seq, now, now)
+            for seq, b in zip(seqs, rebind.upserts, strict=True)
+        ],
     )
     await q.delete_bindings(conn, rebind.deletes)
     return await resolve_desired(conn, org_id, rebind.device_ids)

@@ -80,8 +80,6 @@ _COVERED = {
     "device_profile": "SELECT id FROM devices WHERE profile_id = ?",
     "sensor_profile": "SELECT DISTINCT device_id FROM components WHERE sensor_profile_id = ?",
 }
-# Read-then-write numbering: safe with one writer only (see the architecture notes).
-_NEXT_SEQ = "SELECT coalesce(max(seq), 0) + 1 FROM bindings"
 _OF_SLOT = (
     "SELECT id FROM bindings WHERE org_id = ? AND target_type = ? AND target_id = ?"
     " AND slot_key = ?"
@@ -161,10 +159,6 @@ async def covered_devices(conn: Connection, target_type: str, target_id: str) ->
     if statement is None:
         return None
     return await sql.fetch_column(conn, statement, (target_id,))
-
-
-async def next_seq(conn: Connection) -> int:
-    return int(await sql.fetch_value(conn, _NEXT_SEQ))
 
 
 async def of_slot(

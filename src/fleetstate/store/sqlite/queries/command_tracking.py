@@ -69,8 +69,6 @@ _ARTEFACT_BINDINGS = (
     "SELECT id, target_id, artefact_id FROM bindings WHERE org_id = ? AND artefact_id = ?"
     " AND target_type IN ('device', 'component')"
 )
-# Read-then-write numbering (max(seq) + n): safe with one writer only.
-_MAX_SEQ = "SELECT coalesce(max(seq), 0) FROM bindings"
 # Upsert both dialects spell alike.
 _UPSERT_BINDING = (
     "INSERT INTO bindings (id, org_id, target_type, target_id, slot_key, artefact_id, seq,"
@@ -121,10 +119,6 @@ async def artefact_bindings(
 ) -> list[BoundArtefact]:
     """The device and component bindings of the artefact."""
     return await sql.fetch_all(conn, BoundArtefact, _ARTEFACT_BINDINGS, (org_id, artefact_id))
-
-
-async def max_seq(conn: Connection) -> int:
-    return int(await sql.fetch_value(conn, _MAX_SEQ))
 
 
 async def upsert_bindings(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> None:
