@@ -29,7 +29,9 @@ from fleetstate.api.observability import METRICS
 from fleetstate.api.server import build_app
 from fleetstate.blobs import open_blob_store
 from fleetstate.bus import Bus, open_bus
+from fleetstate.command_delivery import HeapDeadlines
 from fleetstate.config import Config, split_hostport
+from fleetstate.coordination import LocalLocks
 from fleetstate.events import EventHub
 from fleetstate.gateway import Gateway
 from fleetstate.metrics import Metrics, Sources
@@ -95,6 +97,8 @@ async def start(config: Config) -> AsyncIterator[Service]:
         recorder = telemetry.Recorder(store, events, config.limits)
         # Stops after the loops were cancelled and in-flight work settled (pushed before them).
         bus = await stack.enter_async_context(open_bus(config))
+        # The in-process implementations of the single-process invariants (coordination.py).
+        deadlines = HeapDeadlines(store)
         gateway = Gateway(
             store,
             tasks,
@@ -102,12 +106,14 @@ async def start(config: Config) -> AsyncIterator[Service]:
             bus,
             record_telemetry=recorder.record,
             max_forbidden=config.max_forbidden_publishes,
+            deadlines=deadlines,
+            command_locks=LocalLocks(),
         )
         dispatcher = gateway.commands
         # Each committed write's recorded effects go out here, and only a committed write's.
         store.after_commit = Outbox(
             deliver=gateway.deliver,
-            announce=events.publish,
+            events=events,
             commands_finished=dispatcher.changed,
             commands_created=dispatcher.created,
             disconnect=bus.disconnect,
@@ -118,8 +124,8 @@ async def start(config: Config) -> AsyncIterator[Service]:
         await bus.start(gateway)
         _run(stack, tasks, bus.run(), "bus")
         # What fell due while stopped times out before anything is served.
-        await dispatcher.deadlines.start()
-        _run(stack, tasks, dispatcher.deadlines.run(), "command-deadlines")
+        await deadlines.start()
+        _run(stack, tasks, deadlines.run(), "command-deadlines")
         cleanup = uploads.cleanup_loop(store, blobs, config.uploads.cleanup_interval_s)
         _run(stack, tasks, cleanup, "upload-cleanup")
         retain = retention.retention_loop(

@@ -5,10 +5,14 @@ connected, oldest first when it connects or subscribes), records SENT once the d
 handles acks and announces every change as a `command` event. It never holds a transaction across
 a publish: commit, publish, then record the outcome.
 
-`Deadlines` is the one loop over command deadlines, kept in SQLite: a heap of the deadlines due in
-the next `HORIZON_S`, refilled from the database every half horizon, so 100,000 open commands are
-rows, not tasks. A command with a shorter timeout is armed by whoever created it, which wakes the
-loop when its deadline is earlier than the one it sleeps towards.
+`Deadlines` is when commands time out: deadlines are rows, and one loop expires what fell due
+(`commands.expire_due`, whose write announces them through the outbox). `HeapDeadlines` is the
+in-process loop: a heap of the deadlines due in the next `HORIZON_S`, refilled from the database
+every half horizon, so 100,000 open commands are rows, not tasks. A command with a shorter
+timeout is armed by whoever created it, which wakes the loop when its deadline is earlier than
+the one it sleeps towards. A command that finishes early needs no cancel: at its deadline the
+expiry finds nothing open. Per-device exclusion of delivery passes is a `KeyedLocks`; both are
+chosen by the composition root.
 """
 
 import asyncio
@@ -17,16 +21,16 @@ import heapq
 import logging
 import math
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from fleetstate import commands
 from fleetstate.bus import Bus, device_topic
 from fleetstate.clock import rfc3339
+from fleetstate.coordination import KeyedLocks
 from fleetstate.errors import StoreClosed
-from fleetstate.events import EventHub
+from fleetstate.events import EventBus
 from fleetstate.store import Store
 
 log = logging.getLogger(__name__)
@@ -43,17 +47,35 @@ class Devices(Protocol):
     def bus(self) -> Bus: ...
 
     @property
-    def events(self) -> EventHub: ...
+    def events(self) -> EventBus: ...
 
     async def send_current(self, device_id: str) -> bool: ...
 
     def reject(self, device_id: str, topic: str, code: str, detail: str) -> None: ...
 
 
-class Deadlines:
-    def __init__(self, store: Store, expired: Callable[[list[commands.Brief]], None]) -> None:
+class Deadlines(Protocol):
+    """When open commands time out. Commands keep their deadline in their row; this says when
+    to look."""
+
+    def arm(self, timeout_at: str) -> None:
+        """A new command's deadline (RFC 3339): it is expired no later than that."""
+        ...
+
+    async def start(self) -> None:
+        """At service start, before anything is served: expire what fell due while stopped."""
+        ...
+
+    async def run(self) -> None:
+        """The loop that expires commands as their deadlines pass; runs until cancelled."""
+        ...
+
+
+class HeapDeadlines:
+    """`Deadlines` in this process: a heap of the deadlines within the horizon."""
+
+    def __init__(self, store: Store) -> None:
         self._store = store
-        self._expired = expired
         self._heap: list[float] = []
         self._horizon = 0.0  # every open deadline up to here is in the heap
         self._next = math.inf  # what the loop sleeps towards
@@ -102,10 +124,10 @@ class Deadlines:
             heapq.heappush(self._heap, commands.epoch(timeout_at))
 
     async def _expire(self) -> None:
+        # Announced, and a sequential device's next one let go, by the write's outbox.
         expired = await commands.expire_due(self._store)
         if expired:
             log.info("%d commands timed out", len(expired))
-            self._expired(expired)
 
 
 def _text(moment: float) -> str:
@@ -113,13 +135,22 @@ def _text(moment: float) -> str:
 
 
 class Dispatcher:
-    def __init__(self, store: Store, gateway: Devices, tasks: asyncio.TaskGroup) -> None:
+    def __init__(
+        self,
+        store: Store,
+        gateway: Devices,
+        tasks: asyncio.TaskGroup,
+        *,
+        deadlines: Deadlines,
+        locks: KeyedLocks,
+    ) -> None:
         self._store = store
         self._gateway = gateway
         self._tasks = tasks
-        self.deadlines = Deadlines(store, self._finished)
-        self._locks: dict[str, asyncio.Lock] = {}
-        self._lock_users: Counter[str] = Counter()
+        self.deadlines = deadlines
+        self._passes = locks
+        """One delivery pass per device at a time, so a command is not published twice and
+        the order holds."""
 
     # -- what the outbox hands over after a commit ------------------------------------------------
 
@@ -149,7 +180,7 @@ class Dispatcher:
         if not bus.is_connected(device_id):
             return  # spares the read; a connected one that takes no commands refuses the first
         try:
-            async with self._exclusive(device_id):
+            async with self._passes.hold(device_id):
                 for outgoing in await commands.deliverable(self._store, device_id):
                     if outgoing.brief.type == "UPDATE_CONFIG":
                         await self._gateway.send_current(device_id)
@@ -170,20 +201,6 @@ class Dispatcher:
                 await self.push(device_id)
 
         await asyncio.gather(*(deliver() for _ in range(PUSH_CONCURRENCY)))
-
-    @contextlib.asynccontextmanager
-    async def _exclusive(self, device_id: str) -> AsyncIterator[None]:
-        """One delivery pass per device at a time, so a command is not published twice and the
-        order holds; the lock is dropped once nobody waits for it."""
-        lock = self._locks.setdefault(device_id, asyncio.Lock())
-        self._lock_users[device_id] += 1
-        try:
-            async with lock:
-                yield
-        finally:
-            self._lock_users[device_id] -= 1
-            if not self._lock_users[device_id]:
-                del self._lock_users[device_id], self._locks[device_id]
 
     # -- what the gateway tells --------------------------------------------------------------------
 

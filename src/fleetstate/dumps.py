@@ -6,7 +6,6 @@ append rewrites the blob whole: dumps are bounded, so the cost is bounded too); 
 and download a device's dumps. One lock per dump orders concurrent appends, so none is lost.
 """
 
-import asyncio
 import re
 from typing import Annotated
 
@@ -14,6 +13,7 @@ import msgspec
 
 from fleetstate.blobs import BlobStore, StoredContent, read_all
 from fleetstate.clock import now_text
+from fleetstate.coordination import KeyedLocks, LocalLocks
 from fleetstate.errors import Invalid, NotFound, TooLarge
 from fleetstate.ids import new_id
 from fleetstate.pagination import Page, page_of
@@ -66,9 +66,16 @@ def check_size(size: int, limit: int) -> None:
 
 
 class Dumps:
-    def __init__(self, store: Store, blobs: BlobStore, config: DumpConfig) -> None:
+    def __init__(
+        self,
+        store: Store,
+        blobs: BlobStore,
+        config: DumpConfig,
+        locks: KeyedLocks | None = None,
+    ) -> None:
         self._store, self._blobs, self.max_size = store, blobs, config.max_size
-        self._locks: dict[str, tuple[asyncio.Lock, int]] = {}
+        self._appends = LocalLocks() if locks is None else locks
+        """Appends to one dump run one at a time, in order (read, grow, write back)."""
 
     async def create(self, device_id: str, content_type: str, file_name: str, data: bytes) -> Dump:
         check_names(content_type, file_name)
@@ -109,23 +116,14 @@ class Dumps:
         """Add bytes at the end; refused whole (413) when the dump would grow past the limit."""
         if not data:
             raise Invalid("nothing to append")
-        lock, users = self._locks.get(dump_id, (asyncio.Lock(), 0))
-        self._locks[dump_id] = (lock, users + 1)
-        try:
-            async with lock:
-                found = await self._get(device_id, dump_id)
-                check_size(found.size + len(data), self.max_size)
-                before = await read_all(self._blobs, blob_key(dump_id), limit=self.max_size)
-                await self._blobs.put_bytes(
-                    blob_key(dump_id), before + data, content_type=found.content_type
-                )
-                await self._store.write(_grown_job(dump_id, len(before) + len(data)))
-        finally:
-            lock, users = self._locks[dump_id]
-            if users == 1:
-                del self._locks[dump_id]
-            else:
-                self._locks[dump_id] = (lock, users - 1)
+        async with self._appends.hold(dump_id):
+            found = await self._get(device_id, dump_id)
+            check_size(found.size + len(data), self.max_size)
+            before = await read_all(self._blobs, blob_key(dump_id), limit=self.max_size)
+            await self._blobs.put_bytes(
+                blob_key(dump_id), before + data, content_type=found.content_type
+            )
+            await self._store.write(_grown_job(dump_id, len(before) + len(data)))
         return await self._get(device_id, dump_id)
 
     async def _get(self, device_id: str, dump_id: str) -> Dump:

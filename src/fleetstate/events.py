@@ -1,4 +1,9 @@
-"""In-process fan-out of what happens in the fleet, per organization (the source of SSE).
+"""Fan-out of what happens in the fleet, per organization (the source of SSE).
+
+`EventBus` is what publishers (the outbox, command delivery, telemetry, presence) and subscribers
+(the SSE handler) need; `EventHub` is its in-process implementation, which reaches only this
+process's subscribers and numbers events in this process (docs/architecture.md,
+"Single-process invariants"); a shared one would publish through `LISTEN/NOTIFY` or the broker.
 
 Events are published after the change they describe committed. Each subscriber has a bounded
 queue. A subscriber whose queue is full (a client that stopped reading: its stream is stuck in a
@@ -16,8 +21,8 @@ import itertools
 import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
-from typing import Any
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Protocol
 
 import msgspec
 
@@ -65,7 +70,21 @@ class Subscription:
             self._on_drop()
 
 
+class EventBus(Protocol):
+    def publish(self, org_id: str, kind: str, data: dict[str, Any]) -> None:
+        """Offer an event to the organization's subscribers; never waits for them."""
+        ...
+
+    def subscribe(
+        self, org_id: str, on_drop: Callable[[], None] | None = None
+    ) -> AbstractAsyncContextManager[Subscription]:
+        """The organization's events from now on, for the block."""
+        ...
+
+
 class EventHub:
+    """`EventBus` in this process."""
+
     def __init__(self, queue_limit: int = QUEUE_LIMIT) -> None:
         self._subscribers: dict[str, set[Subscription]] = defaultdict(set)
         self._ids = itertools.count(1)

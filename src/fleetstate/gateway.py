@@ -17,7 +17,8 @@ import msgspec
 
 from fleetstate import credentials, devices, reports
 from fleetstate.bus import MAX_PAYLOAD, Bus, device_topic
-from fleetstate.command_delivery import Dispatcher
+from fleetstate.command_delivery import Deadlines, Dispatcher
+from fleetstate.coordination import KeyedLocks
 from fleetstate.desired import DesiredChange
 from fleetstate.errors import FleetstateError
 from fleetstate.events import EventHub
@@ -61,6 +62,8 @@ class Gateway:
         *,
         record_telemetry: InboundHandler,
         max_forbidden: int,
+        deadlines: Deadlines,
+        command_locks: KeyedLocks,
     ) -> None:
         self._store = store
         self.events = events
@@ -74,7 +77,7 @@ class Gateway:
         self.forbidden_total = 0
         self.messages_in: Counter[str] = Counter()
         """Messages received per subtopic (read by /metrics)."""
-        self.commands = Dispatcher(store, self, tasks)
+        self.commands = Dispatcher(store, self, tasks, deadlines=deadlines, locks=command_locks)
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
         try:

@@ -17,7 +17,7 @@ import msgspec
 
 from fleetstate import devices
 from fleetstate.errors import StoreClosed
-from fleetstate.events import EventHub
+from fleetstate.events import EventBus
 from fleetstate.store import Store
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ class _Seen:
 
 
 class HttpPresence:
-    def __init__(self, store: Store, events: EventHub, config: PresenceConfig) -> None:
+    def __init__(self, store: Store, events: EventBus, config: PresenceConfig) -> None:
         self._store, self._events, self._config = store, events, config
         self._seen: dict[str, _Seen] = {}
 

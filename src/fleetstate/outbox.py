@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # the store imports this module; the domain imports the store
     from fleetstate.commands import Brief
     from fleetstate.desired import DesiredChange
+    from fleetstate.events import EventBus
 
 log = logging.getLogger(__name__)
 
@@ -139,14 +140,14 @@ class Outbox:
         self,
         *,
         deliver: Callable[[Iterable["DesiredChange"]], None],
-        announce: Callable[[str, str, dict[str, Any]], None],
+        events: "EventBus",
         commands_finished: Callable[[list["Brief"], bool], None],
         commands_created: Callable[[list["Brief"], str | None], Awaitable[None]],
         disconnect: Callable[[str], Awaitable[None]],
         spawn: Spawn,
     ) -> None:
         self._deliver = deliver
-        self._announce = announce
+        self._events = events
         self._commands_finished = commands_finished
         self._commands_created = commands_created
         self._disconnect = disconnect
@@ -164,7 +165,7 @@ class Outbox:
                 log.exception("delivering %d changed documents failed", len(effects.deliveries))
         for org_id, kind, data in effects.announcements:
             try:
-                self._announce(org_id, kind, data)
+                self._events.publish(org_id, kind, data)
             except Exception:
                 log.exception("announcing a %s event failed", kind)
         for briefs, deliver_next in effects.finished:

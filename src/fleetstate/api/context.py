@@ -6,7 +6,7 @@ from aiohttp import web
 
 from fleetstate.blobs import BlobStore
 from fleetstate.config import Config
-from fleetstate.events import EventHub
+from fleetstate.events import EventBus
 from fleetstate.gateway import Gateway
 from fleetstate.store import Store
 from fleetstate.telemetry import Recorder
@@ -18,7 +18,7 @@ class Services:
     store: Store
     gateway: Gateway
     config: Config
-    events: EventHub
+    events: EventBus
     blobs: BlobStore
     telemetry: Recorder
     mqtt_url: str = ""

@@ -211,7 +211,10 @@ async def expire_due(store: Store) -> list[Brief]:
 
     async def job(conn: Connection) -> list[Brief]:
         late = "no result before the deadline"
-        return await move(conn, *q.move_due(now_text()), Status.TIMEOUT, late)
+        expired = await move(conn, *q.move_due(now_text()), Status.TIMEOUT, late)
+        if expired:
+            outbox.commands_finished(expired)  # announced; a sequential device's next may go
+        return expired
 
     return await store.write(job)
 
