@@ -4,12 +4,14 @@ The simulated fleet (aiomqtt over paho) spends more CPU per device than the serv
 10,000 devices on two shared cores it sets the connect and rollout times itself. This one is bare
 asyncio protocols speaking the device's side of the protocol and nothing else: CONNECT, SUBSCRIBE
 to `desired` and `commands`, PUBACK for each document and one `reported` ACCEPTED with the
-document's slots (no IN_PROGRESS first). It measures nothing the service says about itself: the
-caller judges the rollout by the service's binding counts, and the times here are the devices'.
+document's slots (no IN_PROGRESS first). A device counts an artefact applied when the service
+PUBACKs the report naming it, which it does only after the report is committed.
 
     python -m bench.lean_fleet SPEC.json   ->   a JSON line once every device is subscribed
                                                (and has its first document, if one is expected);
-                                               then, on "stop" from stdin, one with the totals
+    "watch ARTEFACT_ID" on stdin           ->   a JSON line once every device's report of that
+                                               artefact is acknowledged (times since the watch)
+    "stop" on stdin                        ->   a JSON line with the totals
 
 SPEC: {"host": ..., "port": ..., "devices": [[id, key], ...], "connect_within": 120,
 "expect_document": true}
@@ -32,6 +34,18 @@ class Totals:
         self.documents = self.reports = self.report_acks = 0
         self.errors: Counter[str] = Counter()
         self.stopping = False
+        self.watched = ""
+        self.watch_started = 0.0
+        self.applied: list[float] = []
+        self.all_applied: asyncio.Future[None] | None = None
+        self.devices = 0
+
+    def acknowledged(self, artefacts: tuple[str, ...]) -> None:
+        if not self.watched or self.watched not in artefacts:
+            return
+        self.applied.append(time.monotonic() - self.watch_started)
+        if len(self.applied) == self.devices and self.all_applied is not None:
+            self.all_applied.set_result(None)
 
 
 class LeanDevice(asyncio.Protocol):
@@ -51,6 +65,8 @@ class LeanDevice(asyncio.Protocol):
         self.started = 0.0
         self.answered = 0
         self.packet_id = _SUBSCRIBE_ID
+        self.reports: dict[bytes, tuple[str, ...]] = {}
+        """The artefacts of each report in flight, by packet id."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -81,6 +97,7 @@ class LeanDevice(asyncio.Protocol):
             self._publish(first, body)
         elif kind == 0x40:
             self.totals.report_acks += 1
+            self.totals.acknowledged(self.reports.pop(body[:2], ()))
 
     def _publish(self, first: int, body: bytes) -> None:
         topic_size = int.from_bytes(body[:2], "big")
@@ -109,7 +126,9 @@ class LeanDevice(asyncio.Protocol):
         ]
         report = {"version": version, "status": "ACCEPTED", "configs": slots}
         self.packet_id = self.packet_id % 65535 + 1
-        payload = self.reported + self.packet_id.to_bytes(2, "big") + json.dumps(report).encode()
+        packet_id = self.packet_id.to_bytes(2, "big")
+        self.reports[packet_id] = tuple(c["artefact_id"] for c in slots)
+        payload = self.reported + packet_id + json.dumps(report).encode()
         assert self.transport is not None
         self.transport.write(mqtt_packet(0x32, payload))
         self.totals.reports += 1
@@ -147,6 +166,29 @@ def _p99(values: list[float]) -> float:
     return round(ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))], 3) if ordered else 0.0
 
 
+async def _watch(totals: Totals, artefact_id: str, within: float) -> None:
+    totals.watched, totals.watch_started = artefact_id, time.monotonic()
+    totals.applied = []
+    totals.all_applied = asyncio.get_running_loop().create_future()
+    try:
+        async with asyncio.timeout(within):
+            await totals.all_applied
+    except TimeoutError:
+        pass
+    applied = totals.applied
+    print(
+        json.dumps(
+            {
+                "applied": len(applied),
+                "all_applied_s": round(max(applied), 2) if len(applied) == totals.devices else None,
+                "p50_s": round(sorted(applied)[len(applied) // 2], 3) if applied else None,
+                "p99_s": _p99(applied),
+            }
+        ),
+        flush=True,
+    )
+
+
 async def main(spec: dict[str, Any]) -> None:
     loop = asyncio.get_running_loop()
     totals = Totals()
@@ -171,8 +213,10 @@ async def main(spec: dict[str, Any]) -> None:
         "first_document_p99_s": _p99([d.first_document.result() for d in devices]),
     }
     print(json.dumps(ready), flush=True)
-    await loop.run_in_executor(None, sys.stdin.readline)  # "stop", or the caller's end
-    totals.stopping = True
+    totals.devices = len(devices)
+    while (line := await loop.run_in_executor(None, sys.stdin.readline)).startswith("watch "):
+        await _watch(totals, line.split()[1], float(spec.get("connect_within", 120)))
+    totals.stopping = True  # "stop", or the caller's end
     for device in devices:
         if device.transport is not None:
             device.transport.close()

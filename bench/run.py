@@ -210,7 +210,7 @@ class _LeanRun:
             _say(f"connect_lean: {out['connect_lean']}")
             async with _profiled(args, "rollout_lean", self.svc):
                 out["rollout_lean"] = await scenarios.lean_rollout(
-                    self.api, self.svc, fleet.proc.pid, n, self.group_id, self.profile_id, within
+                    self.api, self.svc, fleet, n, self.group_id, self.profile_id
                 )
             _say(f"rollout_lean: {out['rollout_lean']}")
         finally:
