@@ -17,7 +17,16 @@ from typing import Any
 import aiomqtt
 import msgspec
 
-from bench.scenarios import Phase, Watch, connect, errors, percentiles, telemetry
+from bench.scenarios import (
+    LeanFleet,
+    Phase,
+    Watch,
+    connect,
+    errors,
+    lean_connect,
+    percentiles,
+    telemetry,
+)
 from bench.service import Process, bare_broker
 from fleetstate.simulator.options import Behaviour, DeviceSpec, Settings, Transport, mqtt_address
 from fleetstate.simulator.supervisor import Fleet
@@ -65,6 +74,13 @@ async def run(
             result["rss_mib"] = round(broker.rss_kib() / 1024, 1)
         finally:
             await fleet.stop()
+        lean = await LeanFleet.start(
+            [(s.id, s.key) for s in specs], (host, port), workdir, expect_document=False
+        )
+        try:
+            result["connect_lean"] = await lean_connect(broker, lean, devices, False)
+        finally:
+            await lean.stop()
         return result
 
 

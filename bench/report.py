@@ -48,6 +48,27 @@ FIGURES: list[tuple[str, str, Getter, str, str]] = [
     ("telemetry", "service CPU per MQTT message", lambda r: _cpu_ms(r, "telemetry_mqtt"), "ms", ""),
     ("telemetry", "service CPU per HTTP request", lambda r: _cpu_ms(r, "telemetry_http"), "ms", ""),
     (
+        "lean fleet",
+        "all connected after",
+        lambda r: r["connect_lean"]["all_connected_s"],
+        "s",
+        "time",
+    ),
+    (
+        "lean fleet",
+        "CONNECT to SUBACK p99",
+        lambda r: r["connect_lean"]["suback_p99_s"],
+        "s",
+        "count",
+    ),
+    (
+        "lean fleet",
+        "rollout all ACCEPTED after",
+        lambda r: r["rollout_lean"]["all_accepted_s"],
+        "s",
+        "",
+    ),
+    (
         "lean load",
         "MQTT accepted",
         lambda r: r["telemetry_mqtt_lean"]["rate_per_s"],
@@ -72,6 +93,7 @@ FIGURES: list[tuple[str, str, Getter, str, str]] = [
         "",
     ),
 ]
+LEAN_FLEET_PHASES = ("connect_lean", "rollout_lean")
 TELEMETRY_PHASES = (
     "telemetry_mqtt",
     "telemetry_http",
@@ -125,6 +147,33 @@ def targets(result: dict[str, Any]) -> dict[str, str]:
         ),
         f"HTTP telemetry >= 3,000/s, zero loss (from {n:,} devices)": judge(
             1, ("telemetry_http",), lambda: th["rate_per_s"] >= 3000 and _lossless_all(service)
+        ),
+        **_front_door_targets(service, judge),
+    }
+
+
+def _front_door_targets(service: dict[str, Any], judge: Any) -> dict[str, str]:
+    """The own endpoint's targets at 10,000 devices, from the lean fleet and load."""
+    cl, rl = service.get("connect_lean", {}), service.get("rollout_lean", {})
+    tl, c = service.get("telemetry_mqtt_lean", {}), service.get("connect", {})
+    return {
+        "10,000 connect in under 20 s (lean fleet)": judge(
+            10_000, ("connect_lean",), lambda: cl["all_connected"] and cl["all_connected_s"] < 20
+        ),
+        "under 10 KiB service RSS per connection": judge(
+            10_000, ("connect",), lambda: c["rss_per_device_kib"] < 10
+        ),
+        "rollout to 10,000 all ACCEPTED in under 10 s (lean fleet)": judge(
+            10_000, ("rollout_lean",), lambda: rl["all_accepted"] and rl["all_accepted_s"] < 10
+        ),
+        "lean MQTT telemetry >= 8,000/s at <= 0.12 ms service CPU, zero loss": judge(
+            10_000,
+            ("telemetry_mqtt_lean",),
+            lambda: (
+                tl["rate_per_s"] >= 8000
+                and _cpu_ms(service, "telemetry_mqtt_lean") <= 0.12
+                and _lossless_all(service)
+            ),
         ),
     }
 
@@ -218,7 +267,7 @@ def _cpu_lines(result: dict[str, Any]) -> list[str]:
         parts = [
             f"{name} {p['target_cpu_pct']:.0f} / {p['clients_cpu_pct']:.0f}"
             f" / {p.get('others_cpu_pct', 0):.0f}"
-            for name in ("connect", "rollout", "commands", *TELEMETRY_PHASES)
+            for name in ("connect", "rollout", "commands", *TELEMETRY_PHASES, *LEAN_FLEET_PHASES)
             if (p := run.get(name))
         ]
         if parts:

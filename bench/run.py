@@ -46,7 +46,7 @@ from fleetstate.simulator.options import (
 from fleetstate.simulator.provision import Api, ensure_group, provision
 from fleetstate.simulator.supervisor import Fleet
 
-SCENARIOS = ("connect", "rollout", "commands", "telemetry", "ceiling")
+SCENARIOS = ("connect", "rollout", "commands", "telemetry", "lean", "ceiling")
 TOKEN = os.environ.get("FLEETSTATE_ADMIN_TOKEN") or "bench-admin-token"
 
 
@@ -132,6 +132,10 @@ async def _service_run(
         fleet = Fleet(provisioned.specs, settings, processes)
         try:
             await _phases(args, chosen, svc, api, fleet, group_id, provisioned.profile_id, out)
+            if "lean" in chosen and provisioned.profile_id is not None:
+                await fleet.stop()  # the lean fleet connects as the same devices
+                lean = _LeanRun(svc, api, provisioned.specs, group_id, provisioned.profile_id)
+                await lean.phases(args, "rollout" in out, workdir, out)
             if "telemetry" in chosen and not args.no_lean:
                 await fleet.stop()  # the lean load generator connects as the same devices
                 await _lean_phases(args, svc, provisioned.specs, workdir, out)
@@ -180,6 +184,37 @@ async def _phases(
                     svc, fleet, transport, args.telemetry_seconds, window
                 )
             _say(f"{name}: {out[name]}")
+
+
+class _LeanRun:
+    """Connect and rollout once more, with the lean fleet (bench/lean_fleet.py)."""
+
+    def __init__(
+        self, svc: Process, api: Api, specs: list[DeviceSpec], group_id: str, profile_id: str
+    ) -> None:
+        self.svc, self.api, self.specs = svc, api, specs
+        self.group_id, self.profile_id = group_id, profile_id
+
+    async def phases(
+        self, args: argparse.Namespace, bound: bool, workdir: Path, out: dict[str, Any]
+    ) -> None:
+        n = len(self.specs)
+        within = max(120.0, n / 20)
+        devices = [(d.id, d.key) for d in self.specs]
+        address = mqtt_address(self.svc.mqtt_url)
+        extra = {"expect_document": bound, "connect_within": within}
+        fleet = await scenarios.LeanFleet.start(devices, address, workdir, **extra)
+        try:
+            async with _profiled(args, "connect_lean", self.svc):
+                out["connect_lean"] = await scenarios.lean_connect(self.svc, fleet, n, bound)
+            _say(f"connect_lean: {out['connect_lean']}")
+            async with _profiled(args, "rollout_lean", self.svc):
+                out["rollout_lean"] = await scenarios.lean_rollout(
+                    self.api, self.svc, fleet, n, self.group_id, self.profile_id
+                )
+            _say(f"rollout_lean: {out['rollout_lean']}")
+        finally:
+            out.setdefault("rollout_lean", {})["devices_side"] = await fleet.stop()
 
 
 async def _lean_phases(

@@ -1,4 +1,5 @@
-"""The measured scenarios of `python -m bench`: connect, rollout, commands, telemetry.
+"""The measured scenarios of `python -m bench`: connect, rollout, commands, telemetry, and
+connect and rollout again with the lean fleet.
 
 Each scenario drives a running simulated fleet (`supervisor.Fleet`) and the service's REST API,
 and returns a flat dict of figures. Latencies come from client-side timestamps: a device records
@@ -7,6 +8,7 @@ means the answer is committed, so "all ACCEPTED" is a fact on both sides.
 """
 
 import asyncio
+import contextlib
 import json
 import resource
 import sys
@@ -50,18 +52,21 @@ class Phase:
     def __init__(self, target: Process, fleet: Fleet | None, load_pid: int | None = None) -> None:
         """`fleet` None: the load generator is this process and the children it waits for
         by the end of the phase, such as `load_pid` (whose CPU so far is not the phase's)."""
-        self.target, self.fleet = target, fleet
+        self.target, self.fleet, self.load_pid = target, fleet, load_pid
         self.t0 = time.monotonic()
         self.target0 = target.cpu_s()
         self.clients0 = self._clients_cpu_s()
-        if load_pid is not None:
-            self.clients0 += process_cpu_s(load_pid)
         self.machine0 = machine_busy_s()
 
     def _clients_cpu_s(self) -> float:
         if self.fleet is None:
+            # Children waited for are in RUSAGE_CHILDREN; one still running is read from /proc.
             usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-            return own_cpu_s() + usage.ru_utime + usage.ru_stime
+            running = 0.0
+            if self.load_pid is not None:
+                with contextlib.suppress(OSError):
+                    running = process_cpu_s(self.load_pid)
+            return own_cpu_s() + usage.ru_utime + usage.ru_stime + running
         return self.fleet.poll().cpu_s() + own_cpu_s()
 
     def result(self) -> dict[str, float]:
@@ -291,4 +296,112 @@ async def lean_telemetry(
         **found,
         "rate_per_s": round(found["acked"] / found["seconds"], 1),
         **phase.result(),
+    }
+
+
+class LeanFleet:
+    """`bench/lean_fleet.py` in its own process: the devices' side at little CPU cost, so the
+    connect and rollout phases show the service's limit rather than the simulated fleet's."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+
+    @classmethod
+    async def start(
+        cls, devices: list[tuple[str, str]], address: tuple[str, int], workdir: Path, **extra: Any
+    ) -> "LeanFleet":
+        spec = {"host": address[0], "port": address[1], "devices": devices, **extra}
+        spec_file = workdir / "lean-fleet.json"
+        spec_file.write_text(json.dumps(spec))
+        proc = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "bench.lean_fleet", str(spec_file)),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            cwd=ROOT,
+        )
+        return cls(proc)
+
+    async def ready(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = await self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"bench.lean_fleet exited with {await self.proc.wait()}")
+        found: dict[str, Any] = json.loads(line)
+        return found
+
+    async def watch(self, artefact_id: str) -> None:
+        """From now on, time each device's acknowledged report of this artefact."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(f"watch {artefact_id}\n".encode())
+        await self.proc.stdin.drain()
+
+    async def applied(self) -> dict[str, Any]:
+        """Once every device's report of the watched artefact was acknowledged (or the fleet's
+        `connect_within` passed): how many, and when."""
+        return await self.ready()
+
+    async def stop(self) -> dict[str, Any]:
+        assert self.proc.stdin is not None
+        assert self.proc.stdout is not None
+        if self.proc.returncode is not None:
+            return {}
+        self.proc.stdin.write(b"stop\n")
+        await self.proc.stdin.drain()
+        async with asyncio.timeout(60):
+            line = await self.proc.stdout.readline()
+            await self.proc.wait()
+        return json.loads(line) if line else {}
+
+
+async def lean_connect(
+    target: Process, fleet: LeanFleet, devices: int, expect_document: bool
+) -> dict[str, Any]:
+    """Every device of the lean fleet connects, subscribes, and (if bound) has its document."""
+    phase = Phase(target, None, fleet.proc.pid)
+    found = await fleet.ready()
+    return {
+        "devices": devices,
+        **found,
+        "all_connected": found["connected"] == devices,
+        "documents_expected": expect_document,
+        "rss_mib": round(target.rss_kib() / 1024, 1),
+        **phase.result(),
+    }
+
+
+async def lean_rollout(
+    api: Api,
+    target: Process,
+    fleet: LeanFleet,
+    devices: int,
+    group_id: str,
+    profile_id: str,
+) -> dict[str, Any]:
+    """One new artefact bound to the group; done when every device's report of it has been
+    acknowledged (so committed), then checked against the service's binding counts."""
+    content = {"setpoint": 22, "bench": time.time(), "lean": True}
+    body = {"name": "bench-lean", "profile_id": profile_id, "content": content}
+    artefact = await api.ok("POST", "/api/v1/config-artefacts", body)
+    phase = Phase(target, None, fleet.proc.pid)
+    t0 = time.monotonic()
+    await fleet.watch(artefact["id"])
+    binding = await api.ok(
+        "PUT",
+        "/api/v1/desired-state-bindings",
+        {"target_type": "device_group", "target_id": group_id, "artefact_id": artefact["id"]},
+    )
+    put_s = time.monotonic() - t0
+    applied = await fleet.applied()
+    figures = phase.result()
+    checked = await api.ok("GET", f"/api/v1/desired-state-bindings/{binding['id']}")
+    done = applied["all_applied_s"] is not None and checked["counts"] == {"ACCEPTED": devices}
+    return {
+        "devices": devices,
+        "binding_put_s": round(put_s, 2),
+        "all_accepted": done,
+        "all_accepted_s": applied["all_applied_s"] if done else None,
+        "p50_s": applied["p50_s"],
+        "p99_s": applied["p99_s"],
+        "service_counts": checked["counts"],
+        **figures,
     }

@@ -1,11 +1,14 @@
 """Secrets shown once and stored only as hashes: API tokens and device access keys.
 
-Generated secrets are 256-bit random values; all are hashed with scrypt, and the cost is stored
-with the hash. API tokens use a high cost because the operator may choose the admin token's
-value. Device access keys are always generated, so stretching adds nothing against guessing a
-2^256 space while a high cost would make a reconnect storm of 10,000 devices cost minutes of CPU:
-they use a low cost. Verification runs in a worker thread, off the event loop, and a successful
-one is remembered (keyed by the stored hash, so a rotated key misses at once).
+Generated secrets are 256-bit random values. API tokens are hashed with scrypt at a high cost
+(stored with the hash) because the operator may choose the admin token's value. Device access
+keys and hardware keys are always generated, so stretching adds nothing against guessing a 2^256
+space (nor against a stolen database: SHA-256 has no known preimage attack), while even scrypt's
+lowest sensible cost (N=2^10, about 2 ms) made a reconnect storm of 10,000 devices cost 20 s of
+CPU: they are stored as a plain SHA-256 digest and checked in about a microsecond, on the event
+loop. Hashes stored by older versions (`scrypt$10$...`) still verify. scrypt verification runs in
+a worker thread, off the event loop, and a successful one is remembered (keyed by the stored
+hash, so a rotated key misses at once).
 
 What is remembered must not make guessing cheaper: a secret that does not match the remembered
 one is checked with scrypt again, so a wrong guess costs a full scrypt whether or not the right
@@ -22,8 +25,8 @@ import secrets
 
 TOKEN_COST = 14
 """log2 of scrypt's N for API tokens (about 40 ms)."""
-DEVICE_KEY_COST = 10
-"""log2 of scrypt's N for generated device access keys (about 2 ms)."""
+_GENERATED = "sha256"
+"""The scheme of generated secrets' hashes: `sha256$<digest>`."""
 _SCRYPT_R = 8
 _SCRYPT_P = 1
 _TOKEN_PREFIX = "fst"
@@ -39,6 +42,23 @@ def hash_secret(secret: str, cost: int = TOKEN_COST) -> str:
     return f"scrypt${cost}$" + _b64(salt) + "$" + _b64(digest)
 
 
+def hash_generated(secret: str) -> str:
+    """The stored form of a secret this service generated (device and hardware keys)."""
+    return f"{_GENERATED}$" + _b64(_sha256(secret))
+
+
+def _sha256(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode()).digest()
+
+
+def _is_generated(stored: str) -> bool:
+    return stored.startswith(_GENERATED + "$")
+
+
+def _verify_generated(secret: str, stored: str) -> bool:
+    return hmac.compare_digest(_sha256(secret), _unb64(stored[len(_GENERATED) + 1 :]))
+
+
 def _scrypt(secret: str, salt: bytes, cost: int) -> bytes:
     return hashlib.scrypt(secret.encode(), salt=salt, n=2**cost, r=_SCRYPT_R, p=_SCRYPT_P, dklen=32)
 
@@ -52,6 +72,8 @@ def _unb64(text: str) -> bytes:
 
 
 def verify_secret_sync(secret: str, stored: str) -> bool:
+    if _is_generated(stored):
+        return _verify_generated(secret, stored)
     try:
         scheme, cost, salt, digest = stored.split("$")
     except ValueError:
@@ -76,6 +98,8 @@ class Verifier:
         return hmac.new(self._key, message, hashlib.sha256).digest()
 
     async def verify(self, secret: str, stored: str) -> bool:
+        if _is_generated(stored):
+            return _verify_generated(secret, stored)  # a microsecond: nothing to remember
         fingerprint = self._fingerprint(secret, stored)
         remembered = self._matched.get(stored)
         if remembered is not None and hmac.compare_digest(remembered, fingerprint):

@@ -4,7 +4,6 @@ Every change that can alter a device's effective desired state re-resolves it in
 job and returns the documents to deliver.
 """
 
-import asyncio
 import re
 from typing import Annotated, Any
 
@@ -70,16 +69,11 @@ async def _check_components(conn: Connection, org_id: str, components: list[Comp
         await _check_profile(conn, org_id, component.sensor_profile_id, "sensor")
 
 
-async def _hash_key(access_key: str) -> str:
-    # scrypt releases the GIL: hashing in a thread keeps the event loop serving devices.
-    return await asyncio.to_thread(credentials.hash_secret, access_key, credentials.DEVICE_KEY_COST)
-
-
 async def create(store: Store, org_id: str, new: NewDevice) -> Created:
     if not new.name.strip():
         raise Invalid("name must not be empty")
     device_id, access_key = new_id(), credentials.new_secret()
-    key_hash = await _hash_key(access_key)
+    key_hash = credentials.hash_generated(access_key)
 
     async def job(conn: Connection) -> list[desired.DesiredChange]:
         await _check_profile(conn, org_id, new.profile_id, "device")
@@ -157,7 +151,7 @@ async def rotate_key(
     """A new access key; the old one fails from now on. Recorded in the device's audit trail;
     the device's MQTT session (the old key proved it) ends before this returns."""
     access_key = credentials.new_secret()
-    key_hash = await _hash_key(access_key)
+    key_hash = credentials.hash_generated(access_key)
 
     await store.write(lambda conn: replace_key(conn, org_id, device_id, key_hash, action, detail))
     return access_key

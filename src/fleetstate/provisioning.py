@@ -6,7 +6,6 @@ access key; the key decides organization and profile. Registering again with the
 (a Xyte device does after any 401: it wiped its state) gives that device a new access key.
 """
 
-import asyncio
 from typing import Annotated, Any
 
 import msgspec
@@ -87,10 +86,8 @@ def _key_row(row: q.KeyRow) -> dict[str, Any]:
 
 async def create_key(store: Store, org_id: str, new: NewHardwareKey) -> dict[str, Any]:
     key_id, secret = new_id(), credentials.new_secret()
-    # Generated 256-bit secrets need no stretching (see credentials): the device-key cost.
-    secret_hash = await asyncio.to_thread(
-        credentials.hash_secret, secret, credentials.DEVICE_KEY_COST
-    )
+    # Generated 256-bit secrets need no stretching (see credentials).
+    secret_hash = credentials.hash_generated(secret)
 
     async def job(conn: Connection) -> None:
         if not await bindings_q.profile_exists(conn, org_id, new.profile_id, "device"):
