@@ -12,7 +12,7 @@ LIMIT_S = 240.0
 async def test_bench_smoke_every_scenario_is_correct_at_100_devices(tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "bench", "--devices", "100", "--telemetry-seconds", "3"),
-        *("--scenarios", "connect,rollout,commands,telemetry,ceiling", "--ceiling", "mosquitto"),
+        *("--scenarios", "connect,rollout,commands,telemetry,lean,ceiling", "--ceiling", "mosquitto"),
         *("--no-append", "--out", str(tmp_path)),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -33,6 +33,13 @@ async def test_bench_smoke_every_scenario_is_correct_at_100_devices(tmp_path: Pa
     assert rollout["service_counts"] == {"ACCEPTED": 100}
     assert rollout["foreign_documents"] == 0
     assert service["commands"]["all_success"] is True
+    # The lean fleet connects as the same devices, gets the bound document, and applies a new one.
+    assert service["connect_lean"]["connected"] == 100
+    assert service["connect_lean"]["documents_expected"] is True
+    lean_rollout = service["rollout_lean"]
+    assert lean_rollout["all_accepted"] is True
+    assert lean_rollout["service_counts"] == {"ACCEPTED": 100}
+    assert lean_rollout["devices_side"]["errors"] == {}
     for name in ("telemetry_mqtt", "telemetry_http", "telemetry_mqtt_lean", "telemetry_http_lean"):
         telemetry = service[name]
         assert telemetry["acked"] > 0, name
@@ -43,5 +50,6 @@ async def test_bench_smoke_every_scenario_is_correct_at_100_devices(tmp_path: Pa
     assert ceiling["connect"]["connected"] == 100
     assert ceiling["rollout"]["all_accepted"] is True
     assert ceiling["telemetry_mqtt"]["acked"] > 0
+    assert ceiling["connect_lean"]["connected"] == 100
     assert set(run["targets"])
     assert run["machine"]["cores"] >= 1
