@@ -10,7 +10,10 @@ scenarios in order:
   telemetry  MQTT, then HTTP telemetry for --telemetry-seconds: accepted/s, and after the service
              stopped, the rows stored in SQLite against the messages acknowledged;
   ceiling    the same connect, rollout and telemetry fan-in against a bare Mosquitto (when
-             installed), measured in the same run.
+             installed), measured in the same run;
+  attack     not in the default list: --attack-connections refused MQTT connections against a
+             fresh service of its own (bench/attack.py): RSS, descriptors, the connected gauge,
+             and a legitimate device that still gets its command.
 
 Writes bench/results/<date>.json (or --out) and appends a markdown table to docs/benchmarks.md
 (unless --no-append). The simulated devices run in worker processes on the same cores as the
@@ -33,7 +36,7 @@ from typing import Any
 
 import aiohttp
 
-from bench import ceiling, report, scenarios
+from bench import attack, ceiling, report, scenarios
 from bench.service import ROOT, Process, count_rows, fleetstate_serve, machine, mosquitto, versions
 from fleetstate.simulator.options import (
     DeviceSpec,
@@ -47,6 +50,8 @@ from fleetstate.simulator.provision import Api, ensure_group, provision
 from fleetstate.simulator.supervisor import Fleet
 
 SCENARIOS = ("connect", "rollout", "commands", "telemetry", "lean", "ceiling")
+EXTRA = ("attack",)
+"""Scenarios run only when named."""
 TOKEN = os.environ.get("FLEETSTATE_ADMIN_TOKEN") or "bench-admin-token"
 
 
@@ -54,7 +59,18 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     add = parser.add_argument
     add("--devices", type=int, default=1000)
-    add("--scenarios", default=",".join(SCENARIOS), help="comma-separated, of " + str(SCENARIOS))
+    add(
+        "--scenarios",
+        default=",".join(SCENARIOS),
+        help="comma-separated, of " + str(SCENARIOS + EXTRA),
+    )
+    add("--attack-connections", type=int, default=10_000, help="refused connections (attack)")
+    add(
+        "--attack-throttle",
+        choices=("raised", "default", "both"),
+        default="raised",
+        help="attack against raised throttle limits (every key checked), the shipped ones, or both",
+    )
     add("--telemetry-seconds", type=float, default=30.0)
     add("--processes", type=int, default=0, help="simulator processes (default: enough for N)")
     add("--ceiling", default="mosquitto", help="bare brokers to compare with (mosquitto)")
@@ -81,7 +97,7 @@ def _parser() -> argparse.ArgumentParser:
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
     chosen = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-    unknown = set(chosen) - set(SCENARIOS)
+    unknown = set(chosen) - set(SCENARIOS + EXTRA)
     if unknown:
         raise SystemExit(f"unknown scenarios: {', '.join(sorted(unknown))}")
     processes = args.processes or default_processes(args.devices)
@@ -99,10 +115,15 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
     }
     workdir = Path(tempfile.mkdtemp(prefix="fleetstate-bench-"))
     try:
-        if set(chosen) - {"ceiling"}:
+        if set(chosen) - {"ceiling", *EXTRA}:
             result["service"] = await _service_run(args, chosen, processes, workdir)
         if "ceiling" in chosen:
             result["ceiling"] = await _ceilings(args, processes, workdir)
+        if "attack" in chosen:
+            result["attack"] = await attack.run(
+                args.attack_connections, args.attack_throttle, workdir, TOKEN, args.serve_src
+            )
+            _say(f"attack: {result['attack']}")
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -317,7 +338,9 @@ def write(result: dict[str, Any], args: argparse.Namespace) -> Path:
     path = args.out / f"{result['started_at'][:10]}.json"
     runs = json.loads(path.read_text())["runs"] if path.exists() else []
     path.write_text(json.dumps({"runs": [*runs, result]}, indent=1) + "\n")
-    table = report.markdown(result)
+    table = report.markdown(result) if set(result["scenarios"]) - set(EXTRA) else ""
+    if "attack" in result:
+        table += "\n" + attack.markdown(result["attack"])
     if not args.no_append:
         with args.markdown.open("a") as doc:
             doc.write("\n" + table)

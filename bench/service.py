@@ -94,16 +94,18 @@ async def _read_addresses(proc: asyncio.subprocess.Process) -> tuple[str, str]:
 
 @contextlib.asynccontextmanager
 async def fleetstate_serve(
-    data: Path, token: str, src: Path | None = None
+    data: Path, token: str, src: Path | None = None, settings: dict[str, str] | None = None
 ) -> AsyncIterator[Process]:
     """`fleetstate serve` on loopback port 0 with a fresh data directory, logging WARNING, without
-    the telemetry rate limit; from another source tree when `src` is given (its `src/` first)."""
+    the telemetry rate limit; from another source tree when `src` is given (its `src/` first);
+    `settings` are more `FLEETSTATE_*` variables."""
     env = {
         **os.environ,
         "FLEETSTATE_ADMIN_TOKEN": token,
         "FLEETSTATE_LOG_LEVEL": "WARNING",
         # The benchmark measures how fast telemetry can go: no per-device rate limit.
         "FLEETSTATE_LIMITS_TELEMETRY_RATE_PER_DEVICE": "0",
+        **(settings or {}),
     }
     if src is not None:
         env["PYTHONPATH"] = str(src / "src")

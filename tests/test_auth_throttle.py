@@ -12,6 +12,7 @@ import aiohttp
 import msgspec
 import pytest
 
+import mqtt_raw
 from conftest import ADMIN_TOKEN, Api, Fleet, eventually, make_config
 from fleetstate import app, cli, credentials
 from fleetstate.api.http import PRINCIPAL
@@ -183,3 +184,41 @@ async def test_auth_throttle_registration_blocks_the_address_after_ten_wrong_har
     # The block is the address's: the right key from another address registers.
     status, answer = await register(Api(elsewhere, api.base, ""), created["key"], "SN-OK")
     assert status == 201, answer
+
+
+async def test_auth_throttle_device_key_failures_over_http_block_its_mqtt_connect(
+    api: Api, fleet: Fleet, service: app.Service
+) -> None:
+    device_id, key = await fleet.device(await fleet.profile())
+    path = f"/v1/devices/{device_id}/telemetry"
+    for _ in range(service.config.throttle.limit):
+        status, _answer = await device_call(api, "POST", path, "x" * 43, {"status": "online"})
+        assert status == 401
+    # The device id is one credential on both surfaces: its right key is refused over MQTT too.
+    for level, refused in ((4, 5), (5, 0x8A)):
+        client = await mqtt_raw.RawClient.open(service.mqtt_port)
+        client.send(mqtt_raw.connect(device_id, device_id, key, level=level))
+        assert (await client.connack()).reason == refused
+        await client.close()
+
+
+async def test_auth_throttle_device_key_failures_over_mqtt_block_its_http_requests(
+    api: Api, fleet: Fleet, service: app.Service
+) -> None:
+    device_id, key = await fleet.device(await fleet.profile())
+    for n in range(service.config.throttle.limit):
+        # From ten loopback addresses: only the device id collects the failures.
+        client = await mqtt_raw.RawClient.open(service.mqtt_port, source=f"127.0.0.{n + 2}")
+        client.send(mqtt_raw.connect(device_id, device_id, "wrong"))
+        assert (await client.connack()).reason == 4
+        await client.close()
+    path = f"/v1/devices/{device_id}/telemetry"
+    status, answer = await device_call(api, "POST", path, key, {"status": "online"})
+    assert status == 429, answer
+    # Another device over HTTP, and this one's address over MQTT, are not blocked by it.
+    other_id, other_key = await fleet.device(await fleet.profile("other"))
+    path = f"/v1/devices/{other_id}/telemetry"
+    assert (await device_call(api, "POST", path, other_key, {"status": "online"}))[0] == 200
+    await (
+        await mqtt_raw.session(service.mqtt_port, other_id, other_key, source="127.0.0.2")
+    ).close()

@@ -12,7 +12,8 @@ LIMIT_S = 240.0
 async def test_bench_smoke_every_scenario_is_correct_at_100_devices(tmp_path: Path) -> None:
     proc = await asyncio.create_subprocess_exec(
         *(sys.executable, "-m", "bench", "--devices", "100", "--telemetry-seconds", "3"),
-        *("--scenarios", "connect,rollout,commands,telemetry,lean,ceiling", "--ceiling", "mosquitto"),
+        *("--scenarios", "connect,rollout,commands,telemetry,lean,ceiling"),
+        *("--ceiling", "mosquitto"),
         *("--no-append", "--out", str(tmp_path)),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -53,3 +54,27 @@ async def test_bench_smoke_every_scenario_is_correct_at_100_devices(tmp_path: Pa
     assert ceiling["connect_lean"]["connected"] == 100
     assert set(run["targets"])
     assert run["machine"]["cores"] >= 1
+
+
+async def test_bench_smoke_attack_is_refused_and_leaves_the_device_served(tmp_path: Path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-m", "bench", "--scenarios", "attack", "--attack-connections", "60"),
+        *("--attack-throttle", "both", "--no-append", "--out", str(tmp_path)),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        cwd=ROOT,
+    )
+    async with asyncio.timeout(LIMIT_S):
+        out, err = await proc.communicate()
+    assert proc.returncode == 0, err.decode()[-3000:]
+    assert "| raised | 60 |" in out.decode()
+    (results,) = tmp_path.glob("*.json")
+    (run,) = json.loads(results.read_text())["runs"]
+    for mode in ("raised", "default"):
+        attack = run["attack"][mode]
+        assert attack["attempted"] == 60
+        assert attack["command_delivered_after"] is True
+        assert attack["settled"]["connected_devices"] == 1
+        assert attack["exit_code"] == 0
+        refused = {k.split(":")[1] for k in attack["outcomes"]}
+        assert refused <= {"closed", "connack_4", "connack_5"}, attack["outcomes"]

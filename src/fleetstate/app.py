@@ -97,7 +97,9 @@ async def start(config: Config) -> AsyncIterator[Service]:
         events = EventHub(config.limits.events_queue)
         recorder = telemetry.Recorder(store, events, config.limits)
         # Stops after the loops were cancelled and in-flight work settled (pushed before them).
-        bus = await stack.enter_async_context(open_bus(config))
+        # One count of failed keys per device id, over HTTP and MQTT alike (SPEC section 8).
+        device_throttle = FailureThrottle.from_config(config.throttle)
+        bus = await stack.enter_async_context(open_bus(config, device_throttle))
         # The in-process implementations of the single-process invariants (coordination.py).
         deadlines = HeapDeadlines(store)
         gateway = Gateway(
@@ -145,7 +147,7 @@ async def start(config: Config) -> AsyncIterator[Service]:
                 blobs=blobs,
                 telemetry=recorder,
                 mqtt_url=bus.mqtts_url or bus.mqtt_url or "",
-                device_throttle=FailureThrottle.from_config(config.throttle),
+                device_throttle=device_throttle,
             )
         )
         app[METRICS] = metrics

@@ -184,9 +184,13 @@ class Gateway:
             case "commands/ack":
                 await self.commands.on_ack(device_id, payload)
             case "status":
-                # Checked, then left alone: with the embedded endpoint the connection itself is
-                # the presence (a connect already delivers pending commands and the document).
-                _status_decoder.decode(payload)
+                # A birth message gets the device its pending commands, as a connect does. An
+                # `online: false` (the Last Will) changes nothing: presence follows the
+                # connection, whose end was recorded already, and a late Will must not mark a
+                # device that connected again offline.
+                # Spawned: the push waits for PUBACKs this device's own inbound queue carries.
+                if _status_decoder.decode(payload).online:
+                    self._spawn(self.commands.push(device_id), f"on-status:{device_id}")
             case _:
                 detail = f"messages on {subtopic!r} are not handled by this service yet"
                 self.reject(device_id, device_topic(device_id, subtopic), "not_supported", detail)

@@ -24,7 +24,8 @@ class Services:
     mqtt_url: str = ""
     """The broker's bound address (mqtt://HOST:PORT), the default `mqtt_hub_url` for devices."""
     device_throttle: FailureThrottle = field(default_factory=FailureThrottle)
-    """Failed device-key checks over HTTP, per source address and device id (SPEC section 8)."""
+    """Failed device-key checks over HTTP, per source address and device id (SPEC section 8);
+    the app shares it with the MQTT endpoint, which counts its failures per device id here."""
 
 
 SERVICES: web.AppKey[Services] = web.AppKey("services", Services)

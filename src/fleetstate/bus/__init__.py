@@ -16,6 +16,7 @@ import msgspec
 
 if TYPE_CHECKING:
     from fleetstate.config import Config
+    from fleetstate.throttle import FailureThrottle
 
 DEVICE_TOPICS_IN = ("reported", "commands/ack", "telemetry", "status")
 DEVICE_TOPICS_OUT = ("desired", "commands", "errors")
@@ -118,13 +119,16 @@ class BusConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
 
 
 @contextlib.asynccontextmanager
-async def open_bus(config: "Config") -> AsyncIterator[Bus]:
-    """The configured bus, built but not serving yet (`start(events)`); closed on the way out."""
+async def open_bus(
+    config: "Config", device_ids: "FailureThrottle | None" = None
+) -> AsyncIterator[Bus]:
+    """The configured bus, built but not serving yet (`start(events)`); closed on the way out.
+    `device_ids` counts failed device keys per device id, shared with the HTTP device API."""
     if config.bus.kind == "embedded":
         # Imported here: the endpoint builds on this module's interface.
         from fleetstate.bus.embedded import open_embedded  # noqa: PLC0415
 
-        async with open_embedded(config) as bus:
+        async with open_embedded(config, device_ids) as bus:
             yield bus
         return
     raise ValueError(f"unknown [bus] kind {config.bus.kind!r}")  # the config's Literal stops it

@@ -32,6 +32,7 @@ from fleetstate.bus.embedded.codec import (
     Reason,
     Subscribe,
     Unsubscribe,
+    Will,
 )
 from fleetstate.tls import peer_common_name
 
@@ -79,9 +80,11 @@ class Connection(asyncio.Protocol):
         "_endpoint",
         "_inflight",
         "_next_id",
+        "_not_acked",
         "_queue",
         "_read_paused",
         "_transport",
+        "_will",
         "_window",
         "_worker",
         "_write_paused",
@@ -106,6 +109,10 @@ class Connection(asyncio.Protocol):
         self._inflight: dict[int, asyncio.Future[bool]] = {}
         self._next_id = 0
         self._window: asyncio.Semaphore | None = None
+        self._not_acked = 0
+        """QoS 1 PUBLISHes read from an MQTT 5 device and not yet answered by a PUBACK."""
+        self._will: Will | None = None
+        """The accepted CONNECT's Will, until a normal DISCONNECT discards it."""
         self.level: int | None = None
         self.session: Session | None = None
         self.address = "?"
@@ -151,7 +158,7 @@ class Connection(asyncio.Protocol):
     # -- reading ---------------------------------------------------------------------------------
 
     def _parse(self) -> None:
-        limit = self._endpoint.limits.inbound_queue
+        limit = self._queue_bound()
         queue = self._queue
         while len(queue) < limit and not self._closed:
             try:
@@ -165,6 +172,8 @@ class Connection(asyncio.Protocol):
                 break
             if isinstance(found, Connect):
                 self.level = found.level
+            elif self._over_receive_maximum(found):
+                return
             if self._worker is None and not queue and self._answer_at_once(found):
                 continue
             queue.append(found)
@@ -178,13 +187,33 @@ class Connection(asyncio.Protocol):
         transport = self._transport
         if transport is None or self._closed:
             return
-        pause = self._write_paused or len(self._queue) >= self._endpoint.limits.inbound_queue
+        pause = self._write_paused or len(self._queue) >= self._queue_bound()
         if pause != self._read_paused:
             self._read_paused = pause
             if pause:
                 transport.pause_reading()
             else:
                 transport.resume_reading()
+
+    def _queue_bound(self) -> int:
+        """Packets read ahead of the worker before reading pauses. MQTT 5 devices are told
+        `inbound_queue` as their Receive Maximum; one packet more is read so that a device
+        sending beyond it is seen doing so (and disconnected) rather than only slowed down."""
+        limit = self._endpoint.limits.inbound_queue
+        return limit + 1 if self.level == MQTT_5 else limit
+
+    def _over_receive_maximum(self, packet: Packet) -> bool:
+        """Count an MQTT 5 QoS 1 PUBLISH against the Receive Maximum the CONNACK announced; a
+        device over it is disconnected with 0x93 [MQTT-3.3.4-9] (True then)."""
+        if not isinstance(packet, Publish) or packet.qos != 1 or self.level != MQTT_5:
+            return False
+        self._not_acked += 1
+        if self._not_acked <= self._endpoint.limits.inbound_queue:
+            return False
+        name = self.session.device_id if self.session is not None else self.address
+        log.info("%s sent more QoS 1 publishes than its Receive Maximum; closing", name)
+        self.close(Reason.RECEIVE_MAXIMUM_EXCEEDED)
+        return True
 
     def _answer_at_once(self, packet: Packet) -> bool:
         """Handle a packet that needs no waiting, if the connection is accepted already."""
@@ -248,6 +277,7 @@ class Connection(asyncio.Protocol):
             return
         session, present = self._endpoint.attach(self, connect)
         self.session = session
+        self._will = connect.will
         self.keep_alive_s = 1.5 * connect.keep_alive if connect.keep_alive else None
         if connect.maximum_packet_size is not None:
             self.max_outgoing = connect.maximum_packet_size
@@ -284,11 +314,18 @@ class Connection(asyncio.Protocol):
         if subtopic is None or not may_publish(device_id, topic):
             self._endpoint.events.forbidden(device_id, topic)
             if publish.qos:  # acknowledged, so the device moves on; MQTT 5 learns why
-                self._write(codec.encode_puback(self.level or 4, publish.packet_id, 0x87))
+                self._acknowledge(publish, Reason.NOT_AUTHORIZED)
             return
         ok = await self._endpoint.events.message(device_id, subtopic, publish.payload)
-        if ok and publish.qos and not self._closed:
-            self._write(codec.encode_puback(self.level or 4, publish.packet_id))
+        if ok and publish.qos:
+            self._acknowledge(publish)
+
+    def _acknowledge(self, publish: Publish, reason: int = Reason.SUCCESS) -> None:
+        """PUBACK a QoS 1 PUBLISH; only then does it leave the device's Receive Maximum."""
+        if self._closed:
+            return
+        self._not_acked = max(0, self._not_acked - 1)
+        self._write(codec.encode_puback(self.level or 4, publish.packet_id, reason))
 
     # -- the other packets -----------------------------------------------------------------------
 
@@ -329,6 +366,8 @@ class Connection(asyncio.Protocol):
             waiter.set_result(puback.reason < 0x80)
 
     def _disconnect(self, disconnect: Disconnect) -> None:
+        if disconnect.reason == Reason.SUCCESS:
+            self._will = None  # a normal DISCONNECT; 0x04 and any other reason keep it
         session = self.session
         expiry = disconnect.properties.values.get(Prop.SESSION_EXPIRY)
         if session is not None and isinstance(expiry, int):
@@ -344,6 +383,18 @@ class Connection(asyncio.Protocol):
         if self.level is None and exc.reason == Reason.UNSUPPORTED_VERSION:
             self._write(_UNSUPPORTED_LEVEL)  # [MQTT-3.1.2-2]
         self.close(exc.reason)
+
+    def publish_will(self) -> None:
+        """The connection ended without a normal DISCONNECT: its Will goes to the service as
+        a PUBLISH from the device would, after anything the device sent before it."""
+        will, self._will = self._will, None
+        if will is None or self.session is None:
+            return
+        self._queue.append(Publish(topic=will.topic, payload=will.payload))
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(
+                self._work(), name=f"mqtt-will:{self.session.device_id}"
+            )
 
     # -- to the device ---------------------------------------------------------------------------
 

@@ -45,7 +45,9 @@ class Listener(NamedTuple):
 
 
 @contextlib.asynccontextmanager
-async def open_embedded(config: "Config") -> AsyncIterator["EmbeddedBroker"]:
+async def open_embedded(
+    config: "Config", device_ids: FailureThrottle | None = None
+) -> AsyncIterator["EmbeddedBroker"]:
     """The endpoint with the listeners SPEC section 8 asks for: MQTT over TLS with `[tls]`; plain
     MQTT unless TLS is on and `mqtt` was not given explicitly; never with `mqtt = "off"`."""
     from fleetstate.config import split_hostport  # noqa: PLC0415 - config imports the limits
@@ -56,7 +58,7 @@ async def open_embedded(config: "Config") -> AsyncIterator["EmbeddedBroker"]:
         mqtts = Listener(*split_hostport(config.mqtts), context)
     plain = config.mqtt.lower() != "off" and (not config.tls.enabled or config.mqtt_explicit)
     mqtt = Listener(*split_hostport(config.mqtt)) if plain else None
-    broker = EmbeddedBroker(config.broker, mqtt=mqtt, mqtts=mqtts)
+    broker = EmbeddedBroker(config.broker, mqtt=mqtt, mqtts=mqtts, device_ids=device_ids)
     try:
         yield broker
     finally:
@@ -73,6 +75,7 @@ class EmbeddedBroker:
         *,
         mqtt: Listener | None = None,
         mqtts: Listener | None = None,
+        device_ids: FailureThrottle | None = None,
     ) -> None:
         self._events: DeviceEvents | None = None
         self._listeners = (mqtt, mqtts)
@@ -84,6 +87,11 @@ class EmbeddedBroker:
             window_s=self.limits.auth_failure_window_s,
             block_s=self.limits.auth_block_s,
         )
+        """Failed CONNECTs per source address (`addr:`), the endpoint's own."""
+        self.device_ids = device_ids or FailureThrottle()
+        """Failures per device id (`device:`), shared with the HTTP device API: a device id is
+        one credential wherever its key is guessed."""
+        self._stopping = False
         self.sessions: dict[str, Session] = {}
         self._connections: set[Connection] = set()
         self._expiring: dict[str, Session] = {}
@@ -141,6 +149,7 @@ class EmbeddedBroker:
         return str(bound[0]), int(bound[1])
 
     async def stop(self) -> None:
+        self._stopping = True  # the service going away is no device's Will
         for server in self._servers:
             server.close()
         workers = []
@@ -165,16 +174,27 @@ class EmbeddedBroker:
     async def admit(self, connection: Connection, connect: Connect) -> int:
         """Authenticate a CONNECT, touching nothing: the reason code to answer it with."""
         device_id = connect.client_id
-        keys = (f"addr:{connection.address}", f"device:{device_id}")
         if not device_id:
             return self._refuse(connection, "", Reason.CLIENT_ID_INVALID, "no client id")
-        if self.throttle.blocked(*keys):
+        address, device = f"addr:{connection.address}", f"device:{device_id}"
+        if self.throttle.blocked(address) or self.device_ids.blocked(device):
             return self._refuse(connection, device_id, Reason.BANNED, "throttled")
-        if connection.peer_cn is not None:
-            return self._by_certificate(connection, device_id, keys)
+        reason = await self._authenticate(connection, connect)
+        if reason != Reason.SUCCESS:
+            self.throttle.failed(address)
+            self.device_ids.failed(device)
+            return reason
+        return self._check_will(connection, connect)
+
+    async def _authenticate(self, connection: Connection, connect: Connect) -> int:
+        device_id = connect.client_id
+        if connection.peer_cn is not None:  # a verified client certificate names the device
+            if connection.peer_cn == device_id:
+                return Reason.SUCCESS
+            detail = f"certificate for {connection.peer_cn!r}"
+            return self._refuse(connection, device_id, Reason.NOT_AUTHORIZED, detail)
         password = connect.password
         if connect.username != device_id or password is None:
-            self.throttle.failed(*keys)
             detail = "user name is not the client id" if password else "no password"
             return self._refuse(connection, device_id, Reason.BAD_CREDENTIALS, detail)
         try:
@@ -182,17 +202,24 @@ class EmbeddedBroker:
         except UnicodeDecodeError:
             secret = None
         if secret is None or not await self.events.authenticate(device_id, secret):
-            self.throttle.failed(*keys)
             return self._refuse(connection, device_id, Reason.BAD_CREDENTIALS, "wrong key")
         return Reason.SUCCESS
 
-    def _by_certificate(self, connection: Connection, device_id: str, keys: tuple[str, str]) -> int:
-        """A verified client certificate (`client_ca_file`) names the device: no password."""
-        if connection.peer_cn == device_id:
+    def _check_will(self, connection: Connection, connect: Connect) -> int:
+        """A Will may only be the device's own status (SPEC section 10): its Last Will
+        `{"online": false}` on `devices/{id}/status`. Any other topic is refused at CONNECT,
+        MQTT 5 with 0x90 (the Will Topic is well formed but not accepted by this server),
+        MQTT 3.1.1 with 5 (not authorized); QoS 2 is over the Maximum QoS we announce."""
+        will = connect.will
+        if will is None:
             return Reason.SUCCESS
-        self.throttle.failed(*keys)
-        detail = f"certificate for {connection.peer_cn!r}"
-        return self._refuse(connection, device_id, Reason.NOT_AUTHORIZED, detail)
+        device_id = connect.client_id
+        if will.topic != device_topic(device_id, "status"):
+            why = f"a Will on {will.topic!r}"
+            return self._refuse(connection, device_id, Reason.TOPIC_NAME_INVALID, why)
+        if will.qos > 1:
+            return self._refuse(connection, device_id, Reason.QOS_NOT_SUPPORTED, "Will QoS 2")
+        return Reason.SUCCESS
 
     def _refuse(self, connection: Connection, device_id: str, reason: int, why: str) -> int:
         self.refused_total += 1
@@ -247,6 +274,8 @@ class EmbeddedBroker:
             session.expires_at = time.monotonic() + session.expiry
             self._expiring[device_id] = session
         self.events.disconnected(device_id)
+        if not self._stopping:
+            connection.publish_will()  # after the disconnect: presence is offline already
 
     # -- the sweep -------------------------------------------------------------------------------
 

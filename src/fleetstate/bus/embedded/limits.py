@@ -20,7 +20,8 @@ class BrokerLimits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     puback_timeout_s: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     """How long a QoS 1 publish to a device waits for its PUBACK before it counts as lost."""
     auth_failure_limit: Annotated[int, msgspec.Meta(ge=1)] = 10
-    """Failed CONNECTs per source address or device id within the window before a block."""
+    """Failed CONNECTs per source address within the window before a block. Failures per
+    device id are counted with the HTTP device API's, under `[throttle]`."""
     auth_failure_window_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
     auth_block_s: Annotated[float, msgspec.Meta(ge=0)] = 60.0
-    """How long a throttled address or device id is refused, a correct key included."""
+    """How long a throttled address is refused, a correct key included."""

@@ -20,6 +20,8 @@ class Reason:
 
     SUCCESS = 0x00
     GRANTED_QOS_1 = 0x01
+    WITH_WILL = 0x04
+    """DISCONNECT: the client ends the connection and asks for its Will all the same."""
     UNSPECIFIED = 0x80
     MALFORMED = 0x81
     PROTOCOL_ERROR = 0x82
@@ -39,6 +41,7 @@ class Reason:
     PACKET_TOO_LARGE = 0x95
     ADMINISTRATIVE = 0x98
     QOS_NOT_SUPPORTED = 0x9B
+    RECEIVE_MAXIMUM_EXCEEDED = 0x93
     CONNECTION_RATE_EXCEEDED = 0x9F
     SHARED_NOT_SUPPORTED = 0x9E
     SUBSCRIPTION_IDS_NOT_SUPPORTED = 0xA1

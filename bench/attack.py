@@ -1,0 +1,264 @@
+"""`python -m bench --scenarios attack`: what an attacker's refused MQTT connections cost.
+
+A fresh service, one legitimate device connected and subscribed to its commands, then
+`--attack-connections` refused connections (a third each: a wrong password under a fresh client
+id, the legitimate device's id with a wrong key, a connection closed before its CONNECT), at most
+`CONCURRENCY` at a time, from loopback addresses 127.0.0.2 and up, for at most `BUDGET_S`. The
+service's RSS, open file descriptors and connected-device gauge are read before, right after and
+after a settle; then a command must still reach the legitimate device.
+
+The throttle would block the attacking addresses after ten failures a minute, and then every
+attempt is refused before any key is looked at, which measures the cheap path only. `raised`
+starts the service with throttle limits of 10^9 (every wrong key is checked), `default` with the
+shipped ones; `both` measures each on its own fresh service.
+"""
+
+import asyncio
+import contextlib
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench.load import mqtt_connect, mqtt_packet, mqtt_string
+from bench.service import Process, fleetstate_serve
+
+CONCURRENCY = 64
+BUDGET_S = 90.0
+"""The attack phase stops after this long even if not every connection was made."""
+SETTLE_S = 20.0
+WAIT_S = 10.0
+SOURCES = 200
+"""Source addresses the attack rotates over: 127.0.0.2 ... 127.0.0.201."""
+RAISED = {
+    "FLEETSTATE_THROTTLE_LIMIT": "1000000000",
+    "FLEETSTATE_BROKER_AUTH_FAILURE_LIMIT": "1000000000",
+}
+KINDS = ("fresh_id_wrong_password", "known_id_wrong_key", "closed_before_connect")
+
+
+async def run(
+    connections: int, throttle: str, workdir: Path, token: str, src: Path | None
+) -> dict[str, Any]:
+    modes = ("raised", "default") if throttle == "both" else (throttle,)
+    found: dict[str, Any] = {"connections": connections}
+    for mode in modes:
+        data = workdir / f"attack-{mode}" / "data"
+        data.parent.mkdir(parents=True)
+        env = RAISED if mode == "raised" else {}
+        async with fleetstate_serve(data, token, src, env) as svc:
+            found[mode] = await _against(svc, connections, token)
+            found[mode]["exit_code"] = await svc.stop()
+    return found
+
+
+async def _against(svc: Process, connections: int, token: str) -> dict[str, Any]:
+    headers = {"Authorization": f"Bearer {token}"}
+    timeout = aiohttp.ClientTimeout(total=60)
+    async with aiohttp.ClientSession(headers=headers, timeout=timeout) as http:
+        device_id, key = await _provision(http, svc.http_url)
+        host, port = svc.mqtt_url.removeprefix("mqtt://").rsplit(":", 1)
+        device = await _Device.connect(host, int(port), device_id, key)
+        try:
+            before = await _sample(svc, http)
+            t0 = time.monotonic()
+            outcomes = await _attack(host, int(port), device_id, connections)
+            attack_s = time.monotonic() - t0
+            after = await _sample(svc, http)
+            await _settle(svc, before["fds"])
+            settled = await _sample(svc, http)
+            delivered = await _command_reaches(http, svc.http_url, device)
+        finally:
+            await device.close()
+    return {
+        "attempted": sum(outcomes.values()),
+        "attack_s": round(attack_s, 1),
+        "per_s": round(sum(outcomes.values()) / attack_s) if attack_s else None,
+        "outcomes": dict(outcomes),
+        "before": before,
+        "after": after,
+        "settled": settled,
+        "command_delivered_after": delivered,
+    }
+
+
+async def _provision(http: aiohttp.ClientSession, base: str) -> tuple[str, str]:
+    profile = {"name": "attacked", "config_schema": {"type": "object"}}
+    async with http.post(f"{base}/api/v1/device-profiles", json=profile) as answer:
+        answer.raise_for_status()
+        profile_id = (await answer.json())["id"]
+    body = {"name": "legitimate", "profile_id": profile_id}
+    async with http.post(f"{base}/api/v1/devices", json=body) as answer:
+        answer.raise_for_status()
+        created = await answer.json()
+    return str(created["id"]), str(created["access_key"])
+
+
+async def _sample(svc: Process, http: aiohttp.ClientSession) -> dict[str, Any]:
+    async with http.get(f"{svc.http_url}/metrics") as answer:
+        text = await answer.text()
+    gauge = next(
+        (
+            float(line.split()[-1])
+            for line in text.splitlines()
+            if line.startswith("fleetstate_mqtt_connected_devices ")
+        ),
+        None,
+    )
+    return {
+        "rss_mib": round(svc.rss_kib() / 1024, 1),
+        "fds": len(os.listdir(f"/proc/{svc.pid}/fd")),
+        "connected_devices": gauge,
+    }
+
+
+async def _settle(svc: Process, fds: int) -> None:
+    """Until the service holds no more descriptors than before (or `SETTLE_S` passed)."""
+    for _ in range(int(SETTLE_S / 0.5)):  # polled: /proc offers nothing to wait on
+        if len(os.listdir(f"/proc/{svc.pid}/fd")) <= fds:
+            break
+        await asyncio.sleep(0.5)
+    await asyncio.sleep(1.0)  # one sweep more, so RSS is read after the dust settled
+
+
+async def _attack(host: str, port: int, known_id: str, connections: int) -> Counter[str]:
+    outcomes: Counter[str] = Counter()
+    numbers = iter(range(connections))
+    deadline = time.monotonic() + BUDGET_S
+
+    async def attacker() -> None:
+        for n in numbers:
+            if time.monotonic() > deadline:
+                outcomes["not_made_in_budget"] += 1
+                continue
+            kind = KINDS[n % len(KINDS)]
+            source = f"127.0.0.{2 + n % SOURCES}"
+            outcomes[f"{kind}:{await _one(host, port, source, kind, n, known_id)}"] += 1
+
+    await asyncio.gather(*(attacker() for _ in range(CONCURRENCY)))
+    return outcomes
+
+
+async def _one(host: str, port: int, source: str, kind: str, n: int, known_id: str) -> str:
+    """One refused connection; what the service answered (CONNACK return code or `closed`)."""
+    try:
+        async with asyncio.timeout(WAIT_S):
+            reader, writer = await asyncio.open_connection(host, port, local_addr=(source, 0))
+            try:
+                if kind == "closed_before_connect":
+                    return "closed"
+                client_id = f"attacker-{n}" if kind == "fresh_id_wrong_password" else known_id
+                writer.write(mqtt_connect(client_id, f"wrong-{n}"))
+                answer = await reader.read(4)
+                return f"connack_{answer[3]}" if len(answer) == 4 else "no_connack"
+            finally:
+                writer.close()
+                with contextlib.suppress(ConnectionError):
+                    await writer.wait_closed()
+    except TimeoutError:
+        return "timeout"
+    except OSError as exc:
+        return type(exc).__name__
+
+
+async def _command_reaches(http: aiohttp.ClientSession, base: str, device: "_Device") -> bool:
+    path = f"{base}/api/v1/devices/{device.id}/commands"
+    sending = asyncio.create_task(http.post(path, json={"type": "REBOOT"}))
+    try:
+        async with asyncio.timeout(WAIT_S):
+            delivered = await device.command()
+            answer = await sending
+            return delivered and answer.status == 201
+    except TimeoutError:
+        return False
+    finally:
+        if not sending.done():
+            sending.cancel()
+
+
+class _Device:
+    """The legitimate device on a bare MQTT 3.1.1 socket, subscribed to its commands."""
+
+    def __init__(
+        self, device_id: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        self.id, self.reader, self.writer = device_id, reader, writer
+
+    @classmethod
+    async def connect(cls, host: str, port: int, device_id: str, key: str) -> "_Device":
+        async with asyncio.timeout(WAIT_S):
+            reader, writer = await asyncio.open_connection(host, port, local_addr=("127.0.0.1", 0))
+            writer.write(mqtt_connect(device_id, key, keep_alive=0))
+            kind, body = await _read_packet(reader)
+            if (kind, body) != (2, b"\x00\x00"):
+                raise RuntimeError(f"the legitimate device was refused: {kind} {body!r}")
+            topic = mqtt_string(f"devices/{device_id}/commands") + b"\x01"
+            writer.write(mqtt_packet(0x82, b"\x00\x01" + topic))
+            kind, _body = await _read_packet(reader)
+            if kind != 9:
+                raise RuntimeError("no SUBACK for the legitimate device")
+        return cls(device_id, reader, writer)
+
+    async def command(self) -> bool:
+        """The next command PUBLISH, acknowledged."""
+        while True:
+            kind, body = await _read_packet(self.reader)
+            if kind == 3:
+                size = int.from_bytes(body[:2], "big")
+                self.writer.write(mqtt_packet(0x40, body[2 + size : 4 + size]))
+                return b'"REBOOT"' in body
+            if kind == 0:
+                return False
+
+    async def close(self) -> None:
+        self.writer.write(b"\xe0\x00")
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
+
+
+async def _read_packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    """(packet type, body); (0, b"") at the end of the stream."""
+    try:
+        first = (await reader.readexactly(1))[0]
+        length, shift = 0, 0
+        while True:
+            digit = (await reader.readexactly(1))[0]
+            length |= (digit & 0x7F) << shift
+            shift += 7
+            if not digit & 0x80:
+                break
+        return first >> 4, await reader.readexactly(length)
+    except (asyncio.IncompleteReadError, ConnectionError):
+        return 0, b""
+
+
+def markdown(found: dict[str, Any]) -> str:
+    """The figures as the subsection of docs/benchmarks.md shows them."""
+    lines = [
+        "| throttle | attempted | in | per s | RSS MiB before / after / settled"
+        " | fds before / after / settled | connected before / after / settled"
+        " | command delivered after |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for mode in ("raised", "default"):
+        if mode not in found:
+            continue
+        r = found[mode]
+        b, a, s = r["before"], r["after"], r["settled"]
+        lines.append(
+            f"| {mode} | {r['attempted']:,} | {r['attack_s']} s | {r['per_s']:,} |"
+            f" {b['rss_mib']} / {a['rss_mib']} / {s['rss_mib']} |"
+            f" {b['fds']} / {a['fds']} / {s['fds']} |"
+            f" {b['connected_devices']:.0f} / {a['connected_devices']:.0f}"
+            f" / {s['connected_devices']:.0f} | {r['command_delivered_after']} |"
+        )
+    outcomes = []
+    for mode in ("raised", "default"):
+        if mode in found:
+            shown = ", ".join(f"{k} {v:,}" for k, v in sorted(found[mode]["outcomes"].items()))
+            outcomes.append(f"- {mode}: {shown}")
+    return "\n".join([*lines, "", "Answers (CONNACK return code per kind):", "", *outcomes]) + "\n"
