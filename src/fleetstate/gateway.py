@@ -20,7 +20,7 @@ from fleetstate.bus import MAX_PAYLOAD, Bus, device_topic
 from fleetstate.command_delivery import Deadlines, Dispatcher
 from fleetstate.coordination import KeyedLocks
 from fleetstate.desired import DesiredChange
-from fleetstate.errors import FleetstateError
+from fleetstate.errors import FleetstateError, StoreClosed
 from fleetstate.events import EventHub
 from fleetstate.store import Store
 
@@ -111,7 +111,13 @@ class Gateway:
         self._record_presence(device_id, online=False)
 
     def _record_presence(self, device_id: str, *, online: bool) -> None:
-        written = self._store.submit(devices.presence_job(device_id, online=online))
+        try:
+            written = self._store.submit(devices.presence_job(device_id, online=online))
+        except StoreClosed:
+            # A connection that ends after the store closed (shutting down): the next start
+            # marks every device offline anyway (devices.mark_all_offline).
+            log.debug("presence of %s not recorded: the store is closed", device_id)
+            return
         written.add_done_callback(self._presence_written)
         self._presence_pending[device_id] = written
         written.add_done_callback(lambda _w: self._presence_settled(device_id, written))
