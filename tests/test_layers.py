@@ -117,3 +117,27 @@ def test_layers_only_the_store_imports_sqlite3() -> None:
             if any(n == "sqlite3" or n.startswith("sqlite3.") for n in names):
                 importing.append(f"{_name(path)}:{node.lineno}")
     assert not importing, f"sqlite3 imported outside store/: {importing}"
+
+
+def _imported(path: Path) -> list[tuple[str, int]]:
+    """Every module `path` imports (absolute names), with the line of the import."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [(a.name, node.lineno) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.module, node.lineno))
+            found += [(f"{node.module}.{a.name}", node.lineno) for a in node.names]
+    return found
+
+
+def test_layers_config_imports_nothing_it_configures() -> None:
+    """The configuration is the bottom layer: its tables are Structs of its own, so loading a
+    config file pulls in no store, bus, blob store or domain module."""
+    allowed = ("fleetstate.errors",)
+    leaked = [
+        f"{name} (line {line})"
+        for name, line in _imported(SRC / "config.py")
+        if name.startswith("fleetstate") and not name.startswith(allowed)
+    ]
+    assert not leaked, f"config.py imports {leaked}; define the table in config.py"

@@ -23,9 +23,10 @@ import msgspec
 
 from fleetstate import commands, files, licenses, retention
 from fleetstate.clock import now_text, rfc3339, utcnow
+from fleetstate.config import Limits
 from fleetstate.errors import FleetstateError, Invalid, NotFound, RateLimited, TooLarge
 from fleetstate.events import EventHub
-from fleetstate.limits import Limits, RateLimiter
+from fleetstate.limits import RateLimiter
 from fleetstate.logs import device_context
 from fleetstate.pagination import Page, page_of
 from fleetstate.store import Connection, Store, WriteJob

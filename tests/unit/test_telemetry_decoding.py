@@ -4,8 +4,8 @@
 import msgspec
 import pytest
 
+from fleetstate.config import Limits
 from fleetstate.errors import Invalid, TooLarge
-from fleetstate.limits import Limits
 from fleetstate.telemetry import MAX_BODY, MAX_STRING, decode
 
 LIMITS = Limits(telemetry_keys_per_message=3)

@@ -12,8 +12,6 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Literal, Protocol
 
-import msgspec
-
 if TYPE_CHECKING:
     from fleetstate.config import Config
 
@@ -108,13 +106,6 @@ class Bus(Protocol):
     def connected_devices(self) -> list[str]: ...
 
     async def disconnect(self, device_id: str) -> None: ...
-
-
-class BusConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The `[bus]` table: which bus carries the device protocol."""
-
-    kind: Literal["embedded"] = "embedded"
-    """`embedded`: fleetstate's own MQTT endpoint (`[broker]` limits, `mqtt`/`mqtts` listeners)."""
 
 
 @contextlib.asynccontextmanager
