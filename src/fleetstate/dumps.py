@@ -14,9 +14,9 @@ import msgspec
 from fleetstate.blobs import BlobStore, StoredContent, read_all
 from fleetstate.clock import now_text
 from fleetstate.config import DumpConfig
+from fleetstate.domain.ids import new_id
+from fleetstate.domain.pagination import Page, page_of
 from fleetstate.errors import Invalid, NotFound, TooLarge
-from fleetstate.ids import new_id
-from fleetstate.pagination import Page, page_of
 from fleetstate.store import Connection, Store, WriteJob
 from fleetstate.store.sqlite.queries import dumps as q
 from fleetstate.store.sqlite.queries import sql

@@ -23,6 +23,7 @@ import msgspec
 from fleetstate import commands, files, licenses, retention
 from fleetstate.clock import now_text
 from fleetstate.config import Limits
+from fleetstate.domain.pagination import Page, page_of
 from fleetstate.domain.telemetry import (
     MAX_BODY,
     Telemetry,
@@ -37,7 +38,6 @@ from fleetstate.errors import FleetstateError, Invalid, NotFound, RateLimited, T
 from fleetstate.events import EventHub
 from fleetstate.limits import RateLimiter
 from fleetstate.logs import device_context
-from fleetstate.pagination import Page, page_of
 from fleetstate.store import Connection, Store, WriteJob
 from fleetstate.store.sqlite.queries import sql
 from fleetstate.store.sqlite.queries import telemetry as q

@@ -11,7 +11,7 @@ from fleetstate.api.http import decode, org_id, page
 from fleetstate.api.resources import reply
 from fleetstate.api.routing import RouteTable
 from fleetstate.command_delivery import Dispatcher
-from fleetstate.pagination import PageOf, parse_page
+from fleetstate.domain.pagination import PageOf, parse_page
 
 routes = RouteTable()
 DISPATCHER: web.AppKey[Dispatcher] = web.AppKey("command_dispatcher", Dispatcher)

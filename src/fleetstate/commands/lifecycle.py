@@ -12,8 +12,8 @@ from typing import Any, Literal
 import msgspec
 
 from fleetstate import outbox
-from fleetstate.canonical import canonical_bytes
 from fleetstate.clock import now_text, rfc3339, utcnow
+from fleetstate.domain.canonical import canonical_bytes
 from fleetstate.domain.commands import (
     CANCELLABLE,
     OPEN,
@@ -25,8 +25,8 @@ from fleetstate.domain.commands import (
     sources,
 )
 from fleetstate.domain.commands import effect_of as _effect
+from fleetstate.domain.pagination import Page, page_of
 from fleetstate.errors import Conflict, Invalid, NotFound
-from fleetstate.pagination import Page, page_of
 from fleetstate.store import Connection, Store
 from fleetstate.store.sqlite.queries import commands as q
 
