@@ -16,8 +16,8 @@ import mqtt_raw
 from conftest import ADMIN_TOKEN, Api, Fleet, eventually, make_config
 from fleetstate import app, cli, credentials
 from fleetstate.api.http import PRINCIPAL
+from fleetstate.config import ThrottleConfig
 from fleetstate.errors import Invalid
-from fleetstate.throttle import ThrottleConfig
 from test_device_api import device_call
 from test_provisioning import hardware_key, register
 

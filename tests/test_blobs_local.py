@@ -17,13 +17,13 @@ import pytest
 from aiohttp import web
 
 from fleetstate.blobs import (
-    BlobConfig,
     LocalBlobStore,
     blob_routes,
     check_key,
     open_blob_store,
     read_all,
 )
+from fleetstate.config import BlobConfig
 from fleetstate.errors import Invalid, NotFound, TooLarge
 
 MIB = 1024 * 1024

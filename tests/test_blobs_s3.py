@@ -18,7 +18,8 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import pytest
 
-from fleetstate.blobs import BlobConfig, S3BlobStore, open_blob_store
+from fleetstate.blobs import S3BlobStore, open_blob_store
+from fleetstate.config import BlobConfig
 from fleetstate.errors import Invalid, NotFound, StoreClosed
 
 MIB = 1024 * 1024

@@ -13,7 +13,8 @@ import mqtt_raw
 from conftest import WAIT, Api, DeviceFactory, Fleet, eventually, make_config
 from fleetstate import app
 from fleetstate.app import Service
-from fleetstate.bus.embedded import BrokerLimits, codec
+from fleetstate.bus.embedded import codec
+from fleetstate.config import BrokerLimits
 
 
 def _client(service: Service, client_id: str, username: str, password: str) -> aiomqtt.Client:

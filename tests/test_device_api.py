@@ -18,8 +18,8 @@ from conftest import ADMIN_TOKEN, WAIT, Api, DeviceFactory, Fleet, eventually, m
 from fleetstate import app, files
 from fleetstate.api.context import SERVICES
 from fleetstate.app import Service
-from fleetstate.dumps import DumpConfig
-from fleetstate.http_presence import HttpPresence, PresenceConfig
+from fleetstate.config import DumpConfig, PresenceConfig
+from fleetstate.http_presence import HttpPresence
 from test_events import stream
 
 NOT_AUTHORIZED = {"error": "Not authorized"}

@@ -20,7 +20,7 @@ from cryptography.x509.oid import NameOID
 
 from conftest import ADMIN_TOKEN, WAIT, Api, Fleet, make_config
 from fleetstate import app
-from fleetstate.tls import TlsConfig
+from fleetstate.config import TlsConfig
 from test_device_api import device_call
 from test_provisioning import hardware_key
 

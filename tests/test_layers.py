@@ -1,4 +1,5 @@
-"""The layers: SQL lives under `fleetstate/store/`, and only the store imports `sqlite3`.
+"""The layers: SQL lives under `fleetstate/store/`, only the store imports `sqlite3`, the
+configuration imports nothing it configures, and `fleetstate/domain/` does no I/O.
 
 Modules whose SQL has moved are in MOVED; modules that still hold SQL are in NOT_YET_MOVED (shrink
 it as aggregates move; a new module with SQL fails at once). Statements are found in the string
@@ -117,3 +118,92 @@ def test_layers_only_the_store_imports_sqlite3() -> None:
             if any(n == "sqlite3" or n.startswith("sqlite3.") for n in names):
                 importing.append(f"{_name(path)}:{node.lineno}")
     assert not importing, f"sqlite3 imported outside store/: {importing}"
+
+
+def _imported(path: Path) -> list[tuple[str, int]]:
+    """Every module `path` imports (absolute names), with the line of the import."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found += [(a.name, node.lineno) for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.append((node.module, node.lineno))
+            found += [(f"{node.module}.{a.name}", node.lineno) for a in node.names]
+    return found
+
+
+def test_layers_config_imports_nothing_it_configures() -> None:
+    """The configuration is the bottom layer: its tables are Structs of its own, so loading a
+    config file pulls in no store, bus, blob store or domain module."""
+    allowed = ("fleetstate.errors",)
+    leaked = [
+        f"{name} (line {line})"
+        for name, line in _imported(SRC / "config.py")
+        if name.startswith("fleetstate") and not name.startswith(allowed)
+    ]
+    assert not leaked, f"config.py imports {leaked}; define the table in config.py"
+
+
+DOMAIN = SRC / "domain"
+NO_IO = (
+    "sqlite3",
+    "aiohttp",
+    "amqtt",
+    "aiomqtt",
+    "paho",
+    "aioboto3",
+    "botocore",
+    "socket",
+    "ssl",
+    "asyncio",
+    "concurrent",
+    "subprocess",
+    "threading",
+    "fleetstate.store",
+    "fleetstate.bus",
+    "fleetstate.blobs",
+    "fleetstate.api",
+    "fleetstate.service",
+    "fleetstate.simulator",
+    "fleetstate.app",
+    "fleetstate.cli",
+)
+"""What a domain module may not import: drivers, the network, event-loop I/O, and every layer
+above the domain."""
+
+
+def _no_io_breaches(paths: list[Path]) -> list[str]:
+    return [
+        f"{_name(path) if SRC in path.parents else path.name}:{line} imports {name}"
+        for path in paths
+        for name, line in _imported(path)
+        if any(name == banned or name.startswith(f"{banned}.") for banned in NO_IO)
+    ]
+
+
+def test_layers_domain_detector_finds_imports(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "import asyncio.subprocess\n"
+        "from fleetstate.store import Store\n"
+        "from fleetstate import errors\n"
+        "from fleetstate.bus.embedded import codec\n"
+        "import msgspec\n"
+    )
+    breaches = _no_io_breaches([sample])
+    assert [b.rsplit(" imports ", 1)[1] for b in breaches] == [
+        "asyncio.subprocess",
+        "fleetstate.store",
+        "fleetstate.store.Store",
+        "fleetstate.bus.embedded",
+        "fleetstate.bus.embedded.codec",
+    ]
+
+
+def test_layers_domain_does_no_io() -> None:
+    """Rules, Structs and tables only: a domain module that needs the store, the bus or the
+    network belongs in service/ (or takes what it needs as an argument)."""
+    modules = sorted(DOMAIN.rglob("*.py"))
+    assert modules, "src/fleetstate/domain/ is missing"
+    breaches = _no_io_breaches(modules)
+    assert not breaches, f"domain/ must not do I/O: {breaches}"

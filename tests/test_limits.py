@@ -14,8 +14,9 @@ import pytest
 from conftest import Api, DeviceFactory, Fleet, make_config
 from fleetstate import app, config, reports, retention
 from fleetstate.clock import rfc3339
-from fleetstate.limits import Limits, RateLimiter
-from fleetstate.pagination import Page
+from fleetstate.config import Limits
+from fleetstate.domain.pagination import Page
+from fleetstate.limits import RateLimiter
 from fleetstate.store import Connection
 from test_device_api import device_call
 

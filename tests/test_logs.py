@@ -13,7 +13,7 @@ import aiohttp
 
 from conftest import SCHEMA, WAIT, Api
 from fleetstate import config
-from fleetstate.logs import LogConfig
+from fleetstate.config import LogConfig
 from test_device_api import device_call
 
 TOKEN = "logs-test-token-0001"

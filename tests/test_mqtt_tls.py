@@ -23,7 +23,7 @@ from cryptography.x509.oid import NameOID
 
 from conftest import ADMIN_TOKEN, WAIT, Api, Device, Fleet, make_config
 from fleetstate import app
-from fleetstate.tls import TlsConfig
+from fleetstate.config import TlsConfig
 from test_provisioning import hardware_key, register
 
 

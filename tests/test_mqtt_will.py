@@ -19,8 +19,9 @@ from conftest import ADMIN_TOKEN, WAIT, Api, Fleet, eventually, make_config
 from conftest_mqtt import PahoLink
 from fleetstate import app
 from fleetstate.app import Service
-from fleetstate.bus.embedded import BrokerLimits, codec
+from fleetstate.bus.embedded import codec
 from fleetstate.bus.embedded.packets import Will
+from fleetstate.config import BrokerLimits
 from test_metrics import scrape, value
 
 OFFLINE = b'{"online": false}'

@@ -17,7 +17,7 @@ import pytest
 from conftest import ADMIN_TOKEN, Api, make_config
 from fleetstate import app
 from fleetstate.app import Service
-from fleetstate.throttle import ThrottleConfig
+from fleetstate.config import ThrottleConfig
 
 RUN_TIMEOUT = 300.0
 MAX_EXAMPLES = "10"

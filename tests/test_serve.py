@@ -189,3 +189,12 @@ def test_serve_config_rejects_an_unknown_bus_kind(tmp_path: Path) -> None:
 def test_serve_documented_example_config_loads() -> None:
     example = Path(__file__).parent.parent / "config" / "fleetstate.toml"
     assert config.load(example, {}, {}) == config.Config()
+
+
+def test_serve_broker_packet_limit_leaves_room_above_the_payload_limit() -> None:
+    """`[broker] max_packet_bytes` defaults to twice the payload limit, so a payload a little too
+    big is answered with `too_large` instead of closing the connection (config repeats the
+    number so that it imports nothing of the bus)."""
+    from fleetstate.bus import MAX_PAYLOAD
+
+    assert config.BrokerLimits().max_packet_bytes == 2 * MAX_PAYLOAD

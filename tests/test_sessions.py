@@ -11,7 +11,7 @@ import msgspec
 
 from conftest import ADMIN_TOKEN, Api, eventually, make_config
 from fleetstate import app
-from fleetstate.sessions import WebConfig
+from fleetstate.config import WebConfig
 
 COOKIE = "fleetstate_session"
 DEVICES = "/api/v1/devices"

@@ -10,9 +10,10 @@ from typing import Any
 import pytest
 
 from conftest import Api, DeviceFactory, Fleet
-from fleetstate import config, semver, telemetry
+from fleetstate import config, telemetry
 from fleetstate.app import Service
 from fleetstate.clock import rfc3339
+from fleetstate.domain import semver
 from fleetstate.errors import Invalid, NotFound, StoreClosed
 from fleetstate.events import EventHub
 from fleetstate.store import Store

@@ -22,8 +22,9 @@ import pytest
 from conftest import ADMIN_TOKEN, WAIT, Api, DeviceFactory, Fleet, make_config
 from fleetstate import app
 from fleetstate.api.context import SERVICES
-from fleetstate.blobs import BlobConfig, BlobStore
-from fleetstate.uploads import UploadConfig, artefact_key, upload_key
+from fleetstate.blobs import BlobStore
+from fleetstate.config import BlobConfig, UploadConfig
+from fleetstate.uploads import artefact_key, upload_key
 
 MIB = 1024 * 1024
 LARGE = 50 * MIB

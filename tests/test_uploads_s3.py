@@ -20,8 +20,9 @@ import pytest
 
 from conftest import WAIT, Api, DeviceFactory, Fleet, make_config
 from fleetstate import app
-from fleetstate.blobs import BlobConfig, S3BlobStore
-from fleetstate.uploads import UploadConfig, artefact_key, upload_key
+from fleetstate.blobs import S3BlobStore
+from fleetstate.config import BlobConfig, UploadConfig
+from fleetstate.uploads import artefact_key, upload_key
 from test_uploads import (
     FREE_SCHEMA,
     artefact_count,

@@ -11,12 +11,12 @@ import msgspec
 
 from fleetstate import profiles
 from fleetstate.blobs import StoredContent
-from fleetstate.canonical import canonical_bytes, content_hash
 from fleetstate.clock import now_text
+from fleetstate.domain.canonical import canonical_bytes, content_hash
+from fleetstate.domain.ids import new_id
+from fleetstate.domain.names import Name
+from fleetstate.domain.pagination import Page, page_of
 from fleetstate.errors import Conflict, Invalid, NotFound, SchemaInvalid, TooLarge
-from fleetstate.ids import new_id
-from fleetstate.names import Name
-from fleetstate.pagination import Page, page_of
 from fleetstate.store import Connection, Store
 from fleetstate.store.sqlite.queries import artefacts as q
 from fleetstate.store.sqlite.queries import numbering

@@ -11,9 +11,9 @@ import msgspec
 
 from fleetstate import commands, desired
 from fleetstate.clock import now_text
+from fleetstate.domain.ids import new_id
+from fleetstate.domain.pagination import Page, page_of
 from fleetstate.errors import Invalid, NotFound
-from fleetstate.ids import new_id
-from fleetstate.pagination import Page, page_of
 from fleetstate.store import Connection, Store
 from fleetstate.store.sqlite.queries import bindings as q
 from fleetstate.store.sqlite.queries import numbering, sql

@@ -7,30 +7,22 @@ and download a device's dumps. One lock per dump orders concurrent appends, so n
 """
 
 import re
-from typing import Annotated
 
 import msgspec
 
 from fleetstate.blobs import BlobStore, StoredContent, read_all
 from fleetstate.clock import now_text
+from fleetstate.config import DumpConfig
 from fleetstate.coordination import KeyedLocks, LocalLocks
+from fleetstate.domain.ids import new_id
+from fleetstate.domain.pagination import Page, page_of
 from fleetstate.errors import Invalid, NotFound, TooLarge
-from fleetstate.ids import new_id
-from fleetstate.pagination import Page, page_of
 from fleetstate.store import Connection, Store, WriteJob
 from fleetstate.store.sqlite.queries import dumps as q
 from fleetstate.store.sqlite.queries import sql
 
-DEFAULT_MAX_SIZE = 8 * 1024 * 1024
 _CONTENT_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*$")
 _FILE_NAME = re.compile(r"^[^/\\\x00-\x1f\x7f]{1,255}$")
-
-
-class DumpConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The `[dumps]` table."""
-
-    max_size: Annotated[int, msgspec.Meta(ge=1)] = DEFAULT_MAX_SIZE
-    """Most bytes one dump may hold, all its parts together; more answers 413."""
 
 
 class Dump(msgspec.Struct, frozen=True, kw_only=True):

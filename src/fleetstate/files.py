@@ -12,12 +12,12 @@ from typing import Annotated, Any
 
 import msgspec
 
-from fleetstate import semver
 from fleetstate.blobs import BlobStore, StoredContent
 from fleetstate.clock import now_text
+from fleetstate.domain import semver
+from fleetstate.domain.ids import new_id
+from fleetstate.domain.pagination import Page, page_of
 from fleetstate.errors import Conflict, Invalid, NotFound, TooLarge
-from fleetstate.ids import new_id
-from fleetstate.pagination import Page, page_of
 from fleetstate.store import Connection, Store, WriteJob
 from fleetstate.store.sqlite.queries import files as q
 

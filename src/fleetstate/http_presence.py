@@ -13,9 +13,8 @@ import logging
 import time
 from typing import Any
 
-import msgspec
-
 from fleetstate import devices
+from fleetstate.config import PresenceConfig
 from fleetstate.errors import StoreClosed
 from fleetstate.events import EventBus
 from fleetstate.store import Store
@@ -23,18 +22,6 @@ from fleetstate.store import Store
 log = logging.getLogger(__name__)
 DEFAULT_WINDOW_S = 120.0
 HEARTBEAT_FACTOR = 3.0
-
-
-class PresenceConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The `[presence]` table: when a device that only talks HTTP counts as offline."""
-
-    http_window_s: float = 0.0
-    """Seconds since its last call after which an HTTP device is offline; 0 = automatic
-    (3 x its observed telemetry interval, 120 s until one is observed)."""
-    http_min_window_s: float = 10.0
-    """The automatic window is never shorter than this (a burst of calls is not a heartbeat)."""
-    sweep_interval_s: float = 1.0
-    """How often the one sweep looks for devices that fell silent."""
 
 
 class _Seen:

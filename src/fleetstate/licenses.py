@@ -10,10 +10,10 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from fleetstate.canonical import canonical_bytes
 from fleetstate.clock import now_text, rfc3339
+from fleetstate.domain.canonical import canonical_bytes
+from fleetstate.domain.ids import new_id
 from fleetstate.errors import Invalid, NotFound
-from fleetstate.ids import new_id
 from fleetstate.store import Connection, Store
 from fleetstate.store.sqlite.queries import licenses as q
 from fleetstate.store.sqlite.queries import sql

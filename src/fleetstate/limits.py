@@ -1,5 +1,5 @@
-"""What one device (or one client) may cost the service: the `[limits]` table and a per-device
-token bucket.
+"""What one device (or one client) may cost the service: a per-device token bucket (the
+`[limits]` table it enforces is `config.Limits`).
 
 Each limit is answered with a clear error, never by growing without bound: too many telemetry
 keys are `too_large`, a timestamp too far in the future is `invalid`, telemetry faster than
@@ -9,32 +9,6 @@ its retention.
 
 import time
 from collections.abc import Callable
-from typing import Annotated
-
-import msgspec
-
-NonNegative = Annotated[int, msgspec.Meta(ge=0)]
-Positive = Annotated[int, msgspec.Meta(ge=1)]
-
-
-class Limits(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The `[limits]` table."""
-
-    telemetry_keys_per_message: Positive = 256
-    """Most keys in one telemetry message (its `telemetries` object)."""
-    telemetry_keys_per_device: Positive = 1024
-    """Most keys in a device's merged telemetry state; a message that would grow it past this is
-    refused (one that only updates or removes keys is not)."""
-    telemetry_future_s: NonNegative = 300
-    """A telemetry timestamp more than this many seconds ahead of the server's clock is refused."""
-    telemetry_rate_per_device: Annotated[float, msgspec.Meta(ge=0)] = 10.0
-    """Telemetry messages per second one device may send, sustained; 0 turns the limit off."""
-    telemetry_burst: Positive = 50
-    """How many messages a device that was quiet may send at once (the bucket's size)."""
-    history_retention_days: NonNegative = 30
-    """Report history and command answers older than this many days are removed; 0 keeps them."""
-    events_queue: Positive = 1000
-    """Events one SSE client may have waiting; a client that falls this far behind is dropped."""
 
 
 class RateLimiter:

@@ -11,25 +11,16 @@ import contextvars
 import json
 import logging
 import sys
-from typing import Any, Literal
-
-import msgspec
+from typing import Any
 
 from fleetstate.clock import now_text
+from fleetstate.config import LogConfig
 
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 DEVICE_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("device_id", default=None)
 FIELDS = ("device_id", "request_id")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 access_log = logging.getLogger("fleetstate.access")
-
-
-class LogConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The `[log]` table."""
-
-    format: Literal["text", "json"] = "text"
-    access: bool = False
-    """One line per HTTP request (method, route, status, duration) on `fleetstate.access`."""
 
 
 def device_context(device_id: str) -> None:

@@ -13,9 +13,8 @@ import ipaddress
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
-import msgspec
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -28,15 +27,6 @@ from fleetstate.store.sqlite.queries import metrics as q
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 DESIRED_STATUSES = ("UNREPORTED", "IN_PROGRESS", "ACCEPTED", "REJECTED", "FAILED")
-Access = Literal["loopback", "token", "public"]
-
-
-class MetricsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The `[metrics]` table."""
-
-    access: Access = "loopback"
-    """Who may read `/metrics`: clients on a loopback address (the default), any valid API
-    token (`Authorization: Bearer ...`), or anyone."""
 
 
 def loopback(remote: str | None) -> bool:

@@ -11,11 +11,11 @@ import msgspec
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from fleetstate.canonical import canonical_bytes
 from fleetstate.clock import now_text
+from fleetstate.domain.canonical import canonical_bytes
+from fleetstate.domain.ids import new_id
+from fleetstate.domain.pagination import Page, page_of
 from fleetstate.errors import Conflict, NotFound, SchemaInvalid
-from fleetstate.ids import new_id
-from fleetstate.pagination import Page, page_of
 from fleetstate.store import Connection, Store
 from fleetstate.store.sqlite.queries import profiles as q
 

@@ -5,33 +5,21 @@ differs from the desired one turns ACCEPTED into FAILED with a message saying so
 older version is kept as history only; one for a version that never existed is refused.
 """
 
-from typing import Any, Literal
+from typing import Any
 
 import msgspec
 
 from fleetstate import commands, outbox
 from fleetstate.clock import now_text
+from fleetstate.domain.pagination import Page, page_of
+from fleetstate.domain.reports import Report, SlotReport, SlotRow, is_current, report_decoder
+from fleetstate.domain.reports import judge as _judge
 from fleetstate.errors import Invalid, NotFound
-from fleetstate.pagination import Page, page_of
 from fleetstate.store import Connection, Store
 from fleetstate.store.sqlite.queries import reports as q
 
-Status = Literal["IN_PROGRESS", "ACCEPTED", "REJECTED", "FAILED"]
-
-
-class SlotReport(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    slot: str
-    status: Status
-    artefact_id: str | None = None
-    hash: str | None = None
-    message: str | None = None
-
-
-class Report(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    version: int
-    status: Status
-    configs: list[SlotReport] = []
-    message: str | None = None
+__all__ = ["Report", "SlotReport", "is_current", "report_decoder"]
+"""Re-exported from `domain.reports` for the callers that import them from here."""
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -45,10 +33,6 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     current: bool
     moved: list[commands.Brief] = []
     """Commands the report moved (the BIND/UNBIND_CONFIG tracking this version)."""
-
-
-SlotRow = q.SlotValues
-report_decoder = msgspec.json.Decoder(Report)
 
 
 async def record(store: Store, device_id: str, report: Report, raw: bytes) -> Outcome:
@@ -100,48 +84,6 @@ def _announce(outcome: Outcome) -> None:
     outbox.announce(data.pop("org_id"), "report", data)
     if outcome.moved:
         outbox.commands_finished(outcome.moved)
-
-
-def is_current(version: int, desired_version: int) -> bool:
-    """True for a report of the current desired version; False for an older one, which only
-    goes into history. Invalid for a version that never existed."""
-    if not 1 <= version <= desired_version:
-        raise Invalid(
-            f"report for version {version}, but desired versions run from 1 to {desired_version}"
-        )
-    return version == desired_version
-
-
-def _judge(
-    report: Report, expected: dict[str, tuple[str, str]]
-) -> tuple[str, str | None, list[SlotRow]]:
-    """Overall status, message and per-slot rows (slot, artefact, status, hash, message)."""
-    by_slot = {c.slot: c for c in report.configs}
-    problems = [f"slot {s!r} is not in the desired state" for s in by_slot if s not in expected]
-    slots: list[SlotRow] = []
-    for slot, (artefact_id, want) in sorted(expected.items()):
-        given = by_slot.get(slot)
-        if given is None:
-            # A report without per-slot detail speaks for every slot.
-            slots.append((slot, artefact_id, report.status, want, report.message))
-            continue
-        status, message = given.status, given.message
-        if given.status == "ACCEPTED" and given.hash != want:
-            status = "FAILED"
-            message = f"hash mismatch on slot {slot!r}: expected {want}, reported {given.hash}"
-            problems.append(message)
-        slots.append((slot, given.artefact_id or artefact_id, status, given.hash, message))
-    if problems and report.status in ("ACCEPTED", "IN_PROGRESS"):
-        return "FAILED", "; ".join(problems), slots
-    worst = _overall(report.status, [s[2] for s in slots])
-    return worst, report.message, slots
-
-
-def _overall(reported: str, slot_statuses: list[str]) -> str:
-    for bad in ("FAILED", "REJECTED"):
-        if bad in slot_statuses and reported == "ACCEPTED":
-            return bad
-    return reported
 
 
 async def history(store: Store, device_id: str, page: Page) -> dict[str, Any]:

@@ -10,9 +10,6 @@ with the token, and every lookup joins it). Expired rows are removed as new sess
 import hashlib
 import logging
 from datetime import timedelta
-from typing import Annotated
-
-import msgspec
 
 from fleetstate import credentials
 from fleetstate.clock import rfc3339, utcnow
@@ -22,13 +19,6 @@ from fleetstate.tenancy import Principal
 
 log = logging.getLogger(__name__)
 _PURGE_BATCH = 1000
-
-
-class WebConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The `[web]` table: the web app's sessions."""
-
-    session_ttl_s: Annotated[float, msgspec.Meta(gt=0)] = 12 * 3600.0
-    """How long a session lasts after sign-in (sign-out or revoking its token end it sooner)."""
 
 
 def _session_id(secret: str) -> str:

@@ -13,9 +13,9 @@ import msgspec
 
 from fleetstate import credentials
 from fleetstate.clock import now_text
+from fleetstate.domain.ids import new_id
+from fleetstate.domain.names import Name
 from fleetstate.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
-from fleetstate.ids import new_id
-from fleetstate.names import Name
 from fleetstate.store import Connection, Store
 from fleetstate.store.sqlite.queries import tenancy as q
 from fleetstate.throttle import FailureThrottle

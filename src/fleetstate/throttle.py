@@ -15,19 +15,10 @@ from typing import Annotated
 
 import msgspec
 
+from fleetstate.config import ThrottleConfig
 from fleetstate.errors import FleetstateError
 
 _Positive = Annotated[float, msgspec.Meta(gt=0)]
-
-
-class ThrottleConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The `[throttle]` table: limits on failed authentications (SPEC section 8)."""
-
-    limit: Annotated[int, msgspec.Meta(ge=1)] = 10
-    """Failures of one source address or one credential id within `window_s` that block it."""
-    window_s: _Positive = 60.0
-    block_s: _Positive = 60.0
-    """How long a blocked address or credential is refused, a correct credential included."""
 
 
 class Throttled(FleetstateError):

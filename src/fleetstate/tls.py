@@ -8,22 +8,8 @@ verifies it against that CA; the HTTP server never asks for one.
 import ssl
 from pathlib import Path
 
-import msgspec
-
+from fleetstate.config import TlsConfig
 from fleetstate.errors import Invalid
-
-
-class TlsConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    cert_file: str | None = None
-    """PEM certificate chain of the server (HTTPS and MQTTS)."""
-    key_file: str | None = None
-    """PEM private key of `cert_file`."""
-    client_ca_file: str | None = None
-    """PEM CA: devices may authenticate over MQTT-TLS with a certificate it signed (CN = id)."""
-
-    @property
-    def enabled(self) -> bool:
-        return self.cert_file is not None and self.key_file is not None
 
 
 def server_context(tls: TlsConfig, *, client_certs: bool = False) -> ssl.SSLContext:

@@ -24,10 +24,11 @@ from fleetstate import artefacts, profiles
 from fleetstate.blobs import UPLOADS_PREFIX, BlobStore, StoredContent, read_all
 from fleetstate.blobs.store import check_sha256, check_upload_terms
 from fleetstate.clock import rfc3339, utcnow
+from fleetstate.config import UploadConfig
+from fleetstate.domain.ids import new_id
+from fleetstate.domain.names import Name
+from fleetstate.domain.pagination import Page
 from fleetstate.errors import Conflict, FleetstateError, Invalid, NotFound, SchemaInvalid, TooLarge
-from fleetstate.ids import new_id
-from fleetstate.names import Name
-from fleetstate.pagination import Page
 from fleetstate.store import Connection, Store
 from fleetstate.store.sqlite.queries import artefacts as artefact_q
 from fleetstate.store.sqlite.queries import uploads as q
@@ -41,19 +42,6 @@ _SWEEP_MARGIN = timedelta(hours=1)
 (it absorbs clock skew with an S3 server and its whole-second `LastModified`)."""
 
 _Positive = Annotated[int, msgspec.Meta(gt=0)]
-
-
-class UploadConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The `[uploads]` table of the configuration."""
-
-    max_size: _Positive = 1024**3
-    """Largest artefact accepted through an upload URL, in bytes (1 GiB)."""
-    max_json_size: _Positive = 16 * 1024**2
-    """Largest JSON artefact: JSON is read into memory to validate it against the profile."""
-    finalize_grace_s: Annotated[int, msgspec.Meta(ge=0)] = 3600
-    """How long after its URL expired an upload may still be finalized before it is removed."""
-    cleanup_interval_s: Annotated[float, msgspec.Meta(gt=0)] = 60.0
-    """How often expired uploads (rows and blobs) are looked for."""
 
 
 class NewUpload(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -18,8 +18,8 @@ from typing import Annotated, Any
 import msgspec
 
 from fleetstate import reports
-from fleetstate.canonical import canonical_bytes, content_hash
 from fleetstate.desired import DEVICE_SLOT
+from fleetstate.domain.canonical import canonical_bytes, content_hash
 from fleetstate.errors import Invalid, NotFound
 from fleetstate.store import Connection, Store
 from fleetstate.store.sqlite.queries import xyte as q

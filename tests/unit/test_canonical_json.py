@@ -4,7 +4,7 @@ from typing import Any
 
 import pytest
 
-from fleetstate.canonical import canonical_bytes, content_hash
+from fleetstate.domain.canonical import canonical_bytes, content_hash
 
 CANONICAL_ROWS = [
     pytest.param({"b": 1, "a": 2}, b'{"a":2,"b":1}', id="keys-sorted"),

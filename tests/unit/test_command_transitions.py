@@ -9,13 +9,13 @@ import itertools
 
 import pytest
 
-from fleetstate.commands.lifecycle import (
+from fleetstate.domain.commands import (
     CANCELLABLE,
     OPEN,
     TRANSITIONS,
     WAITING,
     Status,
-    _effect,
+    effect_of,
     sources,
 )
 
@@ -44,13 +44,13 @@ ALL_PAIRS = [
 @pytest.mark.parametrize(("current", "to", "effect"), ALL_PAIRS)
 def test_command_transition(current: Status, to: Status, effect: str) -> None:
     assert (to in TRANSITIONS[current]) is (effect == "applied")
-    assert _effect(current, to) == effect
+    assert effect_of(current, to) == effect
 
 
 @pytest.mark.parametrize("terminal", TERMINAL)
 def test_command_terminal_never_changes(terminal: Status) -> None:
     assert TRANSITIONS[terminal] == frozenset()
-    assert all(_effect(terminal, to) != "applied" for to in Status)
+    assert all(effect_of(terminal, to) != "applied" for to in Status)
 
 
 @pytest.mark.parametrize(

@@ -2,8 +2,8 @@
 
 import pytest
 
+from fleetstate.domain.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, page_of, parse_page
 from fleetstate.errors import Invalid
-from fleetstate.pagination import DEFAULT_LIMIT, MAX_LIMIT, Page, page_of, parse_page
 
 ID = "0197aa00bb11cc22dd33"  # a cursor as the server hands it out: an id (ids.new_id)
 

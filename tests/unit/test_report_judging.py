@@ -9,8 +9,8 @@ refused.
 
 import pytest
 
+from fleetstate.domain.reports import Report, SlotReport, is_current, judge
 from fleetstate.errors import Invalid
-from fleetstate.reports import Report, SlotReport, _judge, is_current
 
 # The desired slots: slot -> (artefact id, expected hash).
 EXPECTED = {"device": ("a-dev", "sha256:dev"), "component:cam": ("a-cam", "sha256:cam")}
@@ -131,7 +131,7 @@ JUDGE_ROWS = [
 def test_report_judged_against_desired_slots(
     given: Report, status: str, message: str | None, slots: dict[str, str]
 ) -> None:
-    overall, said, rows = _judge(given, EXPECTED)
+    overall, said, rows = judge(given, EXPECTED)
     assert (overall, said) == (status, message)
     assert {row[0]: row[2] for row in rows} == slots
 
@@ -142,7 +142,7 @@ def test_report_slot_rows_carry_artefact_hash_and_message() -> None:
         slot("device", "ACCEPTED", "sha256:old"),
         message="applied",
     )
-    _, _, rows = _judge(given, EXPECTED)
+    _, _, rows = judge(given, EXPECTED)
     assert rows == [
         # Sorted by slot; a slot the report left out takes the desired artefact and hash.
         ("component:cam", "a-cam", "ACCEPTED", "sha256:cam", "applied"),
@@ -157,7 +157,7 @@ def test_report_slot_rows_carry_artefact_hash_and_message() -> None:
 
 
 def test_report_with_nothing_desired_is_judged_by_its_own_status() -> None:
-    assert _judge(report("ACCEPTED"), {}) == ("ACCEPTED", None, [])
+    assert judge(report("ACCEPTED"), {}) == ("ACCEPTED", None, [])
 
 
 # (reported version, desired version, current?).

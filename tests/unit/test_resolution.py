@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from fleetstate.desired import Binding, DeviceFacts, _fingerprint, _render, explain, winners
+from fleetstate.domain.resolution import Binding, DeviceFacts, explain, fingerprint, render, winners
 
 DEVICE = DeviceFacts(
     id="d1",
@@ -265,7 +265,7 @@ def test_render_document_device_slot_first_inline_content_and_blob_download() ->
         "component:aux": binding("x", "component", target_id="d1/cam"),
     }
     contents = {"a-d": b'{"setpoint":21}', "a-x": b"{}"}
-    document = msgspec.json.decode(_render("d1", 7, "2026-01-01T00:00:00.000Z", chosen, contents))
+    document = msgspec.json.decode(render("d1", 7, "2026-01-01T00:00:00.000Z", chosen, contents))
     assert document == {
         "version": 7,
         "issued_at": "2026-01-01T00:00:00.000Z",
@@ -290,7 +290,7 @@ def _config(slot: str, name: str, *, size: int = 1, **extra: Any) -> dict[str, A
 
 
 def test_render_nothing_bound_is_empty_configs() -> None:
-    document = msgspec.json.decode(_render("d1", 1, "t", {}, {}))
+    document = msgspec.json.decode(render("d1", 1, "t", {}, {}))
     assert document == {"version": 1, "issued_at": "t", "configs": []}
 
 
@@ -331,4 +331,4 @@ FINGERPRINT_ROWS = [
 def test_resolution_fingerprint_changes_with_the_artefacts(
     before: dict[str, Binding], after: dict[str, Binding], same: bool
 ) -> None:
-    assert (_fingerprint(before) == _fingerprint(after)) is same
+    assert (fingerprint(before) == fingerprint(after)) is same

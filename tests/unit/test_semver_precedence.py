@@ -2,8 +2,8 @@
 
 import pytest
 
+from fleetstate.domain.semver import is_valid, key
 from fleetstate.errors import Invalid
-from fleetstate.semver import is_valid, key
 
 # (lower, higher): each row must order strictly.
 ORDER_ROWS = [

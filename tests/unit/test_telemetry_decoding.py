@@ -1,12 +1,13 @@
 """What a telemetry message may hold (SPEC section 4, section 8 limits), as table tests of
-`telemetry.decode`: each bad message is refused with a clear error before it costs a write."""
+`domain.telemetry.decode`: each bad message is refused with a clear error before it costs a
+write."""
 
 import msgspec
 import pytest
 
+from fleetstate.config import Limits
+from fleetstate.domain.telemetry import MAX_BODY, MAX_STRING, decode
 from fleetstate.errors import Invalid, TooLarge
-from fleetstate.limits import Limits
-from fleetstate.telemetry import MAX_BODY, MAX_STRING, decode
 
 LIMITS = Limits(telemetry_keys_per_message=3)
 LONGEST = "é" * (MAX_STRING // 2)  # two bytes each: exactly MAX_STRING bytes

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from fleetstate.clock import rfc3339
+from fleetstate.domain.telemetry import Value, merge, timestamp_of
 from fleetstate.errors import Invalid
-from fleetstate.telemetry import Value, merge, timestamp_of
 
 STATE = {"temp": 20.5, "mode": "eco", "status": "online"}
 

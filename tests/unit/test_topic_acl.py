@@ -7,7 +7,7 @@ anything else, another device's topics above all, is refused.
 
 import pytest
 
-from fleetstate.bus import device_topic, may_publish, may_subscribe, subtopic_of
+from fleetstate.domain.topics import device_topic, may_publish, may_subscribe, subtopic_of
 
 # (device id, topic filter, allowed?).
 SUBSCRIBE_ROWS = [

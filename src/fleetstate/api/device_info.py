@@ -13,7 +13,7 @@ from fleetstate.api.device_api import DEVICE, Success, device_route
 from fleetstate.api.http import decode, json_response, org_id
 from fleetstate.api.resources import reply
 from fleetstate.api.routing import RouteTable
-from fleetstate.pagination import PageOf
+from fleetstate.domain.pagination import PageOf
 
 routes = RouteTable()
 device_routes = RouteTable()

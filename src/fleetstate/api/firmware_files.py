@@ -13,8 +13,8 @@ from fleetstate.api.device_api import DEVICE, device_route, hub_urls
 from fleetstate.api.http import json_response, org_id, page
 from fleetstate.api.resources import reply
 from fleetstate.api.routing import RouteTable
+from fleetstate.domain.pagination import PageOf
 from fleetstate.errors import Invalid, TooLarge
-from fleetstate.pagination import PageOf
 
 routes = RouteTable()
 device_routes = RouteTable()

@@ -11,6 +11,7 @@ from aiohttp import web
 from fleetstate import sessions
 from fleetstate.api import numbers
 from fleetstate.api.context import services
+from fleetstate.domain.pagination import Page, parse_page
 from fleetstate.errors import (
     Conflict,
     FleetstateError,
@@ -22,7 +23,6 @@ from fleetstate.errors import (
     TooLarge,
     Unauthorized,
 )
-from fleetstate.pagination import Page, parse_page
 from fleetstate.tenancy import Authenticator, Principal
 from fleetstate.throttle import Throttled
 

@@ -13,8 +13,8 @@ from fleetstate.api.http import decode, json_response, org_id, page, principal
 from fleetstate.api.resources import reply
 from fleetstate.api.routing import RouteTable
 from fleetstate.desired import DesiredDocument
+from fleetstate.domain.pagination import PageOf
 from fleetstate.errors import Forbidden, Invalid
-from fleetstate.pagination import PageOf
 from fleetstate.uploads import FinalizeUpload
 
 routes = RouteTable()

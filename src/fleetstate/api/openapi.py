@@ -11,7 +11,7 @@ from fleetstate.api.routing import Route
 from fleetstate.bindings import TargetType
 from fleetstate.commands import Status
 from fleetstate.devices import CONFIG_STATUSES
-from fleetstate.pagination import ID_CURSOR, MAX_LIMIT
+from fleetstate.domain.pagination import ID_CURSOR, MAX_LIMIT
 
 _PARAM = re.compile(r"\{(\w+)(?::[^{}]*)?\}")
 """A path parameter; aiohttp's `{name:regex}` form is documented as OpenAPI's plain `{name}`."""

@@ -9,7 +9,7 @@ from fleetstate.api.context import services
 from fleetstate.api.http import decode, org_id, page
 from fleetstate.api.resources import reply
 from fleetstate.api.routing import RouteTable
-from fleetstate.pagination import PageOf
+from fleetstate.domain.pagination import PageOf
 
 routes = RouteTable()
 API = "/api/v1"

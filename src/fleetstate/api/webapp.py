@@ -24,8 +24,8 @@ from fleetstate.api.context import services
 from fleetstate.api.http import PRINCIPAL, SESSION_COOKIE, org_id
 from fleetstate.api.resources import DeviceCounts, SignIn, reply
 from fleetstate.api.routing import RouteTable
+from fleetstate.domain.pagination import MAX_LIMIT, Page
 from fleetstate.errors import Forbidden, NotFound, Unauthorized
-from fleetstate.pagination import MAX_LIMIT, Page
 from fleetstate.tenancy import Principal
 from fleetstate.throttle import Throttled
 

@@ -10,7 +10,6 @@ from fleetstate.blobs.routes import blob_routes
 from fleetstate.blobs.s3 import S3BlobStore
 from fleetstate.blobs.store import (
     UPLOADS_PREFIX,
-    BlobConfig,
     BlobInfo,
     BlobStore,
     PresignedUpload,
@@ -19,11 +18,11 @@ from fleetstate.blobs.store import (
     check_key,
     read_all,
 )
+from fleetstate.config import BlobConfig
 from fleetstate.errors import Invalid
 
 __all__ = [
     "UPLOADS_PREFIX",
-    "BlobConfig",
     "BlobInfo",
     "BlobStore",
     "LocalBlobStore",

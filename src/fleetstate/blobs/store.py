@@ -8,7 +8,7 @@ start, by `BlobConfig`.
 import re
 from collections.abc import AsyncIterator
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Protocol
 
 import msgspec
 
@@ -34,21 +34,6 @@ class SignatureError(FleetstateError):
     """A signed URL that was tampered with, has expired, or does not match the request."""
 
     code = "forbidden"
-
-
-class BlobConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    backend: Literal["local", "s3"] = "local"
-    endpoint_url: str | None = None
-    """S3 API endpoint, e.g. `http://127.0.0.1:9000`; None means AWS itself."""
-    bucket: str | None = None
-    region: str = "us-east-1"
-    access_key_id: str | None = None
-    """None falls back to the standard AWS chain (`AWS_ACCESS_KEY_ID`, profiles, ...)."""
-    secret_access_key: str | None = None
-    url_expiry_s: int = 900
-    """Lifetime of presigned upload and download URLs."""
-    create_bucket: bool = False
-    """Create the bucket at start if it is missing (handy for a local S3 server)."""
 
 
 class PresignedUpload(msgspec.Struct, frozen=True, kw_only=True):

@@ -12,44 +12,19 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Literal, Protocol
 
-import msgspec
+from fleetstate.domain.topics import DELIVERED as DELIVERED
+from fleetstate.domain.topics import DEVICE_TOPICS_IN as DEVICE_TOPICS_IN
+from fleetstate.domain.topics import DEVICE_TOPICS_OUT as DEVICE_TOPICS_OUT
+from fleetstate.domain.topics import MAX_PAYLOAD as MAX_PAYLOAD
+from fleetstate.domain.topics import delivered_by as delivered_by
+from fleetstate.domain.topics import device_topic as device_topic
+from fleetstate.domain.topics import may_publish as may_publish
+from fleetstate.domain.topics import may_subscribe as may_subscribe
+from fleetstate.domain.topics import subtopic_of as subtopic_of
 
 if TYPE_CHECKING:
     from fleetstate.config import Config
     from fleetstate.throttle import FailureThrottle
-
-DEVICE_TOPICS_IN = ("reported", "commands/ack", "telemetry", "status")
-DEVICE_TOPICS_OUT = ("desired", "commands", "errors")
-MAX_PAYLOAD = 256 * 1024
-
-
-def device_topic(device_id: str, subtopic: str) -> str:
-    return f"devices/{device_id}/{subtopic}"
-
-
-def subtopic_of(device_id: str, topic: str) -> str | None:
-    """The part after `devices/{device_id}/`, or None when the topic is not that device's."""
-    prefix = f"devices/{device_id}/"
-    return topic[len(prefix) :] if topic.startswith(prefix) else None
-
-
-def may_subscribe(device_id: str, topic_filter: str) -> bool:
-    sub = subtopic_of(device_id, topic_filter)
-    return sub is not None and (sub in DEVICE_TOPICS_OUT or sub in ("#", "+"))
-
-
-DELIVERED = frozenset(("desired", "commands"))
-"""What the service delivers level-triggered from SQLite once a device can receive it."""
-
-
-def delivered_by(device_id: str, topic_filter: str) -> frozenset[str]:
-    """Which of `DELIVERED` a granted subscription to `topic_filter` lets the device receive."""
-    sub = subtopic_of(device_id, topic_filter)
-    return DELIVERED if sub in ("#", "+") else DELIVERED & {sub}
-
-
-def may_publish(device_id: str, topic: str) -> bool:
-    return subtopic_of(device_id, topic) in DEVICE_TOPICS_IN
 
 
 class DeviceEvents(Protocol):
@@ -109,13 +84,6 @@ class Bus(Protocol):
     def connected_devices(self) -> list[str]: ...
 
     async def disconnect(self, device_id: str) -> None: ...
-
-
-class BusConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The `[bus]` table: which bus carries the device protocol."""
-
-    kind: Literal["embedded"] = "embedded"
-    """`embedded`: fleetstate's own MQTT endpoint (`[broker]` limits, `mqtt`/`mqtts` listeners)."""
 
 
 @contextlib.asynccontextmanager

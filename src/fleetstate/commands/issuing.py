@@ -18,8 +18,8 @@ from fleetstate.commands.lifecycle import (
     to_json,
 )
 from fleetstate.desired import DesiredChange
+from fleetstate.domain.ids import new_id
 from fleetstate.errors import Conflict, NotFound, SchemaInvalid
-from fleetstate.ids import new_id
 from fleetstate.store import Connection, Store
 from fleetstate.store.sqlite.queries import commands as q
 from fleetstate.store.sqlite.queries import sql

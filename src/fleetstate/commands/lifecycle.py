@@ -7,18 +7,40 @@ duplicate answers from the device only go into `command_history`.
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
-from enum import StrEnum
 from typing import Any, Literal
 
 import msgspec
 
 from fleetstate import outbox
-from fleetstate.canonical import canonical_bytes
 from fleetstate.clock import now_text, rfc3339, utcnow
+from fleetstate.domain.canonical import canonical_bytes
+from fleetstate.domain.commands import (
+    CANCELLABLE,
+    OPEN,
+    TRACKING,
+    TRANSITIONS,
+    WAITING,
+    Effect,
+    Status,
+    sources,
+)
+from fleetstate.domain.commands import effect_of as _effect
+from fleetstate.domain.pagination import Page, page_of
 from fleetstate.errors import Conflict, Invalid, NotFound
-from fleetstate.pagination import Page, page_of
 from fleetstate.store import Connection, Store
 from fleetstate.store.sqlite.queries import commands as q
+
+__all__ = [
+    "CANCELLABLE",
+    "OPEN",
+    "TRACKING",
+    "TRANSITIONS",
+    "WAITING",
+    "Effect",
+    "Status",
+    "sources",
+]
+"""Re-exported from `domain.commands` for the modules that import them from here."""
 
 DEFAULT_TIMEOUT_S = 300
 HISTORY_SHOWN = 50
@@ -26,42 +48,7 @@ HISTORY_SHOWN = 50
 a device repeating answers to one command must not make that read grow without bound."""
 
 
-class Status(StrEnum):
-    PENDING = "PENDING"
-    SENT = "SENT"
-    ACKNOWLEDGED = "ACKNOWLEDGED"
-    SUCCESS = "SUCCESS"
-    FAILED = "FAILED"
-    TIMEOUT = "TIMEOUT"
-    CANCELLED = "CANCELLED"
-
-
-_FINISHED: frozenset[Status] = frozenset()
-TRANSITIONS: dict[Status, frozenset[Status]] = {
-    # An answer from the device proves delivery, so it may come before SENT is recorded.
-    Status.PENDING: frozenset(Status) - {Status.PENDING},
-    Status.SENT: frozenset(Status) - {Status.PENDING, Status.SENT},
-    # Only a newer desired change cancels an ACKNOWLEDGED command; the operator may not.
-    Status.ACKNOWLEDGED: frozenset(
-        {Status.SUCCESS, Status.FAILED, Status.TIMEOUT, Status.CANCELLED}
-    ),
-    Status.SUCCESS: _FINISHED,
-    Status.FAILED: _FINISHED,
-    Status.TIMEOUT: _FINISHED,
-    Status.CANCELLED: _FINISHED,
-}
-OPEN = tuple(s for s, after in TRANSITIONS.items() if after)
-WAITING = (Status.PENDING, Status.SENT)
-CANCELLABLE = WAITING
 _STAMP = {Status.SENT: "sent_at", Status.ACKNOWLEDGED: "acknowledged_at"}
-
-TRACKING = ("BIND_CONFIG", "UNBIND_CONFIG")
-Effect = Literal["applied", "duplicate", "late"]
-
-
-def sources(target: Status) -> list[Status]:
-    """Every status a command may reach `target` from."""
-    return [s for s, after in TRANSITIONS.items() if target in after]
 
 
 class UnknownCommand(NotFound):
@@ -139,12 +126,6 @@ async def move(
         message=message,
     )
     return [brief(r) for r in moved]
-
-
-def _effect(current: Status, to: Status) -> Effect:
-    if to in TRANSITIONS[current]:
-        return "applied"
-    return "duplicate" if to == current else "late"
 
 
 async def answer(

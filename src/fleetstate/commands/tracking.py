@@ -30,8 +30,8 @@ from fleetstate.commands.lifecycle import (
     sources,
     to_json,
 )
+from fleetstate.domain.ids import new_id
 from fleetstate.errors import NotFound, SchemaInvalid
-from fleetstate.ids import new_id
 from fleetstate.store import Connection, Store
 from fleetstate.store.sqlite.queries import bindings as binding_q
 from fleetstate.store.sqlite.queries import command_tracking as q

@@ -24,7 +24,7 @@ from fleetstate import tls
 from fleetstate.bus import DELIVERED, MAX_PAYLOAD, DeviceEvents, Sent, delivered_by, device_topic
 from fleetstate.bus.embedded.codec import Connect, Prop, Reason
 from fleetstate.bus.embedded.connection import Connection, Session
-from fleetstate.bus.embedded.limits import BrokerLimits
+from fleetstate.config import BrokerLimits, split_hostport
 from fleetstate.throttle import FailureThrottle
 
 if TYPE_CHECKING:
@@ -50,8 +50,6 @@ async def open_embedded(
 ) -> AsyncIterator["EmbeddedBroker"]:
     """The endpoint with the listeners SPEC section 8 asks for: MQTT over TLS with `[tls]`; plain
     MQTT unless TLS is on and `mqtt` was not given explicitly; never with `mqtt = "off"`."""
-    from fleetstate.config import split_hostport  # noqa: PLC0415 - config imports the limits
-
     mqtts = None
     if config.tls.enabled:  # built before anything listens: bad certificate files fail here
         context = tls.server_context(config.tls, client_certs=True)
