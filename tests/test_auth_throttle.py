@@ -14,10 +14,11 @@ import pytest
 
 import mqtt_raw
 from conftest import ADMIN_TOKEN, Api, Fleet, eventually, make_config
-from fleetstate import app, cli, credentials
+from fleetstate import app, cli
 from fleetstate.api.http import PRINCIPAL
 from fleetstate.config import ThrottleConfig
 from fleetstate.errors import Invalid
+from fleetstate.service import credentials
 from test_device_api import device_call
 from test_provisioning import hardware_key, register
 

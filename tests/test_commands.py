@@ -11,8 +11,9 @@ import msgspec
 import pytest
 
 from conftest import ADMIN_TOKEN, WAIT, Api, Device, DeviceFactory, Fleet, make_config
-from fleetstate import app, commands
-from fleetstate.clock import utcnow
+from fleetstate import app
+from fleetstate.domain.clock import utcnow
+from fleetstate.service import commands
 from test_events import Stream, stream
 
 OPEN = ("PENDING", "SENT", "ACKNOWLEDGED")

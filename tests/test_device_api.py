@@ -15,11 +15,12 @@ import aiomqtt
 import pytest
 
 from conftest import ADMIN_TOKEN, WAIT, Api, DeviceFactory, Fleet, eventually, make_config
-from fleetstate import app, files
+from fleetstate import app
 from fleetstate.api.context import SERVICES
 from fleetstate.app import Service
 from fleetstate.config import DumpConfig, PresenceConfig
-from fleetstate.http_presence import HttpPresence
+from fleetstate.service import files
+from fleetstate.service.http_presence import HttpPresence
 from test_events import stream
 
 NOT_AUTHORIZED = {"error": "Not authorized"}

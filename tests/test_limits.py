@@ -12,11 +12,12 @@ from typing import Any
 import pytest
 
 from conftest import Api, DeviceFactory, Fleet, make_config
-from fleetstate import app, config, reports, retention
-from fleetstate.clock import rfc3339
+from fleetstate import app, config
 from fleetstate.config import Limits
+from fleetstate.domain.clock import rfc3339
+from fleetstate.domain.limits import RateLimiter
 from fleetstate.domain.pagination import Page
-from fleetstate.limits import RateLimiter
+from fleetstate.service import reports, retention
 from fleetstate.store import Connection
 from test_device_api import device_call
 

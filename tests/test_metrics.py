@@ -11,7 +11,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from conftest import ADMIN_TOKEN, Api, DeviceFactory, Fleet, eventually, make_config
 from fleetstate import app, config
 from fleetstate.config import MetricsConfig
-from fleetstate.metrics import loopback
+from fleetstate.service.metrics import loopback
 from test_device_api import device_call
 
 

@@ -8,9 +8,10 @@ import aiomqtt
 import pytest
 
 from conftest import WAIT, Api, DeviceFactory, Fleet
-from fleetstate import app, commands, devices, outbox, reports
-from fleetstate.desired import DesiredChange
+from fleetstate import app
 from fleetstate.errors import Invalid
+from fleetstate.service import commands, devices, outbox, reports
+from fleetstate.service.desired import DesiredChange
 from fleetstate.store import Connection, Store
 
 

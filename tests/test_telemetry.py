@@ -10,12 +10,13 @@ from typing import Any
 import pytest
 
 from conftest import Api, DeviceFactory, Fleet
-from fleetstate import config, telemetry
+from fleetstate import config
 from fleetstate.app import Service
-from fleetstate.clock import rfc3339
 from fleetstate.domain import semver
+from fleetstate.domain.clock import rfc3339
 from fleetstate.errors import Invalid, NotFound, StoreClosed
-from fleetstate.events import EventHub
+from fleetstate.service import telemetry
+from fleetstate.service.events import EventHub
 from fleetstate.store import Store
 from test_device_api import ANSWER_FIELDS, device_call, telemetry_answer, upload_file
 

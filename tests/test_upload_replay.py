@@ -8,7 +8,7 @@ import aiohttp
 
 from conftest import WAIT, Api, Fleet
 from fleetstate import app
-from fleetstate.uploads import upload_key
+from fleetstate.service.uploads import upload_key
 from test_uploads import FREE_SCHEMA, blobs_of, finalize, put_bytes, upload_ticket
 
 DATA = b'{"model": "v1", "threshold": 0.5}'

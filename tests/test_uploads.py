@@ -24,7 +24,7 @@ from fleetstate import app
 from fleetstate.api.context import SERVICES
 from fleetstate.blobs import BlobStore
 from fleetstate.config import BlobConfig, UploadConfig
-from fleetstate.uploads import artefact_key, upload_key
+from fleetstate.service.uploads import artefact_key, upload_key
 
 MIB = 1024 * 1024
 LARGE = 50 * MIB

@@ -22,7 +22,7 @@ from conftest import WAIT, Api, DeviceFactory, Fleet, make_config
 from fleetstate import app
 from fleetstate.blobs import S3BlobStore
 from fleetstate.config import BlobConfig, UploadConfig
-from fleetstate.uploads import artefact_key, upload_key
+from fleetstate.service.uploads import artefact_key, upload_key
 from test_uploads import (
     FREE_SCHEMA,
     artefact_count,

@@ -23,24 +23,25 @@ from typing import Any
 
 from aiohttp import web
 
-from fleetstate import devices, retention, telemetry, tenancy, tls, uploads
+from fleetstate import tls
 from fleetstate.api.context import Services
 from fleetstate.api.device_api import HTTP_PRESENCE
 from fleetstate.api.observability import METRICS
 from fleetstate.api.server import build_app
 from fleetstate.blobs import open_blob_store
 from fleetstate.bus import Bus, open_bus
-from fleetstate.command_delivery import HeapDeadlines
 from fleetstate.config import Config, split_hostport
-from fleetstate.coordination import LocalLocks
-from fleetstate.events import EventHub
-from fleetstate.gateway import Gateway
-from fleetstate.metrics import Metrics, Sources
-from fleetstate.outbox import Outbox
+from fleetstate.domain.throttle import FailureThrottle
+from fleetstate.service import devices, retention, telemetry, tenancy, uploads
+from fleetstate.service.command_delivery import HeapDeadlines
+from fleetstate.service.coordination import LocalLocks
+from fleetstate.service.events import EventHub
+from fleetstate.service.gateway import Gateway
+from fleetstate.service.metrics import Metrics, Sources
+from fleetstate.service.outbox import Outbox
 from fleetstate.shutdown import InFlight
 from fleetstate.store import Store
 from fleetstate.store.database import SWITCH_INTERVAL_S
-from fleetstate.throttle import FailureThrottle
 
 log = logging.getLogger(__name__)
 DATABASE = "fleetstate.db"

@@ -10,8 +10,9 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-from fleetstate import app, config, logs, tenancy
+from fleetstate import app, config, logs
 from fleetstate.errors import FleetstateError, Invalid
+from fleetstate.service import tenancy
 from fleetstate.simulator import EXTRA_HINT
 from fleetstate.simulator import options as simulation
 from fleetstate.store import Store

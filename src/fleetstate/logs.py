@@ -13,8 +13,8 @@ import logging
 import sys
 from typing import Any
 
-from fleetstate.clock import now_text
 from fleetstate.config import LogConfig
+from fleetstate.domain.clock import now_text
 
 REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("request_id", default=None)
 DEVICE_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar("device_id", default=None)

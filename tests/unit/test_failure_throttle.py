@@ -6,7 +6,7 @@ older than the window no longer count; a block ends on time; keys are independen
 
 import pytest
 
-from fleetstate.throttle import FailureThrottle, Throttled
+from fleetstate.domain.throttle import FailureThrottle, Throttled
 
 
 class Clock:

@@ -5,7 +5,7 @@ import asyncio
 
 import pytest
 
-from fleetstate.coordination import KeyedLocks, LocalLocks
+from fleetstate.service.coordination import KeyedLocks, LocalLocks
 
 WAIT = 5.0
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from fleetstate.limits import RateLimiter
+from fleetstate.domain.limits import RateLimiter
 
 
 class Clock:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from fleetstate import credentials
+from fleetstate.service import credentials
 
 SECRET = credentials.new_secret()
 

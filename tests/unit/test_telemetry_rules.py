@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from fleetstate.clock import rfc3339
+from fleetstate.domain.clock import rfc3339
 from fleetstate.domain.telemetry import Value, merge, timestamp_of
 from fleetstate.errors import Invalid
 

@@ -3,10 +3,10 @@ re-registrations)."""
 
 from aiohttp import web
 
-from fleetstate import audit
 from fleetstate.api.context import services
 from fleetstate.api.http import json_response, org_id
 from fleetstate.api.routing import RouteTable
+from fleetstate.service import audit
 
 routes = RouteTable()
 

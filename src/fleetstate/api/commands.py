@@ -4,13 +4,13 @@ import re
 
 from aiohttp import web
 
-from fleetstate import commands
 from fleetstate.api import resources as res
 from fleetstate.api.context import services
 from fleetstate.api.http import decode, org_id, page
 from fleetstate.api.resources import reply
 from fleetstate.api.routing import RouteTable
 from fleetstate.domain.pagination import PageOf, parse_page
+from fleetstate.service import commands
 
 routes = RouteTable()
 API = "/api/v1"

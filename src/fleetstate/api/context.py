@@ -6,11 +6,11 @@ from aiohttp import web
 
 from fleetstate.blobs import BlobStore
 from fleetstate.config import Config
-from fleetstate.events import EventBus
-from fleetstate.gateway import Gateway
+from fleetstate.domain.throttle import FailureThrottle
+from fleetstate.service.events import EventBus
+from fleetstate.service.gateway import Gateway
+from fleetstate.service.telemetry import Recorder
 from fleetstate.store import Store
-from fleetstate.telemetry import Recorder
-from fleetstate.throttle import FailureThrottle
 
 
 @dataclass

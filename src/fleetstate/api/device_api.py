@@ -15,15 +15,15 @@ from typing import Annotated, Any, Literal
 import msgspec
 from aiohttp import web
 
-from fleetstate import commands, provisioning, reports, telemetry, xyte_config
 from fleetstate.api.context import Services, services
 from fleetstate.api.http import STATUS, check_device_key, decode, json_response
 from fleetstate.api.routing import Handler, RouteTable
-from fleetstate.commands.delivery import DeviceCommand
-from fleetstate.credentials import Verifier
+from fleetstate.domain.throttle import Throttled
 from fleetstate.errors import Conflict, FleetstateError, Invalid, TooLarge, Unauthorized
-from fleetstate.http_presence import HttpPresence
-from fleetstate.throttle import Throttled
+from fleetstate.service import commands, provisioning, reports, telemetry, xyte_config
+from fleetstate.service.commands.delivery import DeviceCommand
+from fleetstate.service.credentials import Verifier
+from fleetstate.service.http_presence import HttpPresence
 
 log = logging.getLogger(__name__)
 routes = RouteTable()

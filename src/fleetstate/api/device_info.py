@@ -5,7 +5,6 @@ from typing import Any
 
 from aiohttp import web
 
-from fleetstate import licenses
 from fleetstate.api import device_answers as answers
 from fleetstate.api import resources as res
 from fleetstate.api.context import services
@@ -14,6 +13,7 @@ from fleetstate.api.http import decode, json_response, org_id
 from fleetstate.api.resources import reply
 from fleetstate.api.routing import RouteTable
 from fleetstate.domain.pagination import PageOf
+from fleetstate.service import licenses
 
 routes = RouteTable()
 device_routes = RouteTable()

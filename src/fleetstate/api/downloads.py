@@ -7,10 +7,10 @@ presigned one (S3) or the bytes themselves (the local backend, `Range` included)
 
 from aiohttp import hdrs, web
 
-from fleetstate import uploads
 from fleetstate.api.context import services
 from fleetstate.api.http import org_id
 from fleetstate.blobs import BlobStore, LocalBlobStore, StoredContent
+from fleetstate.service import uploads
 
 
 async def artefact_download(

@@ -5,13 +5,13 @@ from urllib.parse import quote
 import msgspec
 from aiohttp import hdrs, web
 
-from fleetstate import dumps
 from fleetstate.api import downloads
 from fleetstate.api.context import services
 from fleetstate.api.device_api import DEVICE, device_route
 from fleetstate.api.http import json_response, org_id, page
 from fleetstate.api.routing import RouteTable
 from fleetstate.errors import TooLarge
+from fleetstate.service import dumps
 
 device_routes = RouteTable()
 routes = RouteTable()

@@ -9,7 +9,7 @@ from aiohttp import web
 from fleetstate.api.context import services
 from fleetstate.api.http import org_id
 from fleetstate.api.routing import RouteTable
-from fleetstate.events import Subscription
+from fleetstate.service.events import Subscription
 
 routes = RouteTable()
 KEEPALIVE_S = 15.0

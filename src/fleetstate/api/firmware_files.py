@@ -4,7 +4,6 @@ SPEC section 5), devices list and download those of their profile (device API, S
 import msgspec
 from aiohttp import web
 
-from fleetstate import files
 from fleetstate.api import device_answers as answers
 from fleetstate.api import downloads, numbers
 from fleetstate.api import resources as res
@@ -15,6 +14,7 @@ from fleetstate.api.resources import reply
 from fleetstate.api.routing import RouteTable
 from fleetstate.domain.pagination import PageOf
 from fleetstate.errors import Invalid, TooLarge
+from fleetstate.service import files
 
 routes = RouteTable()
 device_routes = RouteTable()

@@ -8,10 +8,10 @@ from typing import Any, TypeVar
 import msgspec
 from aiohttp import web
 
-from fleetstate import sessions
 from fleetstate.api import numbers
 from fleetstate.api.context import services
 from fleetstate.domain.pagination import Page, parse_page
+from fleetstate.domain.throttle import Throttled
 from fleetstate.errors import (
     Conflict,
     FleetstateError,
@@ -23,8 +23,8 @@ from fleetstate.errors import (
     TooLarge,
     Unauthorized,
 )
-from fleetstate.tenancy import Authenticator, Principal
-from fleetstate.throttle import Throttled
+from fleetstate.service import sessions
+from fleetstate.service.tenancy import Authenticator, Principal
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

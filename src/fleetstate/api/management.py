@@ -5,17 +5,17 @@ from typing import get_args
 
 from aiohttp import web
 
-from fleetstate import artefacts, bindings, devices, groups, profiles, tenancy
 from fleetstate.api import downloads, uploads
 from fleetstate.api import resources as res
 from fleetstate.api.context import services
 from fleetstate.api.http import decode, json_response, org_id, page, principal
 from fleetstate.api.resources import reply
 from fleetstate.api.routing import RouteTable
-from fleetstate.desired import DesiredDocument
 from fleetstate.domain.pagination import PageOf
 from fleetstate.errors import Forbidden, Invalid
-from fleetstate.uploads import FinalizeUpload
+from fleetstate.service import artefacts, bindings, devices, groups, profiles, tenancy
+from fleetstate.service.desired import DesiredDocument
+from fleetstate.service.uploads import FinalizeUpload
 
 routes = RouteTable()
 API = "/api/v1"

@@ -14,7 +14,7 @@ from aiohttp import web
 
 from fleetstate.api.routing import Handler
 from fleetstate.logs import DEVICE_ID, REQUEST_ID, access_log
-from fleetstate.metrics import Metrics
+from fleetstate.service.metrics import Metrics
 
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 REQUEST_ID_HEADER = "X-Request-Id"

@@ -8,10 +8,10 @@ import msgspec
 
 from fleetstate import __version__
 from fleetstate.api.routing import Route
-from fleetstate.bindings import TargetType
-from fleetstate.commands import Status
-from fleetstate.devices import CONFIG_STATUSES
 from fleetstate.domain.pagination import ID_CURSOR, MAX_LIMIT
+from fleetstate.service.bindings import TargetType
+from fleetstate.service.commands import Status
+from fleetstate.service.devices import CONFIG_STATUSES
 
 _PARAM = re.compile(r"\{(\w+)(?::[^{}]*)?\}")
 """A path parameter; aiohttp's `{name:regex}` form is documented as OpenAPI's plain `{name}`."""

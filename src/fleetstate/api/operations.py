@@ -11,7 +11,7 @@ from fleetstate.api.http import PRINCIPAL, json_response
 from fleetstate.api.observability import METRICS
 from fleetstate.api.routing import RouteTable
 from fleetstate.errors import Forbidden, Unauthorized
-from fleetstate.metrics import loopback
+from fleetstate.service.metrics import loopback
 
 routes = RouteTable()
 ALL_ROUTES: web.AppKey[RouteTable] = web.AppKey("all_routes", RouteTable)

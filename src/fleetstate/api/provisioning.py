@@ -3,13 +3,13 @@
 
 from aiohttp import web
 
-from fleetstate import provisioning
 from fleetstate.api import resources as res
 from fleetstate.api.context import services
 from fleetstate.api.http import decode, org_id, page
 from fleetstate.api.resources import reply
 from fleetstate.api.routing import RouteTable
 from fleetstate.domain.pagination import PageOf
+from fleetstate.service import provisioning
 
 routes = RouteTable()
 API = "/api/v1"

@@ -21,10 +21,10 @@ from fleetstate.api.context import SERVICES, Services
 from fleetstate.api.http import PRINCIPAL, auth_middleware, errors_middleware
 from fleetstate.api.observability import observe
 from fleetstate.api.routing import RouteTable
-from fleetstate.dumps import Dumps
-from fleetstate.http_presence import HttpPresence
-from fleetstate.tenancy import Authenticator
-from fleetstate.throttle import FailureThrottle
+from fleetstate.domain.throttle import FailureThrottle
+from fleetstate.service.dumps import Dumps
+from fleetstate.service.http_presence import HttpPresence
+from fleetstate.service.tenancy import Authenticator
 
 MAX_BODY = 1024 * 1024
 

@@ -4,13 +4,13 @@ import re
 
 from aiohttp import web
 
-from fleetstate import telemetry
 from fleetstate.api import resources as res
 from fleetstate.api.context import services
 from fleetstate.api.http import org_id
 from fleetstate.api.resources import reply
 from fleetstate.api.routing import RouteTable
 from fleetstate.domain.pagination import parse_page
+from fleetstate.service import telemetry
 
 routes = RouteTable()
 API = "/api/v1"

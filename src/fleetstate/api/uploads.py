@@ -9,7 +9,6 @@ from typing import Any
 import msgspec
 from aiohttp import hdrs, web
 
-from fleetstate import uploads
 from fleetstate.api import resources as res
 from fleetstate.api.context import services
 from fleetstate.api.downloads import artefact_download
@@ -25,6 +24,7 @@ from fleetstate.api.resources import reply
 from fleetstate.api.routing import Handler, Route, RouteTable
 from fleetstate.blobs import UPLOADS_PREFIX, BlobStore, LocalBlobStore, blob_routes
 from fleetstate.errors import FleetstateError, NotFound
+from fleetstate.service import uploads
 
 routes = RouteTable()
 API = "/api/v1"

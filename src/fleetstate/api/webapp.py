@@ -19,15 +19,15 @@ from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 
-from fleetstate import devices, sessions
 from fleetstate.api.context import services
 from fleetstate.api.http import PRINCIPAL, SESSION_COOKIE, org_id
 from fleetstate.api.resources import DeviceCounts, SignIn, reply
 from fleetstate.api.routing import RouteTable
 from fleetstate.domain.pagination import MAX_LIMIT, Page
+from fleetstate.domain.throttle import Throttled
 from fleetstate.errors import Forbidden, NotFound, Unauthorized
-from fleetstate.tenancy import Principal
-from fleetstate.throttle import Throttled
+from fleetstate.service import devices, sessions
+from fleetstate.service.tenancy import Principal
 
 routes = RouteTable()
 TAG = "web app"

@@ -33,7 +33,7 @@ from fleetstate.blobs.store import (
     check_sha256,
     check_upload_terms,
 )
-from fleetstate.clock import rfc3339
+from fleetstate.domain.clock import rfc3339
 from fleetstate.errors import Invalid, NotFound, TooLarge
 
 ROUTE_PREFIX = "/blobs/"

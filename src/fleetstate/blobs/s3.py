@@ -29,7 +29,7 @@ from fleetstate.blobs.store import (
     check_sha256,
     check_upload_terms,
 )
-from fleetstate.clock import rfc3339
+from fleetstate.domain.clock import rfc3339
 from fleetstate.errors import NotFound, StoreClosed
 
 logger = logging.getLogger(__name__)

@@ -24,7 +24,7 @@ from fleetstate.domain.topics import subtopic_of as subtopic_of
 
 if TYPE_CHECKING:
     from fleetstate.config import Config
-    from fleetstate.throttle import FailureThrottle
+    from fleetstate.domain.throttle import FailureThrottle
 
 
 class DeviceEvents(Protocol):

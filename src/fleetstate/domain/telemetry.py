@@ -9,8 +9,8 @@ from typing import Any, Literal
 
 import msgspec
 
-from fleetstate.clock import now_text, rfc3339, utcnow
 from fleetstate.config import Limits
+from fleetstate.domain.clock import now_text, rfc3339, utcnow
 from fleetstate.errors import Invalid, TooLarge
 
 MAX_BODY = 128 * 1024

@@ -28,8 +28,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-from fleetstate import outbox
 from fleetstate.errors import StoreClosed
+from fleetstate.service import outbox
 from fleetstate.store.connection import (
     Connection,
     ConnectionThread,

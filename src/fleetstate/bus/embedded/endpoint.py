@@ -25,7 +25,7 @@ from fleetstate.bus import DELIVERED, MAX_PAYLOAD, DeviceEvents, Sent, delivered
 from fleetstate.bus.embedded.codec import Connect, Prop, Reason
 from fleetstate.bus.embedded.connection import Connection, Session
 from fleetstate.config import BrokerLimits, split_hostport
-from fleetstate.throttle import FailureThrottle
+from fleetstate.domain.throttle import FailureThrottle
 
 if TYPE_CHECKING:
     from fleetstate.config import Config

@@ -14,9 +14,11 @@ from typing import Any
 
 import msgspec
 
-from fleetstate import desired, outbox
-from fleetstate.clock import now_text
-from fleetstate.commands.lifecycle import (
+from fleetstate.domain.clock import now_text
+from fleetstate.domain.ids import new_id
+from fleetstate.errors import NotFound, SchemaInvalid
+from fleetstate.service import desired, outbox
+from fleetstate.service.commands.lifecycle import (
     DEFAULT_TIMEOUT_S,
     OPEN,
     TRACKING,
@@ -30,8 +32,6 @@ from fleetstate.commands.lifecycle import (
     sources,
     to_json,
 )
-from fleetstate.domain.ids import new_id
-from fleetstate.errors import NotFound, SchemaInvalid
 from fleetstate.store import Connection, Store
 from fleetstate.store.sqlite.queries import bindings as binding_q
 from fleetstate.store.sqlite.queries import command_tracking as q

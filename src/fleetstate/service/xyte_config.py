@@ -17,10 +17,10 @@ from typing import Annotated, Any
 
 import msgspec
 
-from fleetstate import reports
-from fleetstate.desired import DEVICE_SLOT
 from fleetstate.domain.canonical import canonical_bytes, content_hash
 from fleetstate.errors import Invalid, NotFound
+from fleetstate.service import reports
+from fleetstate.service.desired import DEVICE_SLOT
 from fleetstate.store import Connection, Store
 from fleetstate.store.sqlite.queries import xyte as q
 

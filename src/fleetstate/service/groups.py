@@ -4,12 +4,12 @@ from typing import Any
 
 import msgspec
 
-from fleetstate import commands, desired
-from fleetstate.clock import now_text
+from fleetstate.domain.clock import now_text
 from fleetstate.domain.ids import new_id
 from fleetstate.domain.names import Name
 from fleetstate.domain.pagination import Page, page_of
 from fleetstate.errors import Conflict, Invalid, NotFound
+from fleetstate.service import commands, desired
 from fleetstate.store import Connection, Store
 from fleetstate.store.sqlite.queries import devices as device_q
 from fleetstate.store.sqlite.queries import groups as q

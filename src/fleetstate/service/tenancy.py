@@ -11,14 +11,14 @@ from typing import Annotated, Any
 
 import msgspec
 
-from fleetstate import credentials
-from fleetstate.clock import now_text
+from fleetstate.domain.clock import now_text
 from fleetstate.domain.ids import new_id
 from fleetstate.domain.names import Name
+from fleetstate.domain.throttle import FailureThrottle
 from fleetstate.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
+from fleetstate.service import credentials
 from fleetstate.store import Connection, Store
 from fleetstate.store.sqlite.queries import tenancy as q
-from fleetstate.throttle import FailureThrottle
 
 log = logging.getLogger(__name__)
 DEFAULT_SLUG = "default"

@@ -4,9 +4,9 @@
 Each message is one job of the store's group-commit writer: it merges the message into the
 device's state row and appends one history row per key in the same transaction, so a storm of
 messages costs a few commits, not one each. History rows older than the retention are pruned by
-`fleetstate.retention`.
+`service.retention`.
 
-One device cannot make the service grow without bound (`fleetstate.limits`): a message has at
+One device cannot make the service grow without bound (`domain.limits`): a message has at
 most `telemetry_keys_per_message` keys, a device's state at most `telemetry_keys_per_device`, a
 timestamp may not lie in the future, and messages beyond `telemetry_rate_per_device` are dropped
 before they cost a decode, told with `rate_limited`.
@@ -20,9 +20,9 @@ from typing import Any
 
 import msgspec
 
-from fleetstate import commands, files, licenses, retention
-from fleetstate.clock import now_text
 from fleetstate.config import Limits
+from fleetstate.domain.clock import now_text
+from fleetstate.domain.limits import RateLimiter
 from fleetstate.domain.pagination import Page, page_of
 from fleetstate.domain.telemetry import (
     MAX_BODY,
@@ -35,9 +35,9 @@ from fleetstate.domain.telemetry import (
 )
 from fleetstate.domain.telemetry import decimal as _decimal
 from fleetstate.errors import FleetstateError, Invalid, NotFound, RateLimited, TooLarge
-from fleetstate.events import EventHub
-from fleetstate.limits import RateLimiter
 from fleetstate.logs import device_context
+from fleetstate.service import commands, files, licenses, retention
+from fleetstate.service.events import EventHub
 from fleetstate.store import Connection, Store, WriteJob
 from fleetstate.store.sqlite.queries import sql
 from fleetstate.store.sqlite.queries import telemetry as q
@@ -334,6 +334,6 @@ async def history(
 
 
 async def purge_expired(store: Store, retention_days: int) -> int:
-    """Delete telemetry history older than the retention (`fleetstate.retention` runs it with
+    """Delete telemetry history older than the retention (`service.retention` runs it with
     the other histories); returns how many rows went. A retention of 0 keeps everything."""
     return await retention.purge_older(store, retention.TELEMETRY, retention_days)

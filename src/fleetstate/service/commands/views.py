@@ -4,9 +4,9 @@ from typing import Any
 
 import msgspec
 
-from fleetstate.commands.lifecycle import HISTORY_SHOWN, Status, history_page, view
 from fleetstate.domain.pagination import Page, page_of
 from fleetstate.errors import Invalid, NotFound
+from fleetstate.service.commands.lifecycle import HISTORY_SHOWN, Status, history_page, view
 from fleetstate.store import Store
 from fleetstate.store.sqlite.queries import commands as q
 from fleetstate.store.sqlite.queries import sql

@@ -10,7 +10,7 @@ commit together.
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 
-from fleetstate.clock import now_text
+from fleetstate.domain.clock import now_text
 from fleetstate.domain.resolution import (
     DEVICE_SLOT,
     Binding,

@@ -6,10 +6,10 @@
 - `tracking`: bind and unbind are commands, tracking desired-state convergence;
 - `views`: what the management API shows.
 
-Publishing and deadlines live in `fleetstate.command_delivery`; nothing here knows MQTT or HTTP.
+Publishing and deadlines live in `service.command_delivery`; nothing here knows MQTT or HTTP.
 """
 
-from fleetstate.commands.delivery import (
+from fleetstate.service.commands.delivery import (
     Ack,
     AckOutcome,
     Outgoing,
@@ -22,8 +22,8 @@ from fleetstate.commands.delivery import (
     record_ack,
     take_next,
 )
-from fleetstate.commands.issuing import Created, NewCommand, create, create_for_group, issue
-from fleetstate.commands.lifecycle import (
+from fleetstate.service.commands.issuing import Created, NewCommand, create, create_for_group, issue
+from fleetstate.service.commands.lifecycle import (
     TRANSITIONS,
     Brief,
     Status,
@@ -34,13 +34,13 @@ from fleetstate.commands.lifecycle import (
     expire_due,
     history,
 )
-from fleetstate.commands.tracking import (
+from fleetstate.service.commands.tracking import (
     converge,
     mark_config_sent,
     resolve_desired,
     track_changes,
 )
-from fleetstate.commands.views import batch, get, list_page
+from fleetstate.service.commands.views import batch, get, list_page
 
 __all__ = [
     "TRANSITIONS",

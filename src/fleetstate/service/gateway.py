@@ -15,13 +15,13 @@ from typing import Any
 
 import msgspec
 
-from fleetstate import credentials, devices, reports
 from fleetstate.bus import MAX_PAYLOAD, Bus, device_topic
-from fleetstate.command_delivery import Deadlines, Dispatcher
-from fleetstate.coordination import KeyedLocks
-from fleetstate.desired import DesiredChange
 from fleetstate.errors import FleetstateError, StoreClosed
-from fleetstate.events import EventHub
+from fleetstate.service import credentials, devices, reports
+from fleetstate.service.command_delivery import Deadlines, Dispatcher
+from fleetstate.service.coordination import KeyedLocks
+from fleetstate.service.desired import DesiredChange
+from fleetstate.service.events import EventHub
 from fleetstate.store import Store
 
 log = logging.getLogger(__name__)

@@ -10,8 +10,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from fleetstate.clock import now_text, rfc3339
 from fleetstate.domain.canonical import canonical_bytes
+from fleetstate.domain.clock import now_text, rfc3339
 from fleetstate.domain.ids import new_id
 from fleetstate.errors import Invalid, NotFound
 from fleetstate.store import Connection, Store

@@ -11,9 +11,8 @@ from typing import Any, Literal
 
 import msgspec
 
-from fleetstate import outbox
-from fleetstate.clock import now_text, rfc3339, utcnow
 from fleetstate.domain.canonical import canonical_bytes
+from fleetstate.domain.clock import now_text, rfc3339, utcnow
 from fleetstate.domain.commands import (
     CANCELLABLE,
     OPEN,
@@ -27,6 +26,7 @@ from fleetstate.domain.commands import (
 from fleetstate.domain.commands import effect_of as _effect
 from fleetstate.domain.pagination import Page, page_of
 from fleetstate.errors import Conflict, Invalid, NotFound
+from fleetstate.service import outbox
 from fleetstate.store import Connection, Store
 from fleetstate.store.sqlite.queries import commands as q
 

@@ -26,9 +26,9 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, 
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # the store imports this module; the domain imports the store
-    from fleetstate.commands import Brief
-    from fleetstate.desired import DesiredChange
-    from fleetstate.events import EventBus
+    from fleetstate.service.commands import Brief
+    from fleetstate.service.desired import DesiredChange
+    from fleetstate.service.events import EventBus
 
 log = logging.getLogger(__name__)
 

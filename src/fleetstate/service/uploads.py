@@ -20,15 +20,15 @@ from typing import Annotated, Any
 
 import msgspec
 
-from fleetstate import artefacts, profiles
 from fleetstate.blobs import UPLOADS_PREFIX, BlobStore, StoredContent, read_all
 from fleetstate.blobs.store import check_sha256, check_upload_terms
-from fleetstate.clock import rfc3339, utcnow
 from fleetstate.config import UploadConfig
+from fleetstate.domain.clock import rfc3339, utcnow
 from fleetstate.domain.ids import new_id
 from fleetstate.domain.names import Name
 from fleetstate.domain.pagination import Page
 from fleetstate.errors import Conflict, FleetstateError, Invalid, NotFound, SchemaInvalid, TooLarge
+from fleetstate.service import artefacts, profiles
 from fleetstate.store import Connection, Store
 from fleetstate.store.sqlite.queries import artefacts as artefact_q
 from fleetstate.store.sqlite.queries import uploads as q

@@ -9,14 +9,14 @@ from typing import Any
 
 import msgspec
 
-from fleetstate import profiles
 from fleetstate.blobs import StoredContent
-from fleetstate.clock import now_text
 from fleetstate.domain.canonical import canonical_bytes, content_hash
+from fleetstate.domain.clock import now_text
 from fleetstate.domain.ids import new_id
 from fleetstate.domain.names import Name
 from fleetstate.domain.pagination import Page, page_of
 from fleetstate.errors import Conflict, Invalid, NotFound, SchemaInvalid, TooLarge
+from fleetstate.service import profiles
 from fleetstate.store import Connection, Store
 from fleetstate.store.sqlite.queries import artefacts as q
 from fleetstate.store.sqlite.queries import numbering

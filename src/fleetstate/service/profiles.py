@@ -11,8 +11,8 @@ import msgspec
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
-from fleetstate.clock import now_text
 from fleetstate.domain.canonical import canonical_bytes
+from fleetstate.domain.clock import now_text
 from fleetstate.domain.ids import new_id
 from fleetstate.domain.pagination import Page, page_of
 from fleetstate.errors import Conflict, NotFound, SchemaInvalid

@@ -9,12 +9,12 @@ from typing import Any
 
 import msgspec
 
-from fleetstate import commands, outbox
-from fleetstate.clock import now_text
+from fleetstate.domain.clock import now_text
 from fleetstate.domain.pagination import Page, page_of
 from fleetstate.domain.reports import Report, SlotReport, SlotRow, is_current, report_decoder
 from fleetstate.domain.reports import judge as _judge
 from fleetstate.errors import Invalid, NotFound
+from fleetstate.service import commands, outbox
 from fleetstate.store import Connection, Store
 from fleetstate.store.sqlite.queries import reports as q
 

@@ -6,10 +6,12 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
-from fleetstate import files, outbox
-from fleetstate.clock import now_text
-from fleetstate.commands import tracking
-from fleetstate.commands.lifecycle import (
+from fleetstate.domain.clock import now_text
+from fleetstate.domain.ids import new_id
+from fleetstate.errors import Conflict, NotFound, SchemaInvalid
+from fleetstate.service import files, outbox
+from fleetstate.service.commands import tracking
+from fleetstate.service.commands.lifecycle import (
     DEFAULT_TIMEOUT_S,
     Brief,
     Target,
@@ -17,9 +19,7 @@ from fleetstate.commands.lifecycle import (
     created_and_deadline,
     to_json,
 )
-from fleetstate.desired import DesiredChange
-from fleetstate.domain.ids import new_id
-from fleetstate.errors import Conflict, NotFound, SchemaInvalid
+from fleetstate.service.desired import DesiredChange
 from fleetstate.store import Connection, Store
 from fleetstate.store.sqlite.queries import commands as q
 from fleetstate.store.sqlite.queries import sql

@@ -10,12 +10,12 @@ from typing import Annotated, Any
 
 import msgspec
 
-from fleetstate import audit, credentials, devices, outbox, reports
-from fleetstate.clock import now_text
-from fleetstate.desired import DesiredChange
+from fleetstate.domain.clock import now_text
 from fleetstate.domain.ids import new_id
 from fleetstate.domain.pagination import Page, page_of
 from fleetstate.errors import Conflict, Invalid, NotFound, Unauthorized
+from fleetstate.service import audit, credentials, devices, outbox, reports
+from fleetstate.service.desired import DesiredChange
 from fleetstate.store import Connection, Store, WriteJob
 from fleetstate.store.sqlite.queries import bindings as bindings_q
 from fleetstate.store.sqlite.queries import devices as devices_q

@@ -13,8 +13,8 @@ from typing import Annotated, Any
 import msgspec
 
 from fleetstate.blobs import BlobStore, StoredContent
-from fleetstate.clock import now_text
 from fleetstate.domain import semver
+from fleetstate.domain.clock import now_text
 from fleetstate.domain.ids import new_id
 from fleetstate.domain.pagination import Page, page_of
 from fleetstate.errors import Conflict, Invalid, NotFound, TooLarge

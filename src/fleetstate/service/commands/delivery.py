@@ -12,8 +12,9 @@ from typing import Any, Literal
 
 import msgspec
 
-from fleetstate import outbox
-from fleetstate.commands.lifecycle import (
+from fleetstate.errors import Invalid
+from fleetstate.service import outbox
+from fleetstate.service.commands.lifecycle import (
     OPEN,
     TRACKING,
     WAITING,
@@ -26,7 +27,6 @@ from fleetstate.commands.lifecycle import (
     move,
     view,
 )
-from fleetstate.errors import Invalid
 from fleetstate.store import Connection, Store
 from fleetstate.store.sqlite.queries import commands as q
 

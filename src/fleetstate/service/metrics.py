@@ -20,7 +20,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 from prometheus_client.registry import Collector
 
 from fleetstate.bus import DEVICE_TOPICS_IN, DEVICE_TOPICS_OUT
-from fleetstate.commands import Status
+from fleetstate.service.commands import Status
 from fleetstate.store import Connection, Store
 from fleetstate.store.sqlite.queries import metrics as q
 

@@ -9,11 +9,11 @@ from typing import Any, Literal, get_args
 
 import msgspec
 
-from fleetstate import commands, desired
-from fleetstate.clock import now_text
+from fleetstate.domain.clock import now_text
 from fleetstate.domain.ids import new_id
 from fleetstate.domain.pagination import Page, page_of
 from fleetstate.errors import Invalid, NotFound
+from fleetstate.service import commands, desired
 from fleetstate.store import Connection, Store
 from fleetstate.store.sqlite.queries import bindings as q
 from fleetstate.store.sqlite.queries import numbering, sql

@@ -11,11 +11,11 @@ import hashlib
 import logging
 from datetime import timedelta
 
-from fleetstate import credentials
-from fleetstate.clock import rfc3339, utcnow
+from fleetstate.domain.clock import rfc3339, utcnow
+from fleetstate.service import credentials
+from fleetstate.service.tenancy import Principal
 from fleetstate.store import Connection, Store
 from fleetstate.store.sqlite.queries import sessions as q
-from fleetstate.tenancy import Principal
 
 log = logging.getLogger(__name__)
 _PURGE_BATCH = 1000

@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-from fleetstate.clock import now_text
+from fleetstate.domain.clock import now_text
 from fleetstate.errors import NotFound
 from fleetstate.store import Connection, Store
 from fleetstate.store.sqlite.queries import audit as q

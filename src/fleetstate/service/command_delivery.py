@@ -25,12 +25,12 @@ from collections.abc import Coroutine, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from fleetstate import commands
 from fleetstate.bus import Bus, device_topic
-from fleetstate.clock import rfc3339
-from fleetstate.coordination import KeyedLocks
+from fleetstate.domain.clock import rfc3339
 from fleetstate.errors import StoreClosed
-from fleetstate.events import EventBus
+from fleetstate.service import commands
+from fleetstate.service.coordination import KeyedLocks
+from fleetstate.service.events import EventBus
 from fleetstate.store import Store
 
 log = logging.getLogger(__name__)

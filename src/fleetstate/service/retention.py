@@ -11,7 +11,7 @@ import asyncio
 import logging
 from datetime import timedelta
 
-from fleetstate.clock import rfc3339, utcnow
+from fleetstate.domain.clock import rfc3339, utcnow
 from fleetstate.store import Connection, Store
 from fleetstate.store.sqlite.queries import retention as q
 

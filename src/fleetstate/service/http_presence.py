@@ -13,10 +13,10 @@ import logging
 import time
 from typing import Any
 
-from fleetstate import devices
 from fleetstate.config import PresenceConfig
 from fleetstate.errors import StoreClosed
-from fleetstate.events import EventBus
+from fleetstate.service import devices
+from fleetstate.service.events import EventBus
 from fleetstate.store import Store
 
 log = logging.getLogger(__name__)

@@ -11,12 +11,12 @@ import re
 import msgspec
 
 from fleetstate.blobs import BlobStore, StoredContent, read_all
-from fleetstate.clock import now_text
 from fleetstate.config import DumpConfig
-from fleetstate.coordination import KeyedLocks, LocalLocks
+from fleetstate.domain.clock import now_text
 from fleetstate.domain.ids import new_id
 from fleetstate.domain.pagination import Page, page_of
 from fleetstate.errors import Invalid, NotFound, TooLarge
+from fleetstate.service.coordination import KeyedLocks, LocalLocks
 from fleetstate.store import Connection, Store, WriteJob
 from fleetstate.store.sqlite.queries import dumps as q
 from fleetstate.store.sqlite.queries import sql

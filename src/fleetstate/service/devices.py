@@ -9,12 +9,12 @@ from typing import Annotated, Any
 
 import msgspec
 
-from fleetstate import audit, commands, credentials, desired, outbox
-from fleetstate.clock import now_text
+from fleetstate.domain.clock import now_text
 from fleetstate.domain.ids import new_id
 from fleetstate.domain.names import Name
 from fleetstate.domain.pagination import Page, page_of
 from fleetstate.errors import Conflict, Invalid, NotFound
+from fleetstate.service import audit, commands, credentials, desired, outbox
 from fleetstate.store import Connection, Store, WriteJob
 from fleetstate.store.sqlite.queries import bindings as bindings_q
 from fleetstate.store.sqlite.queries import devices as q
