@@ -72,3 +72,20 @@ def test_dialect_postgres_leaves_no_sqlite_only_form_in_any_statement() -> None:
         assert "?" not in text, text
         for sqlite_only in ("INSERT OR", "json_extract(", " IS NOT ?", "max(used"):
             assert sqlite_only not in text, text
+
+
+@pytest.mark.parametrize(
+    ("form", "parts"),
+    [
+        ("insert_ignore", ("t (a, b)", "(x, y)")),
+        ("json_text", ("params", "artefact_id")),
+        ("distinct", ("a", "excluded.a")),
+        ("same", ("r.version", "dd.version")),
+        ("greatest", ("used - 1", "0")),
+    ],
+)
+def test_dialect_postgres_prepare_agrees_with_its_own_spelling(
+    form: str, parts: tuple[str, ...]
+) -> None:
+    canonical = getattr(dialect.SQLITE, form)(*parts)
+    assert dialect.POSTGRES.prepare(canonical) == getattr(dialect.POSTGRES, form)(*parts)

@@ -52,10 +52,42 @@ class Dialect(Protocol):
     def greatest(self, *terms: str) -> str: ...
 
 
-class SqliteDialect:
-    name = "sqlite"
+class Spelling:
+    """A dialect's forms as data: each template is formatted with the form's parts."""
+
+    name: str
     max_list = 800
-    """SQLite allows 32766 host parameters since 3.32 but older builds 999."""
+    """SQLite allows 32766 host parameters since 3.32 but older builds 999; other dialects
+    keep the canonical chunking."""
+    INSERT_IGNORE: str
+    JSON_TEXT: str
+    DISTINCT: str
+    SAME: str
+    GREATEST: str
+
+    def insert_ignore(self, into: str, values: str) -> str:
+        return self.INSERT_IGNORE.format(into=into, values=values)
+
+    def json_text(self, column: str, field: str) -> str:
+        return self.JSON_TEXT.format(column=column, field=field)
+
+    def distinct(self, left: str, right: str) -> str:
+        return self.DISTINCT.format(left=left, right=right)
+
+    def same(self, left: str, right: str) -> str:
+        return self.SAME.format(left=left, right=right)
+
+    def greatest(self, *terms: str) -> str:
+        return self.GREATEST.format(terms=", ".join(terms))
+
+
+class SqliteDialect(Spelling):
+    name = "sqlite"
+    INSERT_IGNORE = "INSERT OR IGNORE INTO {into} VALUES {values}"
+    JSON_TEXT = "json_extract({column}, '$.{field}')"
+    DISTINCT = "{left} IS NOT {right}"
+    SAME = "{left} IS {right}"
+    GREATEST = "max({terms})"  # SQLite's max() of several arguments is scalar
 
     def prepare(self, statement: str) -> str:
         return statement
@@ -65,21 +97,6 @@ class SqliteDialect:
 
     def list_args(self, values: Sequence[Any]) -> tuple[Any, ...]:
         return tuple(values)
-
-    def insert_ignore(self, into: str, values: str) -> str:
-        return f"INSERT OR IGNORE INTO {into} VALUES {values}"
-
-    def json_text(self, column: str, field: str) -> str:
-        return f"json_extract({column}, '$.{field}')"
-
-    def distinct(self, left: str, right: str) -> str:
-        return f"{left} IS NOT {right}"
-
-    def same(self, left: str, right: str) -> str:
-        return f"{left} IS {right}"
-
-    def greatest(self, *terms: str) -> str:
-        return f"max({', '.join(terms)})"  # SQLite's max() of several arguments is scalar
 
 
 SQLITE = SqliteDialect()
@@ -97,7 +114,7 @@ _GREATEST = re.compile(r"\bmax\(([^(),]+(?:, [^(),]+)+)\)")
 _MARK = re.compile(r"\?")
 
 
-class PostgresDialect:
+class PostgresDialect(Spelling):
     """asyncpg's spelling: `$n` placeholders, arrays for IN lists, jsonb for JSON text.
 
     Only the text. A canonical IN list (`?,?,?`, in chunks of `max_list`) runs as `$1,$2,$3`;
@@ -105,7 +122,11 @@ class PostgresDialect:
     PostgreSQL store builds with its own dialect."""
 
     name = "postgresql"
-    max_list = 800  # the canonical chunking; one array would take any number
+    INSERT_IGNORE = "INSERT INTO {into} VALUES {values} ON CONFLICT DO NOTHING"
+    JSON_TEXT = "({column}::jsonb ->> '{field}')"
+    DISTINCT = "{left} IS DISTINCT FROM {right}"
+    SAME = "{left} IS NOT DISTINCT FROM {right}"
+    GREATEST = "greatest({terms})"
 
     @functools.lru_cache(maxsize=4096)  # noqa: B019 - one module-level instance, kept for good
     def prepare(self, statement: str) -> str:
@@ -124,21 +145,6 @@ class PostgresDialect:
 
     def list_args(self, values: Sequence[Any]) -> tuple[Any, ...]:
         return (list(values),)
-
-    def insert_ignore(self, into: str, values: str) -> str:
-        return f"INSERT INTO {into} VALUES {values} ON CONFLICT DO NOTHING"
-
-    def json_text(self, column: str, field: str) -> str:
-        return f"({column}::jsonb ->> '{field}')"
-
-    def distinct(self, left: str, right: str) -> str:
-        return f"{left} IS DISTINCT FROM {right}"
-
-    def same(self, left: str, right: str) -> str:
-        return f"{left} IS NOT DISTINCT FROM {right}"
-
-    def greatest(self, *terms: str) -> str:
-        return f"greatest({', '.join(terms)})"
 
 
 POSTGRES = PostgresDialect()
