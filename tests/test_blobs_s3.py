@@ -1,77 +1,35 @@
-"""The S3 backend against a real S3 API server: moto's server mode, run as a subprocess.
+"""What only the S3 backend does, against a real S3 API server (moto's server mode, a subprocess).
 
 moto checks neither the signature nor the expiry of presigned URLs (nor the signed length and
 checksum), so no test here can show that an expired or tampered URL is refused; the tests check
-instead that the URLs carry the expiry and sign the headers that a real S3 enforces.
+instead that the URLs carry the expiry and sign the headers that a real S3 enforces. What every
+backend does is in tests/contract/test_blobstore.py.
 """
 
 import asyncio
 import base64
 import hashlib
-import os
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-import aiohttp
 import pytest
 
+from contract.blob_backends import s3_bucket
 from fleetstate.blobs import S3BlobStore, open_blob_store
 from fleetstate.config import BlobConfig
-from fleetstate.errors import Invalid, NotFound, StoreClosed
-
-MIB = 1024 * 1024
+from fleetstate.errors import Invalid, StoreClosed
 
 
 @pytest.fixture
 async def store(moto_url: str) -> AsyncIterator[S3BlobStore]:
-    # One bucket per test: the moto server is shared by the whole module.
-    s3 = S3BlobStore(
-        bucket=f"test-{uuid.uuid4().hex[:12]}",
-        endpoint_url=moto_url,
-        access_key_id="testing",
-        secret_access_key="testing",
-    )
-    async with asyncio.timeout(10), s3:
-        await s3.ensure_bucket()
+    async with s3_bucket(moto_url) as s3:
         yield s3
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 def query_of(url: str) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
-
-
-async def test_s3_presigned_upload_then_download_roundtrips(
-    store: S3BlobStore, http: aiohttp.ClientSession
-) -> None:
-    data = os.urandom(3 * MIB + 17)
-    digest = hashlib.sha256(data).hexdigest()
-    async with asyncio.timeout(30):
-        signed = await store.presign_put(
-            "uploads/u1", size=len(data), sha256_hex=digest, content_type="application/json"
-        )
-        async with http.put(signed.url, data=data, headers=signed.headers) as response:
-            assert response.status == 200, await response.text()
-        info = await store.stat("uploads/u1")
-        assert info is not None
-        assert info.size == len(data)
-        assert info.sha256 in {None, digest}  # only known when the server keeps checksums
-        assert await store.sha256_of("uploads/u1") == digest
-        url = await store.presign_get("uploads/u1")
-        async with http.get(url) as response:
-            assert response.status == 200
-            assert await response.read() == data
-        async with http.get(url, headers={"Range": "bytes=100-199"}) as response:
-            assert response.status == 206
-            assert await response.read() == data[100:200]
 
 
 async def test_s3_presigned_urls_carry_expiry_and_signed_headers(store: S3BlobStore) -> None:
@@ -97,48 +55,6 @@ async def test_s3_presigned_urls_carry_expiry_and_signed_headers(store: S3BlobSt
     get_url = await store.presign_get("uploads/x", expires_in=60)
     assert query_of(get_url)["X-Amz-Expires"] == "60"
     assert urlsplit(get_url).path == f"/{store.bucket}/uploads/x"
-
-
-async def test_s3_delete_removes_object(store: S3BlobStore) -> None:
-    async with asyncio.timeout(10):
-        await store.put_bytes("artefacts/d", b"bytes")
-        assert await store.stat("artefacts/d") is not None
-        await store.delete("artefacts/d")
-        await store.delete("artefacts/d")  # a missing key is not an error
-        assert await store.stat("artefacts/d") is None
-        with pytest.raises(NotFound):
-            await store.sha256_of("artefacts/d")
-
-
-async def test_s3_move_promotes_upload(store: S3BlobStore) -> None:
-    async with asyncio.timeout(10):
-        await store.put_bytes("uploads/m", b"content")
-        await store.move("uploads/m", "artefacts/m")
-        assert await store.stat("uploads/m") is None
-        assert await store.sha256_of("artefacts/m") == hashlib.sha256(b"content").hexdigest()
-        with pytest.raises(NotFound):
-            await store.move("uploads/m", "artefacts/m")
-
-
-async def test_s3_cleanup_deletes_only_old_uploads(store: S3BlobStore) -> None:
-    async with asyncio.timeout(10):
-        for key in ("uploads/a", "uploads/b", "artefacts/c"):
-            await store.put_bytes(key, b"data")
-        # moto stamps objects with the real time: a cutoff in the past spares them all...
-        assert await store.cleanup_expired_uploads(datetime.now(UTC) - timedelta(hours=1)) == 0
-        # ...and one in the future makes every upload (and nothing else) stale.
-        assert await store.cleanup_expired_uploads(datetime.now(UTC) + timedelta(minutes=1)) == 2
-        assert await store.stat("uploads/a") is None
-        assert await store.stat("uploads/b") is None
-        assert await store.stat("artefacts/c") is not None
-
-
-async def test_s3_bad_key_is_refused(store: S3BlobStore) -> None:
-    for key in ("../x", "/abs", "uploads/.h", "uploads/a b"):
-        with pytest.raises(Invalid):
-            await store.presign_put(key, size=1, sha256_hex="0" * 64, content_type="a/b")
-        with pytest.raises(Invalid):
-            await store.presign_get(key)
 
 
 async def test_s3_closed_store_raises(moto_url: str) -> None:

@@ -64,10 +64,9 @@ _CONTENT = "SELECT content, content_type FROM config_artefacts WHERE id = ? AND 
 _BLOB_KEY = "SELECT blob_key FROM config_artefacts WHERE id = ? AND org_id = ?"
 _DELETE = "DELETE FROM config_artefacts WHERE id = ?"
 _BINDING = "SELECT id FROM bindings WHERE artefact_id = ? LIMIT 1"
-# JSON access: PostgreSQL spells it `params->>'artefact_id'`.
 _COMMAND = (
     "SELECT id FROM commands WHERE status IN ('PENDING', 'SENT', 'ACKNOWLEDGED')"
-    " AND json_extract(params, '$.artefact_id') = ? LIMIT 1"
+    f" AND {sql.json_text('params', 'artefact_id')} = ? LIMIT 1"
 )
 
 

@@ -274,12 +274,12 @@ _FIRMWARE = "SELECT profile_id, version, sha256, file_type FROM files WHERE id =
 
 
 def _briefs_of(part: Sequence[str]) -> str:
-    return f"SELECT {BRIEF} FROM commands WHERE id IN ({sql.marks(part)})"
+    return f"SELECT {BRIEF} FROM commands WHERE {sql.in_list('id', part)}"
 
 
 def _desired_versions_of(part: Sequence[str]) -> str:
     return (
-        f"SELECT device_id, version FROM desired_documents WHERE device_id IN ({sql.marks(part)})"
+        f"SELECT device_id, version FROM desired_documents WHERE {sql.in_list('device_id', part)}"
     )
 
 

@@ -60,10 +60,9 @@ _SET_DOCUMENT = (
     " issued_at = excluded.issued_at, fingerprint = excluded.fingerprint,"
     " document = excluded.document"
 )
-# `IS NOT` is `IS DISTINCT FROM` in PostgreSQL.
 _REBIND_SLOT = (
     "UPDATE desired_slots SET binding_id = ? WHERE device_id = ? AND slot = ?"
-    " AND binding_id IS NOT ?"
+    f" AND {sql.distinct('binding_id', '?')}"
 )
 _CLEAR_SLOTS = "DELETE FROM desired_slots WHERE device_id = ?"
 _ADD_SLOT = (

@@ -12,7 +12,7 @@ from fleetstate.store.sqlite.queries import sql
 async def first_missing(conn: Connection, org_id: str, device_ids: Sequence[str]) -> str | None:
     """The first of `device_ids` (in their order) that is not a device of the organization."""
     for part in sql.chunks(device_ids):
-        statement = f"SELECT id FROM devices WHERE org_id = ? AND id IN ({sql.marks(part)})"
+        statement = f"SELECT id FROM devices WHERE org_id = ? AND {sql.in_list('id', part)}"
         found = set(await sql.fetch_column(conn, statement, (org_id, *part)))
         for device_id in part:
             if device_id not in found:
@@ -76,7 +76,7 @@ _UNBIND_ALL = (
 )
 # A hardware key's limit counts the devices registered with it: a deleted one frees its slot.
 _FREE_HARDWARE_KEY = (
-    "UPDATE hardware_keys SET used = max(used - 1, 0) WHERE id ="
+    f"UPDATE hardware_keys SET used = {sql.greatest('used - 1', '0')} WHERE id ="
     " (SELECT hardware_key_id FROM device_details WHERE device_id = ?)"
 )
 _DELETE = "DELETE FROM devices WHERE id = ?"
@@ -93,9 +93,10 @@ _COMPONENTS = (
     f"SELECT {sql.columns(ComponentRow)} FROM components WHERE device_id = ? ORDER BY name"
 )
 _GROUPS = "SELECT group_id FROM group_members WHERE device_id = ? ORDER BY group_id"
-# A device's convergence in SQL, so a filter on it pages like any other (`IS`: NULL matches NULL).
+# A device's convergence in SQL, so a filter on it pages like any other (NULL matches NULL).
 CONFIG_STATUS = (
-    "CASE WHEN r.version IS dd.version AND r.status IS NOT NULL THEN r.status ELSE 'PENDING' END"
+    f"CASE WHEN {sql.same('r.version', 'dd.version')} AND r.status IS NOT NULL"
+    " THEN r.status ELSE 'PENDING' END"
 )
 _SEARCHED = ("name", "id", "serial")
 _KNOWN = "SELECT 1 FROM devices WHERE id = ?"

@@ -24,8 +24,7 @@ class GroupSummary(msgspec.Struct, frozen=True):
 _NAMED = "SELECT 1 FROM device_groups WHERE org_id = ? AND name = ?"
 _INSERT = "INSERT INTO device_groups (id, org_id, name, created_at) VALUES (?, ?, ?, ?)"
 _ADD = "INSERT INTO group_members (group_id, device_id) VALUES (?, ?)"
-# Upsert: PostgreSQL spells it `ON CONFLICT (group_id, device_id) DO NOTHING`.
-_ADD_IF_ABSENT = "INSERT OR IGNORE INTO group_members (group_id, device_id) VALUES (?, ?)"
+_ADD_IF_ABSENT = sql.insert_ignore("group_members (group_id, device_id)", "(?, ?)")
 _REMOVE = "DELETE FROM group_members WHERE group_id = ? AND device_id = ?"
 _GET = f"SELECT {sql.columns(GroupRow)} FROM device_groups WHERE id = ? AND org_id = ?"
 _MEMBERS = "SELECT device_id FROM group_members WHERE group_id = ? ORDER BY device_id"

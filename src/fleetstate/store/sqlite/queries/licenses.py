@@ -57,12 +57,12 @@ _ANSWER = (
     "UPDATE licenses SET state = ?, error = ?, updated_at = ?"
     f" WHERE id = ? AND device_id = ? RETURNING {sql.columns(AnsweredLicense)}"
 )
-# An upsert both dialects spell alike; `IS NOT` is `IS DISTINCT FROM` in PostgreSQL.
+# The existing row's columns are named with the table: PostgreSQL finds a bare name ambiguous.
 _SET_INFO = (
     "INSERT INTO device_info (device_id, info, version, updated_at) VALUES (?, ?, 1, ?)"
     " ON CONFLICT (device_id) DO UPDATE SET info = excluded.info,"
-    " version = version + 1, updated_at = excluded.updated_at"
-    " WHERE info IS NOT excluded.info"
+    " version = device_info.version + 1, updated_at = excluded.updated_at"
+    f" WHERE {sql.distinct('device_info.info', 'excluded.info')}"
 )
 _INFO = f"SELECT {sql.columns(InfoRow)} FROM device_info WHERE device_id = ?"
 _FLAGS = (

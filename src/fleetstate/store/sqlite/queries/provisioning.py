@@ -86,12 +86,13 @@ _REGISTRANT = (
     " LEFT JOIN device_details dd ON dd.device_id = d.id"
     " WHERE d.profile_id = ? AND d.serial = ?"
 )
-# Upsert on the key `device_id`, spelled the same in PostgreSQL.
+# Upsert on the key `device_id`, spelled the same in PostgreSQL; the existing row's columns
+# are named with the table (PostgreSQL finds a bare name ambiguous).
 _SET_DETAILS = (
     f"INSERT INTO device_details ({sql.columns(NewDetails)}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
     " ON CONFLICT (device_id) DO UPDATE SET mac = excluded.mac,"
-    " cloud_id = excluded.cloud_id, details = coalesce(excluded.details, details),"
-    " sub_model = coalesce(excluded.sub_model, sub_model),"
+    " cloud_id = excluded.cloud_id, details = coalesce(excluded.details, device_details.details),"
+    " sub_model = coalesce(excluded.sub_model, device_details.sub_model),"
     " registered_at = excluded.registered_at, updated_at = excluded.updated_at"
 )
 _SET_FIELD = "UPDATE devices SET {column} = ? WHERE id = ?"

@@ -6,11 +6,11 @@ from typing import Any, Literal, TypeVar, get_args
 import msgspec
 
 from fleetstate.store.connection import Connection, Row
+from fleetstate.store.dialect import CANONICAL
 
 S = TypeVar("S", bound=msgspec.Struct)
 
-# SQLite's default limit on host parameters is 32766 since 3.32, but older builds allow 999.
-_CHUNK = 800
+_CHUNK = CANONICAL.max_list
 
 # The tables whose rows belong to one organization and are named by an `id` column.
 OrgTable = Literal[
@@ -49,7 +49,40 @@ def chunks(items: Sequence[str]) -> Iterable[Sequence[str]]:
 
 
 def marks(items: Sequence[Any]) -> str:
+    """The placeholders of a `{ids}` IN list (canonical `?,?,?`; see store/dialect.py)."""
     return ",".join("?" * len(items))
+
+
+# The forms that differ between backends, in canonical spelling (store/dialect.py); other
+# dialects rewrite them once per statement in `Dialect.prepare`.
+
+
+def in_list(column: str, items: Sequence[Any]) -> str:
+    """`column IN (?, ...)`, one placeholder per item: pass `items` as they are."""
+    return CANONICAL.in_list(column, len(items))
+
+
+def insert_ignore(into: str, values: str) -> str:
+    """An INSERT that skips rows whose key exists: `into` is `table (columns)`."""
+    return CANONICAL.insert_ignore(into, values)
+
+
+def json_text(column: str, field: str) -> str:
+    return CANONICAL.json_text(column, field)
+
+
+def distinct(left: str, right: str) -> str:
+    """`left` differs from `right`, NULL being a value like any other."""
+    return CANONICAL.distinct(left, right)
+
+
+def same(left: str, right: str) -> str:
+    """`left` equals `right`, NULL matching NULL."""
+    return CANONICAL.same(left, right)
+
+
+def greatest(*terms: str) -> str:
+    return CANONICAL.greatest(*terms)
 
 
 async def exists(conn: Connection, table: OrgTable, org_id: str, row_id: str) -> bool:

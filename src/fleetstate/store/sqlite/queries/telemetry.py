@@ -52,7 +52,7 @@ def _states_of(part: Sequence[str]) -> str:
     return (
         "SELECT d.id, d.org_id, s.state FROM devices d"
         " LEFT JOIN telemetry_state s ON s.device_id = d.id"
-        f" WHERE d.id IN ({sql.marks(part)})"
+        f" WHERE {sql.in_list('d.id', part)}"
     )
 
 
