@@ -21,7 +21,7 @@ from fleetstate.service import credentials, devices, reports
 from fleetstate.service.command_delivery import Deadlines, Dispatcher
 from fleetstate.service.coordination import KeyedLocks
 from fleetstate.service.desired import DesiredChange
-from fleetstate.service.events import EventHub
+from fleetstate.service.events import EventBus
 from fleetstate.store import Store
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ class Gateway:
         self,
         store: Store,
         tasks: asyncio.TaskGroup,
-        events: EventHub,
+        events: EventBus,
         bus: Bus,
         *,
         record_telemetry: InboundHandler,

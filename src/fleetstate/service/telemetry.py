@@ -37,7 +37,7 @@ from fleetstate.domain.telemetry import decimal as _decimal
 from fleetstate.errors import FleetstateError, Invalid, NotFound, RateLimited, TooLarge
 from fleetstate.logs import device_context
 from fleetstate.service import commands, files, licenses, retention
-from fleetstate.service.events import EventHub
+from fleetstate.service.events import EventBus
 from fleetstate.store import Connection, Store, WriteJob
 from fleetstate.store.sqlite.queries import sql
 from fleetstate.store.sqlite.queries import telemetry as q
@@ -78,7 +78,7 @@ class Recorder:
     telemetry load (docs/benchmarks.md). Each caller still returns only once its own message
     is committed, and a message for a device that is gone fails alone."""
 
-    def __init__(self, store: Store, events: EventHub, limits: Limits = _DEFAULTS) -> None:
+    def __init__(self, store: Store, events: EventBus, limits: Limits = _DEFAULTS) -> None:
         self._store, self._events, self._limits = store, events, limits
         self._pending: list[_Entry] = []
         self._rate = RateLimiter(limits.telemetry_rate_per_device, limits.telemetry_burst)
