@@ -163,7 +163,11 @@ async def take_next(store: Store, device_id: str, hub_url: str = "") -> DeviceCo
 
 
 async def has_waiting(conn: Connection, device_id: str) -> bool:
-    """Whether `take_next` would return a command."""
+    """Whether `take_next` would return a command. Asked by every HTTP telemetry answer, and
+    most devices have no unfinished command at all: one query says so before the three that
+    tell which."""
+    if not await q.any_open(conn, device_id, TRACKING, OPEN):
+        return False
     return bool(await _queue(conn, device_id)) or await _started(conn, device_id) is not None
 
 

@@ -207,6 +207,10 @@ _OLDEST_OPEN = _MINE + " AND status IN {open} ORDER BY seq LIMIT 1"
 _ALL_WAITING = _MINE + " AND status IN {waiting} ORDER BY seq"
 _OLDEST_WITH_STATUS = _MINE + " AND status = ? ORDER BY seq LIMIT 1"
 _OF_DEVICE_BY_ID = f"SELECT {COLUMNS} FROM commands WHERE id = ? AND device_id = ?"
+_ANY_OPEN = (
+    "SELECT 1 FROM commands WHERE device_id = ? AND type NOT IN {tracking}"
+    " AND status IN {open} LIMIT 1"
+)
 
 
 async def delivery_mode(conn: Connection, device_id: str) -> str | None:
@@ -233,6 +237,14 @@ async def all_waiting(
         tracking=sql.literal_list(tracking), waiting=sql.literal_list(waiting)
     )
     return await sql.fetch_all(conn, CommandRow, statement, (device_id,))
+
+
+async def any_open(
+    conn: Connection, device_id: str, tracking: Sequence[str], open_: Sequence[str]
+) -> bool:
+    """Whether the device has an unfinished command not of a `tracking` type."""
+    statement = _ANY_OPEN.format(tracking=sql.literal_list(tracking), open=sql.literal_list(open_))
+    return await sql.found(conn, statement, (device_id,))
 
 
 async def oldest_with_status(
