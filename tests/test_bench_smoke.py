@@ -4,17 +4,16 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent  # where the `bench` package is importable from
 LIMIT_S = 240.0
 
 
-async def test_bench_smoke_every_scenario_is_correct_at_100_devices(tmp_path: Path) -> None:
+async def _bench(tmp_path: Path, *args: str) -> tuple[str, dict[str, Any]]:
+    """`python -m bench ARGS` into tmp_path: its output and the one run it recorded."""
     proc = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "bench", "--devices", "100", "--telemetry-seconds", "3"),
-        *("--scenarios", "connect,rollout,commands,telemetry,lean,ceiling"),
-        *("--ceiling", "mosquitto"),
-        *("--no-append", "--out", str(tmp_path)),
+        *(sys.executable, "-m", "bench", *args, "--no-append", "--out", str(tmp_path)),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
         cwd=ROOT,
@@ -22,10 +21,20 @@ async def test_bench_smoke_every_scenario_is_correct_at_100_devices(tmp_path: Pa
     async with asyncio.timeout(LIMIT_S):
         out, err = await proc.communicate()
     assert proc.returncode == 0, err.decode()[-3000:]
-    assert "| rollout | all ACCEPTED after |" in out.decode()
-    assert "| lean load | MQTT accepted |" in out.decode()
     (results,) = tmp_path.glob("*.json")
     (run,) = json.loads(results.read_text())["runs"]
+    return out.decode(), run
+
+
+async def test_bench_smoke_every_scenario_is_correct_at_100_devices(tmp_path: Path) -> None:
+    out, run = await _bench(
+        tmp_path,
+        *("--devices", "100", "--telemetry-seconds", "3"),
+        *("--scenarios", "connect,rollout,commands,telemetry,lean,ceiling"),
+        *("--ceiling", "mosquitto"),
+    )
+    assert "| rollout | all ACCEPTED after |" in out
+    assert "| lean load | MQTT accepted |" in out
     service = run["service"]
     assert service["connect"]["connected"] == 100
     assert service["connect"]["errors"] == {}
@@ -57,19 +66,13 @@ async def test_bench_smoke_every_scenario_is_correct_at_100_devices(tmp_path: Pa
 
 
 async def test_bench_smoke_attack_is_refused_and_leaves_the_device_served(tmp_path: Path) -> None:
-    proc = await asyncio.create_subprocess_exec(
-        *(sys.executable, "-m", "bench", "--scenarios", "attack", "--attack-connections", "60"),
-        *("--attack-throttle", "both", "--no-append", "--out", str(tmp_path)),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-        cwd=ROOT,
+    out, run = await _bench(
+        tmp_path,
+        *("--scenarios", "attack", "--attack-connections", "60"),
+        "--attack-throttle",
+        "both",
     )
-    async with asyncio.timeout(LIMIT_S):
-        out, err = await proc.communicate()
-    assert proc.returncode == 0, err.decode()[-3000:]
-    assert "| raised | 60 |" in out.decode()
-    (results,) = tmp_path.glob("*.json")
-    (run,) = json.loads(results.read_text())["runs"]
+    assert "| raised | 60 |" in out
     for mode in ("raised", "default"):
         attack = run["attack"][mode]
         assert attack["attempted"] == 60
