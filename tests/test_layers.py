@@ -207,3 +207,16 @@ def test_layers_domain_does_no_io() -> None:
     assert modules, "src/fleetstate/domain/ is missing"
     breaches = _no_io_breaches(modules)
     assert not breaches, f"domain/ must not do I/O: {breaches}"
+
+
+def test_layers_store_knows_no_use_case() -> None:
+    """The store is below the service: what a write job records for after its commit reaches it
+    as an opaque scope the composition root passes, so a second backend needs no service code."""
+    above = ("fleetstate.service", "fleetstate.api", "fleetstate.bus", "fleetstate.app")
+    leaked = [
+        f"{_name(path)}: {name} (line {line})"
+        for path in sorted(STORE.rglob("*.py"))
+        for name, line in _imported(path)
+        if name.startswith(above)
+    ]
+    assert not leaked, f"the store imports layers above it: {leaked}"

@@ -38,7 +38,10 @@ async def test_outbox_rolled_back_job_fires_nothing_committed_neighbour_fires(
         outbox.deliver([_change("kept")])
         return "done"
 
-    async with asyncio.timeout(WAIT), Store.running(tmp_path / "db.sqlite") as store:
+    async with (
+        asyncio.timeout(WAIT),
+        Store.running(tmp_path / "db.sqlite", effects=outbox.job_scope) as store,
+    ):
         store.after_commit = lambda e: fired.append([c.device_id for c in e.deliveries])
         # Queued together, so the writer runs both in one batch, each in its own savepoint.
         failed, committed = store.submit(failing), store.submit(committing)
@@ -57,7 +60,10 @@ async def test_outbox_rolled_back_job_fires_no_disconnect_or_new_commands(tmp_pa
         outbox.commands_finished([])
         raise Invalid("checked after recording")
 
-    async with asyncio.timeout(WAIT), Store.running(tmp_path / "db.sqlite") as store:
+    async with (
+        asyncio.timeout(WAIT),
+        Store.running(tmp_path / "db.sqlite", effects=outbox.job_scope) as store,
+    ):
         store.after_commit = fired.append
         with pytest.raises(Invalid):
             await store.write(failing)
@@ -65,7 +71,10 @@ async def test_outbox_rolled_back_job_fires_no_disconnect_or_new_commands(tmp_pa
 
 
 async def test_outbox_awaited_effects_hold_only_their_own_job(tmp_path: Path) -> None:
-    async with asyncio.timeout(WAIT), Store.running(tmp_path / "db.sqlite") as store:
+    async with (
+        asyncio.timeout(WAIT),
+        Store.running(tmp_path / "db.sqlite", effects=outbox.job_scope) as store,
+    ):
         gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         store.after_commit = lambda effects: gate if effects.disconnects else None
 

@@ -32,7 +32,7 @@ from fleetstate.blobs import open_blob_store
 from fleetstate.bus import Bus, open_bus
 from fleetstate.config import Config, split_hostport
 from fleetstate.domain.throttle import FailureThrottle
-from fleetstate.service import devices, retention, telemetry, tenancy, uploads
+from fleetstate.service import devices, outbox, retention, telemetry, tenancy, uploads
 from fleetstate.service.command_delivery import HeapDeadlines
 from fleetstate.service.coordination import LocalLocks
 from fleetstate.service.events import EventHub
@@ -85,7 +85,7 @@ async def start(config: Config) -> AsyncIterator[Service]:
     async with contextlib.AsyncExitStack() as stack:
         tasks = await stack.enter_async_context(InFlight())
         store = await stack.enter_async_context(
-            Store.running(config.data_dir / DATABASE, config.batch_max)
+            Store.running(config.data_dir / DATABASE, config.batch_max, outbox.job_scope)
         )
         # Bound first, served last: local blob URLs point at the real port.
         http_sockets, http_url = await _bind_http(stack, config)

@@ -175,6 +175,7 @@ async def test_store_after_commit_sees_committed_jobs_before_their_callers_resum
     store: Store,
 ) -> None:
     fired: list[str] = []
+    store.effects_scope = outbox.job_scope  # what the service runs each write job in
     store.after_commit = lambda effects: fired.extend(c.device_id for c in effects.deliveries)
     async with asyncio.timeout(WAIT):
         # Submitted together: one batch, each job in its own savepoint.

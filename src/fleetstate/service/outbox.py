@@ -25,7 +25,7 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:  # the store imports this module; the domain imports the store
+if TYPE_CHECKING:  # those modules record into this one
     from fleetstate.service.commands import Brief
     from fleetstate.service.desired import DesiredChange
     from fleetstate.service.events import EventBus
@@ -88,6 +88,11 @@ def collecting(effects: Effects) -> Iterator[Effects]:
         yield effects
     finally:
         _current.reset(token)
+
+
+def job_scope() -> contextlib.AbstractContextManager[Effects]:
+    """What the store runs each write job in (`Store.effects_scope`): a fresh `Effects`."""
+    return collecting(Effects())
 
 
 def current() -> Effects:

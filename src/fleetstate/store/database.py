@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fleetstate.errors import StoreClosed
-from fleetstate.service import outbox
 from fleetstate.store.connection import (
     Connection,
     ConnectionThread,
@@ -61,8 +60,19 @@ class _Later:
 
 
 _Pending = tuple[WriteJob[Any] | _Later, asyncio.Future[Any]]
-_Outcome = tuple[bool, Any, outbox.Effects | None]
+_Outcome = tuple[bool, Any, Any]
 """A job's (succeeded, value or exception, the effects it recorded if it succeeded)."""
+
+EffectsScope = Callable[[], contextlib.AbstractContextManager[Any]]
+"""Makes the context each write job runs in; what it yields is what the job recorded for after
+its commit. The store keeps it only if the job committed and hands it to `after_commit`; what
+it is, the store does not know (the composition root passes `service.outbox.job_scope`)."""
+
+
+def _records_nothing() -> contextlib.AbstractContextManager[Any]:
+    return contextlib.nullcontext(None)
+
+
 _Read = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]
 
 
@@ -72,7 +82,12 @@ class Store:
     """
 
     def __init__(
-        self, path: Path, writer: ConnectionThread, reader: ConnectionThread, batch_max: int
+        self,
+        path: Path,
+        writer: ConnectionThread,
+        reader: ConnectionThread,
+        batch_max: int,
+        effects: EffectsScope = _records_nothing,
     ) -> None:
         self.path = path
         self._writer = writer
@@ -88,14 +103,18 @@ class Store:
         self.jobs_committed = 0
         self.on_commit: Callable[[int, float], None] | None = None
         """Told of each committed batch: (jobs in it, seconds from taking it to the commit)."""
-        self.after_commit: Callable[[outbox.Effects], asyncio.Future[None] | None] | None = None
+        self.effects_scope = effects
+        """The context each write job runs in, collecting its after-commit effects."""
+        self.after_commit: Callable[[Any], asyncio.Future[None] | None] | None = None
         """Given, after each commit and before the jobs' callers resume, the effects each
         committed job recorded (the `outbox.Outbox`); a job that rolled back recorded none. If
         it returns a future (effects the caller must see done), that job's caller resumes once
         the future is done; the writer goes on meanwhile."""
 
     @classmethod
-    async def open(cls, path: Path, batch_max: int = 512) -> "Store":
+    async def open(
+        cls, path: Path, batch_max: int = 512, effects: EffectsScope = _records_nothing
+    ) -> "Store":
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # the data dir: ours alone
         writer, reader = ConnectionThread("store-writer"), ConnectionThread("store-reader")
         try:
@@ -106,14 +125,16 @@ class Store:
             await reader.close()
             await writer.close()
             raise
-        return cls(path, writer, reader, batch_max)
+        return cls(path, writer, reader, batch_max, effects)
 
     @classmethod
     @contextlib.asynccontextmanager
-    async def running(cls, path: Path, batch_max: int = 512) -> AsyncIterator["Store"]:
+    async def running(
+        cls, path: Path, batch_max: int = 512, effects: EffectsScope = _records_nothing
+    ) -> AsyncIterator["Store"]:
         """The store with its writer running; on the way out what is queued is committed, the
         store closes, and a writer that crashed raises here."""
-        store = await cls.open(path, batch_max)
+        store = await cls.open(path, batch_max, effects)
         writer = asyncio.create_task(store.writer_loop(), name="store-writer")
         try:
             yield store
@@ -225,7 +246,7 @@ class Store:
         started = time.perf_counter()
         try:
             jobs = [job.make() if isinstance(job, _Later) else job for job, _future in batch]
-            done = await self._writer.call(_commit_now, self._writer.raw, jobs)
+            done = await self._writer.call(_commit_now, self._writer.raw, jobs, self.effects_scope)
         except Exception as exc:
             log.exception("commit of %d writes failed", len(batch))
             _settle(batch, None, exc)  # nothing committed: no job's effects fire
@@ -242,9 +263,7 @@ class Store:
             if wait is not None:  # this job's caller resumes once its awaited effects are done
                 wait.add_done_callback(functools.partial(_settle_after, batch[i], outcomes[i]))
 
-    def _dispatch(
-        self, recorded: list[outbox.Effects | None]
-    ) -> list["asyncio.Future[None] | None"]:
+    def _dispatch(self, recorded: list[Any]) -> list["asyncio.Future[None] | None"]:
         """Each job's after-commit effects; what each job's caller must wait for, if anything."""
         if self.after_commit is None:
             return [None] * len(recorded)
@@ -331,11 +350,13 @@ def _attempt(
         return False, exc
 
 
-def _commit_now(raw: sqlite3.Connection, jobs: list[WriteJob[Any]]) -> list[_Outcome]:
+def _commit_now(
+    raw: sqlite3.Connection, jobs: list[WriteJob[Any]], scope: EffectsScope
+) -> list[_Outcome]:
     conn = SyncConnection(raw)
     raw.execute("BEGIN IMMEDIATE")
     try:
-        outcomes = [_in_savepoint(raw, conn, job) for job in jobs]
+        outcomes = [_in_savepoint(raw, conn, job, scope) for job in jobs]
         raw.execute("COMMIT")
     except BaseException:
         _rollback(raw)
@@ -343,12 +364,14 @@ def _commit_now(raw: sqlite3.Connection, jobs: list[WriteJob[Any]]) -> list[_Out
     return outcomes
 
 
-def _in_savepoint(raw: sqlite3.Connection, conn: SyncConnection, job: WriteJob[Any]) -> _Outcome:
+def _in_savepoint(
+    raw: sqlite3.Connection, conn: SyncConnection, job: WriteJob[Any], scope: EffectsScope
+) -> _Outcome:
     """Run one job in its own savepoint, recording its after-commit effects; a job that
     raised is rolled back, and so is what it recorded."""
     raw.execute("SAVEPOINT job")
     try:
-        with outbox.collecting(outbox.Effects()) as effects:
+        with scope() as effects:
             value = drive(job(conn))
     except Exception as exc:  # noqa: BLE001 - the job's own error goes to its own caller
         raw.execute("ROLLBACK TO job")
