@@ -149,6 +149,7 @@ async def start(config: Config) -> AsyncIterator[Service]:
                 telemetry=recorder,
                 mqtt_url=bus.mqtts_url or bus.mqtt_url or "",
                 device_throttle=device_throttle,
+                dump_locks=LocalLocks(),
             )
         )
         app[METRICS] = metrics

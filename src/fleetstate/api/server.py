@@ -59,7 +59,7 @@ def build_app(svc: Services) -> web.Application:
     )
     app[SERVICES] = svc
     app[device_api.HTTP_PRESENCE] = HttpPresence(svc.store, svc.events, svc.config.presence)
-    app[dumps.DUMPS] = Dumps(svc.store, svc.blobs, svc.config.dumps)
+    app[dumps.DUMPS] = Dumps(svc.store, svc.blobs, svc.config.dumps, svc.dump_locks)
     app[PRINCIPAL] = Authenticator(svc.store, FailureThrottle.from_config(svc.config.throttle))
     app[operations.ALL_ROUTES] = table
     table.install(app)
