@@ -95,7 +95,9 @@ async def resolve(
     contents = await _inline_contents(conn, chosen_by_device.values())
     issued_at = now_text()
     changes = []
-    versions = await numbering.next_desired_versions(conn, list(chosen_by_device))
+    versions = numbering.next_desired_versions(
+        {device_id: version for device_id, (version, _f) in current.items()}, list(chosen_by_device)
+    )
     for device_id, chosen in chosen_by_device.items():
         version = versions[device_id]
         document = _render(device_id, version, issued_at, chosen, contents)

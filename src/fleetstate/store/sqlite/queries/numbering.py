@@ -8,38 +8,22 @@ device's version, an advisory lock or a retry on `UNIQUE (org_id, name, version)
 docs/architecture.md, "Single-process invariants"). Every function runs inside a write job.
 """
 
-from collections.abc import Sequence
-
-import msgspec
+from collections.abc import Mapping, Sequence
 
 from fleetstate.store.connection import Connection
 from fleetstate.store.sqlite.queries import sql
 
-_DESIRED_VERSIONS = "SELECT device_id, version FROM desired_documents WHERE device_id IN ({ids})"
 _BINDING_SEQ = "SELECT coalesce(max(seq), 0) + 1 FROM bindings"
 _ARTEFACT_VERSION = (
     "SELECT coalesce(max(version), 0) + 1 FROM config_artefacts WHERE org_id = ? AND name = ?"
 )
 
 
-class _Version(msgspec.Struct, frozen=True):
-    device_id: str
-    version: int
-
-
-async def next_desired_versions(conn: Connection, device_ids: Sequence[str]) -> dict[str, int]:
-    """The version each device's next desired document gets: its current one + 1, else 1."""
-    current: dict[str, int] = {}
-    for part in sql.chunks(device_ids):
-        statement = _DESIRED_VERSIONS.format(ids=sql.marks(part))
-        for row in await sql.fetch_all(conn, _Version, statement, part):
-            current[row.device_id] = row.version
+def next_desired_versions(current: Mapping[str, int], device_ids: Sequence[str]) -> dict[str, int]:
+    """The version each device's next desired document gets: its current one + 1, else 1.
+    `current` is what the job read of these devices' documents in its own transaction
+    (`queries.desired.fingerprints`, which resolution reads anyway): the read of read-then-write."""
     return {device_id: current.get(device_id, 0) + 1 for device_id in device_ids}
-
-
-async def next_desired_version(conn: Connection, device_id: str) -> int:
-    """The version the device's next desired document gets."""
-    return (await next_desired_versions(conn, [device_id]))[device_id]
 
 
 async def next_binding_seq(conn: Connection) -> int:
