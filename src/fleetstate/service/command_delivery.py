@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from fleetstate.bus import Bus, device_topic
 from fleetstate.domain.clock import rfc3339
+from fleetstate.domain.commands import TRACKING
 from fleetstate.errors import StoreClosed
 from fleetstate.service import commands
 from fleetstate.service.coordination import KeyedLocks
@@ -231,7 +232,13 @@ class Dispatcher:
         if not deliver_next:
             return
         bus = self._gateway.bus
-        finished = [b for b in briefs if not commands.TRANSITIONS[commands.Status(b.status)]]
+        # A tracking command (BIND_CONFIG/UNBIND_CONFIG) never goes out and holds no device's
+        # queue, so its end frees nothing: a rollout's reports cost no delivery pass each.
+        finished = [
+            b
+            for b in briefs
+            if not commands.TRANSITIONS[commands.Status(b.status)] and b.type not in TRACKING
+        ]
         for device_id in dict.fromkeys(b.device_id for b in finished):
             if bus.is_connected(device_id):
                 self._spawn(self.push(device_id), f"deliver-next:{device_id}")
