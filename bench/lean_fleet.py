@@ -27,6 +27,7 @@ from typing import Any
 from bench.load import CONNECTS_AT_ONCE, mqtt_connect, mqtt_packet, mqtt_string
 
 _SUBSCRIBE_ID = 1
+_SUBS = ("desired", "commands")
 
 
 class Totals:
@@ -120,8 +121,12 @@ class LeanDevice(asyncio.Protocol):
             return
         self.answered = version
         slots = [
-            {"slot": c["slot"], "artefact_id": c["artefact_id"], "hash": c["hash"]}
-            | {"status": "ACCEPTED"}
+            {
+                "slot": c["slot"],
+                "artefact_id": c["artefact_id"],
+                "hash": c["hash"],
+                "status": "ACCEPTED",
+            }
             for c in doc.get("configs", [])
         ]
         report = {"version": version, "status": "ACCEPTED", "configs": slots}
@@ -144,9 +149,6 @@ class LeanDevice(asyncio.Protocol):
         self._fail(exc or ConnectionError("connection lost"))
         if not self.totals.stopping:
             self.totals.errors["connection lost"] += 1
-
-
-_SUBS = ("desired", "commands")
 
 
 def _packet(buffer: bytearray) -> tuple[int, bytes, int] | None:
