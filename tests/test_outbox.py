@@ -157,14 +157,19 @@ async def test_outbox_report_rolled_back_after_judging_announces_nothing(
     assert (event.type, event.data["message"]) == ("report", "committed")
 
 
-async def test_outbox_cancel_of_sent_sequential_command_lets_the_next_go(
-    service: app.Service, api: Api, connect: DeviceFactory
-) -> None:
+async def _sequential_device(api: Api) -> tuple[str, str, str]:
+    """A device whose profile delivers one command at a time: (id, key, its commands path)."""
     body = {"name": "seq", "config_schema": {"type": "object"}, "command_delivery": "sequential"}
     profile = (await api.ok("POST", "/api/v1/device-profiles", body))["id"]
     created = await api.ok("POST", "/api/v1/devices", {"name": "d", "profile_id": profile})
-    device_id, key = created["id"], created["access_key"]
-    base = f"/api/v1/devices/{device_id}/commands"
+    device_id = created["id"]
+    return device_id, created["access_key"], f"/api/v1/devices/{device_id}/commands"
+
+
+async def test_outbox_cancel_of_sent_sequential_command_lets_the_next_go(
+    service: app.Service, api: Api, connect: DeviceFactory
+) -> None:
+    device_id, key, base = await _sequential_device(api)
     async with (
         service.gateway.events.subscribe(await _org_of(service, device_id)) as events,
         connect(device_id, key) as device,
@@ -246,11 +251,7 @@ async def test_outbox_rolled_back_command_is_neither_sent_nor_announced(
 async def test_outbox_rolled_back_answer_announces_nothing_and_holds_the_next(
     service: app.Service, api: Api, connect: DeviceFactory
 ) -> None:
-    body = {"name": "seq", "config_schema": {"type": "object"}, "command_delivery": "sequential"}
-    profile = (await api.ok("POST", "/api/v1/device-profiles", body))["id"]
-    created = await api.ok("POST", "/api/v1/devices", {"name": "d", "profile_id": profile})
-    device_id, key = created["id"], created["access_key"]
-    base = f"/api/v1/devices/{device_id}/commands"
+    device_id, key, base = await _sequential_device(api)
 
     async with (
         service.gateway.events.subscribe(await _org_of(service, device_id)) as events,
