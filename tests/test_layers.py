@@ -90,7 +90,7 @@ def test_layers_detector_finds_statements(tmp_path: Path) -> None:
 @pytest.mark.parametrize("name", MOVED)
 def test_layers_moved_aggregate_has_no_sql(name: str) -> None:
     lines = _sql_lines(SRC / name)
-    assert not lines, f"{name} holds SQL at lines {lines}; put it in store/sqlite/queries/"
+    assert not lines, f"{name} holds SQL at lines {lines}; put it in store/queries/"
 
 
 def test_layers_no_new_module_holds_sql() -> None:
@@ -220,3 +220,33 @@ def test_layers_store_knows_no_use_case() -> None:
         if name.startswith(above)
     ]
     assert not leaked, f"the store imports layers above it: {leaked}"
+
+
+BACKENDS = ("fleetstate.store.sqlite",)
+"""Store backends: only the composition root (app.py, and cli.py's offline commands) picks one."""
+
+
+def test_layers_only_the_composition_root_names_a_store_backend() -> None:
+    """Use cases depend on the `Store` port and the backend-neutral query modules, so a
+    PostgreSQL backend replaces the SQLite one in `app.py` without touching a use case."""
+    root = {SRC / "app.py", SRC / "cli.py"}
+    leaked = [
+        f"{_name(path)}: {name} (line {line})"
+        for path in _outside_store()
+        if path not in root
+        for name, line in _imported(path)
+        if name.startswith(BACKENDS)
+    ]
+    assert not leaked, f"a backend named outside the composition root: {leaked}"
+
+
+def test_layers_the_query_modules_name_no_backend() -> None:
+    """The statements are written once for every backend (docs/store.md): a query module sees
+    only the `Connection` Protocol, never SQLite's."""
+    leaked = [
+        f"{_name(path)}: {name} (line {line})"
+        for path in sorted((STORE / "queries").rglob("*.py"))
+        for name, line in _imported(path)
+        if name.startswith(BACKENDS) or name == "sqlite3"
+    ]
+    assert not leaked, f"a query module names a backend: {leaked}"

@@ -12,7 +12,8 @@ from fleetstate import app
 from fleetstate.errors import Invalid
 from fleetstate.service import commands, devices, outbox, reports
 from fleetstate.service.desired import DesiredChange
-from fleetstate.store import Connection, Store
+from fleetstate.store import Connection
+from fleetstate.store.sqlite import SqliteStore
 
 
 async def _org_of(service: app.Service, device_id: str) -> str:
@@ -40,7 +41,7 @@ async def test_outbox_rolled_back_job_fires_nothing_committed_neighbour_fires(
 
     async with (
         asyncio.timeout(WAIT),
-        Store.running(tmp_path / "db.sqlite", effects=outbox.job_scope) as store,
+        SqliteStore.running(tmp_path / "db.sqlite", effects=outbox.job_scope) as store,
     ):
         store.after_commit = lambda e: fired.append([c.device_id for c in e.deliveries])
         # Queued together, so the writer runs both in one batch, each in its own savepoint.
@@ -62,7 +63,7 @@ async def test_outbox_rolled_back_job_fires_no_disconnect_or_new_commands(tmp_pa
 
     async with (
         asyncio.timeout(WAIT),
-        Store.running(tmp_path / "db.sqlite", effects=outbox.job_scope) as store,
+        SqliteStore.running(tmp_path / "db.sqlite", effects=outbox.job_scope) as store,
     ):
         store.after_commit = fired.append
         with pytest.raises(Invalid):
@@ -73,7 +74,7 @@ async def test_outbox_rolled_back_job_fires_no_disconnect_or_new_commands(tmp_pa
 async def test_outbox_awaited_effects_hold_only_their_own_job(tmp_path: Path) -> None:
     async with (
         asyncio.timeout(WAIT),
-        Store.running(tmp_path / "db.sqlite", effects=outbox.job_scope) as store,
+        SqliteStore.running(tmp_path / "db.sqlite", effects=outbox.job_scope) as store,
     ):
         gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         store.after_commit = lambda effects: gate if effects.disconnects else None

@@ -17,7 +17,7 @@ from fleetstate.domain.clock import rfc3339
 from fleetstate.errors import Invalid, NotFound, StoreClosed
 from fleetstate.service import telemetry
 from fleetstate.service.events import EventHub
-from fleetstate.store import Store
+from fleetstate.store.sqlite import SqliteStore
 from test_device_api import ANSWER_FIELDS, device_call, telemetry_answer, upload_file
 
 
@@ -314,7 +314,7 @@ async def test_telemetry_batch_message_for_a_missing_device_fails_alone(
 async def test_telemetry_after_the_store_closed_every_message_is_refused_at_once(
     tmp_path: Path,
 ) -> None:
-    store = await Store.open(tmp_path / "closed.db")
+    store = await SqliteStore.open(tmp_path / "closed.db")
     writer = asyncio.create_task(store.writer_loop())
     await store.close()
     await writer

@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 from fleetstate import app
-from fleetstate.store import Store
+from fleetstate.store.sqlite import SqliteStore
 
 WAIT = 30.0
 
@@ -55,7 +55,7 @@ async def test_token_create_in_a_missing_directory_is_refused_and_creates_nothin
 
 
 async def test_token_create_for_an_unknown_org_fails_clearly(tmp_path: Path) -> None:
-    await (await Store.open(tmp_path / app.DATABASE)).close()  # a database, without that org
+    await (await SqliteStore.open(tmp_path / app.DATABASE)).close()  # a database, without that org
     code, err = await token_create(tmp_path, org="nope")
     assert code == 2
     assert "nope" in err

@@ -41,7 +41,8 @@ from fleetstate.service.metrics import Metrics, Sources
 from fleetstate.service.outbox import Outbox
 from fleetstate.shutdown import InFlight
 from fleetstate.store import Store
-from fleetstate.store.database import SWITCH_INTERVAL_S
+from fleetstate.store.sqlite import SqliteStore
+from fleetstate.store.sqlite.database import SWITCH_INTERVAL_S
 
 log = logging.getLogger(__name__)
 DATABASE = "fleetstate.db"
@@ -85,7 +86,7 @@ async def start(config: Config) -> AsyncIterator[Service]:
     async with contextlib.AsyncExitStack() as stack:
         tasks = await stack.enter_async_context(InFlight())
         store = await stack.enter_async_context(
-            Store.running(config.data_dir / DATABASE, config.batch_max, outbox.job_scope)
+            SqliteStore.running(config.data_dir / DATABASE, config.batch_max, outbox.job_scope)
         )
         # Bound first, served last: local blob URLs point at the real port.
         http_sockets, http_url = await _bind_http(stack, config)

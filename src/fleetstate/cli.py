@@ -15,7 +15,7 @@ from fleetstate.errors import FleetstateError, Invalid
 from fleetstate.service import outbox, tenancy
 from fleetstate.simulator import EXTRA_HINT
 from fleetstate.simulator import options as simulation
-from fleetstate.store import Store
+from fleetstate.store.sqlite import SqliteStore
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -172,5 +172,5 @@ async def _create_token(settings: config.Config, slug: str, name: str) -> str:
             f"no fleetstate database in {settings.data_dir} (expected {database}); pass the"
             " --data directory of the service, or run `fleetstate serve` there first"
         )
-    async with Store.running(database, settings.batch_max, outbox.job_scope) as store:
+    async with SqliteStore.running(database, settings.batch_max, outbox.job_scope) as store:
         return await tenancy.create_token_by_slug(store, slug, name)

@@ -18,12 +18,13 @@ from fleetstate.errors import Conflict, StoreClosed
 from fleetstate.service import outbox
 from fleetstate.service.desired import DesiredChange
 from fleetstate.store import Connection, Store, WriteJob
+from fleetstate.store.sqlite import SqliteStore
 
 Opener = Callable[[], contextlib.AbstractAsyncContextManager[Store]]
 
 
 def _sqlite(tmp_path: Path) -> Opener:
-    return lambda: Store.running(tmp_path / "db.sqlite")
+    return lambda: SqliteStore.running(tmp_path / "db.sqlite")
 
 
 BACKENDS = [pytest.param(_sqlite, id="sqlite")]

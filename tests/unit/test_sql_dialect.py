@@ -6,7 +6,7 @@ import pkgutil
 import pytest
 
 from fleetstate.store import dialect
-from fleetstate.store.sqlite import queries
+from fleetstate.store import queries
 
 
 @pytest.mark.parametrize(

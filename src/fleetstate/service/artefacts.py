@@ -18,8 +18,8 @@ from fleetstate.domain.pagination import Page, page_of
 from fleetstate.errors import Conflict, Invalid, NotFound, SchemaInvalid, TooLarge
 from fleetstate.service import profiles
 from fleetstate.store import Connection, Store
-from fleetstate.store.sqlite.queries import artefacts as q
-from fleetstate.store.sqlite.queries import numbering
+from fleetstate.store.queries import artefacts as q
+from fleetstate.store.queries import numbering
 
 INLINE_LIMIT = 64 * 1024
 

@@ -11,8 +11,8 @@ import msgspec
 from fleetstate.domain.clock import now_text
 from fleetstate.errors import NotFound
 from fleetstate.store import Connection, Store
-from fleetstate.store.sqlite.queries import audit as q
-from fleetstate.store.sqlite.queries import sql
+from fleetstate.store.queries import audit as q
+from fleetstate.store.queries import sql
 
 KEY_ROTATED = "access_key_rotated"
 REREGISTERED = "re_registered"

@@ -15,8 +15,8 @@ from fleetstate.domain.pagination import Page, page_of
 from fleetstate.errors import Invalid, NotFound
 from fleetstate.service import commands, desired
 from fleetstate.store import Connection, Store
-from fleetstate.store.sqlite.queries import bindings as q
-from fleetstate.store.sqlite.queries import numbering, sql
+from fleetstate.store.queries import bindings as q
+from fleetstate.store.queries import numbering, sql
 
 TargetType = Literal["device", "component", "device_group", "device_profile", "sensor_profile"]
 

@@ -23,8 +23,8 @@ from fleetstate.domain.resolution import (
 from fleetstate.domain.resolution import fingerprint as _fingerprint
 from fleetstate.domain.resolution import render as _render
 from fleetstate.store import Connection
-from fleetstate.store.sqlite.queries import desired as q
-from fleetstate.store.sqlite.queries import numbering
+from fleetstate.store.queries import desired as q
+from fleetstate.store.queries import numbering
 
 __all__ = ["DEVICE_SLOT", "DesiredChange", "DesiredDocument", "explain", "winners"]
 """Re-exported from `domain.resolution` for the callers that import them from here."""

@@ -16,9 +16,9 @@ from fleetstate.domain.pagination import Page, page_of
 from fleetstate.errors import Conflict, Invalid, NotFound
 from fleetstate.service import audit, commands, credentials, desired, outbox
 from fleetstate.store import Connection, Store, WriteJob
-from fleetstate.store.sqlite.queries import bindings as bindings_q
-from fleetstate.store.sqlite.queries import devices as q
-from fleetstate.store.sqlite.queries import sql
+from fleetstate.store.queries import bindings as bindings_q
+from fleetstate.store.queries import devices as q
+from fleetstate.store.queries import sql
 
 _COMPONENT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 

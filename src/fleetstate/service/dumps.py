@@ -18,8 +18,8 @@ from fleetstate.domain.pagination import Page, page_of
 from fleetstate.errors import Invalid, NotFound, TooLarge
 from fleetstate.service.coordination import KeyedLocks, LocalLocks
 from fleetstate.store import Connection, Store, WriteJob
-from fleetstate.store.sqlite.queries import dumps as q
-from fleetstate.store.sqlite.queries import sql
+from fleetstate.store.queries import dumps as q
+from fleetstate.store.queries import sql
 
 _CONTENT_TYPE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]*$")
 _FILE_NAME = re.compile(r"^[^/\\\x00-\x1f\x7f]{1,255}$")

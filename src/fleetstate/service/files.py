@@ -19,7 +19,7 @@ from fleetstate.domain.ids import new_id
 from fleetstate.domain.pagination import Page, page_of
 from fleetstate.errors import Conflict, Invalid, NotFound, TooLarge
 from fleetstate.store import Connection, Store, WriteJob
-from fleetstate.store.sqlite.queries import files as q
+from fleetstate.store.queries import files as q
 
 MAX_CONTENT = 8 * 1024 * 1024
 OCTETS = "application/octet-stream"

@@ -11,8 +11,8 @@ from fleetstate.domain.pagination import Page, page_of
 from fleetstate.errors import Conflict, Invalid, NotFound
 from fleetstate.service import commands, desired
 from fleetstate.store import Connection, Store
-from fleetstate.store.sqlite.queries import devices as device_q
-from fleetstate.store.sqlite.queries import groups as q
+from fleetstate.store.queries import devices as device_q
+from fleetstate.store.queries import groups as q
 
 
 class NewGroup(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

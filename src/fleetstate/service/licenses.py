@@ -15,8 +15,8 @@ from fleetstate.domain.clock import now_text, rfc3339
 from fleetstate.domain.ids import new_id
 from fleetstate.errors import Invalid, NotFound
 from fleetstate.store import Connection, Store
-from fleetstate.store.sqlite.queries import licenses as q
-from fleetstate.store.sqlite.queries import sql
+from fleetstate.store.queries import licenses as q
+from fleetstate.store.queries import sql
 
 
 class NewLicense(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

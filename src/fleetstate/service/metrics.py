@@ -22,7 +22,7 @@ from prometheus_client.registry import Collector
 from fleetstate.bus import DEVICE_TOPICS_IN, DEVICE_TOPICS_OUT
 from fleetstate.service.commands import Status
 from fleetstate.store import Connection, Store
-from fleetstate.store.sqlite.queries import metrics as q
+from fleetstate.store.queries import metrics as q
 
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

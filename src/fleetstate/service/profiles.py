@@ -17,7 +17,7 @@ from fleetstate.domain.ids import new_id
 from fleetstate.domain.pagination import Page, page_of
 from fleetstate.errors import Conflict, NotFound, SchemaInvalid
 from fleetstate.store import Connection, Store
-from fleetstate.store.sqlite.queries import profiles as q
+from fleetstate.store.queries import profiles as q
 
 Kind = Literal["device", "sensor"]
 

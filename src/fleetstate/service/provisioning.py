@@ -17,9 +17,9 @@ from fleetstate.errors import Conflict, Invalid, NotFound, Unauthorized
 from fleetstate.service import audit, credentials, devices, outbox, reports
 from fleetstate.service.desired import DesiredChange
 from fleetstate.store import Connection, Store, WriteJob
-from fleetstate.store.sqlite.queries import bindings as bindings_q
-from fleetstate.store.sqlite.queries import devices as devices_q
-from fleetstate.store.sqlite.queries import provisioning as q
+from fleetstate.store.queries import bindings as bindings_q
+from fleetstate.store.queries import devices as devices_q
+from fleetstate.store.queries import provisioning as q
 
 NOT_AUTHORIZED = "Not authorized"
 _KEY_PREFIX = "fhk"

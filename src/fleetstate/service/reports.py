@@ -16,7 +16,7 @@ from fleetstate.domain.reports import judge as _judge
 from fleetstate.errors import Invalid, NotFound
 from fleetstate.service import commands, outbox
 from fleetstate.store import Connection, Store
-from fleetstate.store.sqlite.queries import reports as q
+from fleetstate.store.queries import reports as q
 
 __all__ = ["Report", "SlotReport", "is_current", "report_decoder"]
 """Re-exported from `domain.reports` for the callers that import them from here."""

@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from fleetstate.domain.clock import rfc3339, utcnow
 from fleetstate.store import Connection, Store
-from fleetstate.store.sqlite.queries import retention as q
+from fleetstate.store.queries import retention as q
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ from fleetstate.domain.clock import rfc3339, utcnow
 from fleetstate.service import credentials
 from fleetstate.service.tenancy import Principal
 from fleetstate.store import Connection, Store
-from fleetstate.store.sqlite.queries import sessions as q
+from fleetstate.store.queries import sessions as q
 
 log = logging.getLogger(__name__)
 _PURGE_BATCH = 1000

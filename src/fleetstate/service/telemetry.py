@@ -39,8 +39,8 @@ from fleetstate.logs import device_context
 from fleetstate.service import commands, files, licenses, retention
 from fleetstate.service.events import EventBus
 from fleetstate.store import Connection, Store, WriteJob
-from fleetstate.store.sqlite.queries import sql
-from fleetstate.store.sqlite.queries import telemetry as q
+from fleetstate.store.queries import sql
+from fleetstate.store.queries import telemetry as q
 
 __all__ = ["MAX_BODY", "Telemetry", "parse_time"]
 """Re-exported from `domain.telemetry` for the callers that import them from here."""

@@ -18,7 +18,7 @@ from fleetstate.domain.throttle import FailureThrottle
 from fleetstate.errors import Conflict, Forbidden, Invalid, NotFound, Unauthorized
 from fleetstate.service import credentials
 from fleetstate.store import Connection, Store
-from fleetstate.store.sqlite.queries import tenancy as q
+from fleetstate.store.queries import tenancy as q
 
 log = logging.getLogger(__name__)
 DEFAULT_SLUG = "default"

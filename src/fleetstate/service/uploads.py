@@ -30,8 +30,8 @@ from fleetstate.domain.pagination import Page
 from fleetstate.errors import Conflict, FleetstateError, Invalid, NotFound, SchemaInvalid, TooLarge
 from fleetstate.service import artefacts, profiles
 from fleetstate.store import Connection, Store
-from fleetstate.store.sqlite.queries import artefacts as artefact_q
-from fleetstate.store.sqlite.queries import uploads as q
+from fleetstate.store.queries import artefacts as artefact_q
+from fleetstate.store.queries import uploads as q
 
 log = logging.getLogger(__name__)
 

@@ -22,7 +22,7 @@ from fleetstate.errors import Invalid, NotFound
 from fleetstate.service import reports
 from fleetstate.service.desired import DEVICE_SLOT
 from fleetstate.store import Connection, Store
-from fleetstate.store.sqlite.queries import xyte as q
+from fleetstate.store.queries import xyte as q
 
 COMPONENT_PREFIX = "component:"
 

@@ -1,6 +1,6 @@
 """The SQL that differs between database backends, and nothing else.
 
-Every statement is written once, in the query modules (`store/sqlite/queries/`), in the spelling
+Every statement is written once, in the query modules (`store/queries/`), in the spelling
 SQLite runs as is: `?` placeholders, and each backend-specific form built by one `Dialect` method
 through `queries.sql` (`insert_ignore`, `json_text`, `distinct`, `same`, `greatest`, `in_list`).
 That spelling is canonical. Another backend supplies a `Dialect` whose `prepare` turns canonical

@@ -28,7 +28,7 @@ from fleetstate.service.commands.lifecycle import (
     view,
 )
 from fleetstate.store import Connection, Store
-from fleetstate.store.sqlite.queries import commands as q
+from fleetstate.store.queries import commands as q
 
 
 class Ack(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -21,8 +21,8 @@ from fleetstate.service.commands.lifecycle import (
 )
 from fleetstate.service.desired import DesiredChange
 from fleetstate.store import Connection, Store
-from fleetstate.store.sqlite.queries import commands as q
-from fleetstate.store.sqlite.queries import sql
+from fleetstate.store.queries import commands as q
+from fleetstate.store.queries import sql
 
 MAX_TIMEOUT_S = 30 * 24 * 3600
 T = TypeVar("T")

@@ -28,7 +28,7 @@ from fleetstate.domain.pagination import Page, page_of
 from fleetstate.errors import Conflict, Invalid, NotFound
 from fleetstate.service import outbox
 from fleetstate.store import Connection, Store
-from fleetstate.store.sqlite.queries import commands as q
+from fleetstate.store.queries import commands as q
 
 __all__ = [
     "CANCELLABLE",

@@ -33,9 +33,9 @@ from fleetstate.service.commands.lifecycle import (
     to_json,
 )
 from fleetstate.store import Connection, Store
-from fleetstate.store.sqlite.queries import bindings as binding_q
-from fleetstate.store.sqlite.queries import command_tracking as q
-from fleetstate.store.sqlite.queries import numbering, sql
+from fleetstate.store.queries import bindings as binding_q
+from fleetstate.store.queries import command_tracking as q
+from fleetstate.store.queries import numbering, sql
 
 _REPORTED = {
     "IN_PROGRESS": Status.ACKNOWLEDGED,

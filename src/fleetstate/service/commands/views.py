@@ -8,8 +8,8 @@ from fleetstate.domain.pagination import Page, page_of
 from fleetstate.errors import Invalid, NotFound
 from fleetstate.service.commands.lifecycle import HISTORY_SHOWN, Status, history_page, view
 from fleetstate.store import Store
-from fleetstate.store.sqlite.queries import commands as q
-from fleetstate.store.sqlite.queries import sql
+from fleetstate.store.queries import commands as q
+from fleetstate.store.queries import sql
 
 
 async def get(store: Store, org_id: str, device_id: str, command_id: str) -> dict[str, Any]:

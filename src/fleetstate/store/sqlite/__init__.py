@@ -1,1 +1,5 @@
-"""The SQLite backend: its statements live in `queries/`, one module per aggregate."""
+"""The SQLite backend: its connections and threads, the `SqliteStore`, and its migrations."""
+
+from fleetstate.store.sqlite.database import SqliteStore
+
+__all__ = ["SqliteStore"]

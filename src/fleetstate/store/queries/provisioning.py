@@ -5,7 +5,7 @@ from typing import Literal
 import msgspec
 
 from fleetstate.store.connection import Connection
-from fleetstate.store.sqlite.queries import sql
+from fleetstate.store.queries import sql
 
 
 class KeyRow(msgspec.Struct, frozen=True):

@@ -6,7 +6,7 @@ from typing import Any
 import msgspec
 
 from fleetstate.store.connection import Connection
-from fleetstate.store.sqlite.queries import sql
+from fleetstate.store.queries import sql
 
 
 async def first_missing(conn: Connection, org_id: str, device_ids: Sequence[str]) -> str | None:

@@ -10,7 +10,7 @@ from typing import Any
 import msgspec
 
 from fleetstate.store.connection import Connection
-from fleetstate.store.sqlite.queries import sql
+from fleetstate.store.queries import sql
 
 
 class CommandRow(msgspec.Struct, frozen=True):

@@ -3,7 +3,7 @@
 import msgspec
 
 from fleetstate.store.connection import Connection
-from fleetstate.store.sqlite.queries import sql
+from fleetstate.store.queries import sql
 
 
 class ConfigRow(msgspec.Struct, frozen=True):

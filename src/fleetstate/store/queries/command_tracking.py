@@ -6,8 +6,8 @@ from typing import Any
 import msgspec
 
 from fleetstate.store.connection import Connection
-from fleetstate.store.sqlite.queries import sql
-from fleetstate.store.sqlite.queries.commands import BRIEF, INSERT, BriefRow
+from fleetstate.store.queries import sql
+from fleetstate.store.queries.commands import BRIEF, INSERT, BriefRow
 
 
 class Component(msgspec.Struct, frozen=True):

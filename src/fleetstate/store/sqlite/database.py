@@ -29,8 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from fleetstate.errors import StoreClosed
-from fleetstate.store.connection import (
-    Connection,
+from fleetstate.store.sqlite.connection import (
     ConnectionThread,
     HopConnection,
     Row,
@@ -39,7 +38,7 @@ from fleetstate.store.connection import (
     drive,
 )
 
-__all__ = ["Connection", "Row", "Store", "WriteJob"]
+__all__ = ["SqliteStore"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -76,9 +75,10 @@ def _records_nothing() -> contextlib.AbstractContextManager[Any]:
 _Read = tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any]]
 
 
-class Store:
-    """Owns the connections. `async with Store.running(path) as store:` opens it and runs its
-    writer until the block ends; or `Store.open()`, run `writer_loop()` as a task, `close()` last.
+class SqliteStore:
+    """The `store.Store` port on SQLite. Owns the connections: `async with
+    SqliteStore.running(path) as store:` opens it and runs its writer until the block ends; or
+    `SqliteStore.open()`, run `writer_loop()` as a task, `close()` last.
     """
 
     def __init__(
@@ -114,7 +114,7 @@ class Store:
     @classmethod
     async def open(
         cls, path: Path, batch_max: int = 512, effects: EffectsScope = _records_nothing
-    ) -> "Store":
+    ) -> "SqliteStore":
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)  # the data dir: ours alone
         writer, reader = ConnectionThread("store-writer"), ConnectionThread("store-reader")
         try:
@@ -131,7 +131,7 @@ class Store:
     @contextlib.asynccontextmanager
     async def running(
         cls, path: Path, batch_max: int = 512, effects: EffectsScope = _records_nothing
-    ) -> AsyncIterator["Store"]:
+    ) -> AsyncIterator["SqliteStore"]:
         """The store with its writer running; on the way out what is queued is committed, the
         store closes, and a writer that crashed raises here."""
         store = await cls.open(path, batch_max, effects)
@@ -390,7 +390,7 @@ def _rollback(raw: sqlite3.Connection) -> None:
 
 def _migrations() -> list[tuple[int, str, str]]:
     found = []
-    folder = resources.files("fleetstate.store") / "migrations"
+    folder = resources.files("fleetstate.store.sqlite") / "migrations"
     for entry in folder.iterdir():
         name = entry.name
         if name.endswith(".sql"):

@@ -11,7 +11,7 @@ docs/architecture.md, "Single-process invariants"). Every function runs inside a
 from collections.abc import Mapping, Sequence
 
 from fleetstate.store.connection import Connection
-from fleetstate.store.sqlite.queries import sql
+from fleetstate.store.queries import sql
 
 _BINDING_SEQ = "SELECT coalesce(max(seq), 0) + 1 FROM bindings"
 _ARTEFACT_VERSION = (

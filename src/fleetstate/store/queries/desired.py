@@ -6,7 +6,7 @@ from collections.abc import Sequence
 import msgspec
 
 from fleetstate.store.connection import Connection
-from fleetstate.store.sqlite.queries import sql
+from fleetstate.store.queries import sql
 
 
 class BindingRow(msgspec.Struct, frozen=True):

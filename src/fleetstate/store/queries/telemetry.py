@@ -5,7 +5,7 @@ from collections.abc import Iterable, Sequence
 import msgspec
 
 from fleetstate.store.connection import Connection
-from fleetstate.store.sqlite.queries import sql
+from fleetstate.store.queries import sql
 
 
 class DeviceState(msgspec.Struct, frozen=True):
