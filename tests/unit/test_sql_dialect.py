@@ -5,8 +5,7 @@ import pkgutil
 
 import pytest
 
-from fleetstate.store import dialect
-from fleetstate.store import queries
+from fleetstate.store import dialect, queries
 
 
 @pytest.mark.parametrize(
