@@ -183,9 +183,8 @@ class EmbeddedBroker:
     def _drop_held_wills(self) -> None:
         """MQTT 5 lets a stopping server publish the Wills still in their delay or not; these
         are not: each device's offline was recorded when its connection ended and every start
-        marks all devices offline, so they would add nothing true, only work on a service that
-        is going away (and a device back soon after the restart would have been announced
-        gone)."""
+        marks all devices offline, so they would tell the service nothing new, only give work to
+        a service that is going away and its store that is about to close."""
         if self._held_wills:
             log.info("stopping: %d Wills still in their delay are not sent", len(self._held_wills))
             self._held_wills.clear()
@@ -259,7 +258,7 @@ class EmbeddedBroker:
             old, session.connection = session.connection, None  # so it reports no disconnect
             log.info("%s connected again; closing its previous connection", device_id)
             old.close(Reason.TAKEN_OVER)
-        if self._held_wills.pop(device_id, None) is not None:  # [MQTT-3.1.3-9], either Clean Start
+        if self._held_wills.pop(device_id, None) is not None:  # [MQTT-3.1.2-8]: either Clean Start
             log.info("%s is back within its Will Delay Interval: no Will is sent", device_id)
         present = session is not None and not connect.clean_start
         if session is None or connect.clean_start:
