@@ -384,17 +384,25 @@ class Connection(asyncio.Protocol):
             self._write(_UNSUPPORTED_LEVEL)  # [MQTT-3.1.2-2]
         self.close(exc.reason)
 
-    def publish_will(self) -> None:
-        """The connection ended without a normal DISCONNECT: its Will goes to the service as
-        a PUBLISH from the device would, after anything the device sent before it."""
+    @property
+    def will(self) -> Will | None:
+        """The Will still to be published when this connection has ended (None once sent or
+        discarded by a normal DISCONNECT)."""
+        return self._will
+
+    def publish_will(self) -> "asyncio.Task[None] | None":
+        """The connection ended without a normal DISCONNECT (and its Will Delay passed): its
+        Will goes to the service as a PUBLISH from the device would, after anything the device
+        sent before it. Returns the task that handles it, for the endpoint to wait for."""
         will, self._will = self._will, None
         if will is None or self.session is None:
-            return
+            return None
         self._queue.append(Publish(topic=will.topic, payload=will.payload))
         if self._worker is None:
             self._worker = asyncio.get_running_loop().create_task(
                 self._work(), name=f"mqtt-will:{self.session.device_id}"
             )
+        return self._worker
 
     # -- to the device ---------------------------------------------------------------------------
 

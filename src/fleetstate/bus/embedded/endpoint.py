@@ -8,7 +8,9 @@ document is delivered level-triggered by the gateway from SQLite on every connec
 Sessions (a device's subscriptions) live in memory, one per device that ever authenticated:
 a persistent one (MQTT 3.1.1 clean session 0, MQTT 5 session expiry > 0) survives its connection,
 a clean one ends with it. A refused client never gets one. One sweep a second closes connections
-that sent no CONNECT in time or nothing for 1.5 times their keep-alive, and expires sessions.
+that sent no CONNECT in time or nothing for 1.5 times their keep-alive, expires sessions, and
+publishes the Wills held back by an MQTT 5 Will Delay Interval once it passed or their session
+ended; a device that connects again before then takes its Will back.
 """
 
 import asyncio
@@ -42,6 +44,14 @@ class Listener(NamedTuple):
     host: str
     port: int
     ssl_context: ssl.SSLContext | None = None
+
+
+class HeldWill(NamedTuple):
+    """An ended connection's Will waiting for its Will Delay Interval or its session's end."""
+
+    connection: Connection
+    due: float
+    """`time.monotonic()` from which the sweep publishes it."""
 
 
 @contextlib.asynccontextmanager
@@ -93,6 +103,11 @@ class EmbeddedBroker:
         self.sessions: dict[str, Session] = {}
         self._connections: set[Connection] = set()
         self._expiring: dict[str, Session] = {}
+        self._held_wills: dict[str, HeldWill] = {}
+        """At most one per device id: only its last connection can have ended with one held."""
+        self._will_tasks: set[asyncio.Task[None]] = set()
+        """Connections' workers handling a published Will, waited for by `stop()` like the
+        workers of connections still open."""
         self._servers: list[asyncio.Server] = []
         self.refused_total = 0
         self.messages_out: Counter[str] = Counter()
@@ -148,14 +163,15 @@ class EmbeddedBroker:
 
     async def stop(self) -> None:
         self._stopping = True  # the service going away is no device's Will
+        self._drop_held_wills()
         for server in self._servers:
             server.close()
-        workers = []
+        workers = set(self._will_tasks)
         for connection in list(self._connections):
             connection.close(Reason.SHUTTING_DOWN)
             worker = connection.worker
             if worker is not None:
-                workers.append(worker)
+                workers.add(worker)
         if workers:
             _done, pending = await asyncio.wait(workers, timeout=STOP_GRACE_S)
             for worker in pending:
@@ -163,6 +179,15 @@ class EmbeddedBroker:
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
+
+    def _drop_held_wills(self) -> None:
+        """MQTT 5 lets a stopping server publish the Wills still in their delay or not; these
+        are not: each device's offline was recorded when its connection ended and every start
+        marks all devices offline, so they would tell the service nothing new, only give work to
+        a service that is going away and its store that is about to close."""
+        if self._held_wills:
+            log.info("stopping: %d Wills still in their delay are not sent", len(self._held_wills))
+            self._held_wills.clear()
 
     # -- what connections ask --------------------------------------------------------------------
 
@@ -233,6 +258,8 @@ class EmbeddedBroker:
             old, session.connection = session.connection, None  # so it reports no disconnect
             log.info("%s connected again; closing its previous connection", device_id)
             old.close(Reason.TAKEN_OVER)
+        if self._held_wills.pop(device_id, None) is not None:  # [MQTT-3.1.2-8]: either Clean Start
+            log.info("%s is back within its Will Delay Interval: no Will is sent", device_id)
         present = session is not None and not connect.clean_start
         if session is None or connect.clean_start:
             session = Session(device_id)
@@ -266,14 +293,36 @@ class EmbeddedBroker:
             return  # refused, or taken over by a newer connection (that one is online)
         session.connection = None
         device_id = session.device_id
+        now = time.monotonic()
         if session.expiry == 0:
             self.sessions.pop(device_id, None)
         elif session.expiry is not None:
-            session.expires_at = time.monotonic() + session.expiry
+            session.expires_at = now + session.expiry
             self._expiring[device_id] = session
         self.events.disconnected(device_id)
         if not self._stopping:
-            connection.publish_will()  # after the disconnect: presence is offline already
+            self._will_after(connection, session, now)  # after the disconnect: presence is offline
+
+    def _will_after(self, connection: Connection, session: Session, now: float) -> None:
+        """Publish an ended connection's Will now, or hold it until its Will Delay Interval has
+        passed or its session ends, whichever comes first ([MQTT-3.1.2-8]); MQTT 3.1.1 Wills
+        and those of a session that ended with its connection go at once."""
+        will = connection.will
+        if will is None:
+            return
+        due = now if session.expiry == 0 else now + will.delay_s
+        if session.expires_at is not None:
+            due = min(due, session.expires_at)
+        if due <= now:
+            self._publish_will(connection)
+        else:
+            self._held_wills[session.device_id] = HeldWill(connection, due)
+
+    def _publish_will(self, connection: Connection) -> None:
+        task = connection.publish_will()
+        if task is not None:
+            self._will_tasks.add(task)
+            task.add_done_callback(self._will_tasks.discard)
 
     # -- the sweep -------------------------------------------------------------------------------
 
@@ -300,6 +349,10 @@ class EmbeddedBroker:
                 del self._expiring[device_id]
                 if self.sessions.get(device_id) is session:
                     del self.sessions[device_id]
+        for device_id, held in list(self._held_wills.items()):
+            if held.due <= now:
+                del self._held_wills[device_id]
+                self._publish_will(held.connection)
 
     # -- the Bus ---------------------------------------------------------------------------------
 

@@ -91,6 +91,12 @@ class Will(msgspec.Struct, frozen=True, kw_only=True):
     retain: bool
     properties: Properties = NO_PROPERTIES
 
+    @property
+    def delay_s(self) -> int:
+        """The MQTT 5 Will Delay Interval: seconds the Will waits after the connection ends (0 in
+        MQTT 3.1.1, which has no such property)."""
+        return int(self.properties.values.get(Prop.WILL_DELAY, 0))
+
 
 class Connect(msgspec.Struct, frozen=True, kw_only=True):
     level: int
