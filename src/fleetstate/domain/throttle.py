@@ -119,5 +119,9 @@ class FailureThrottle:
         failures, blocked = self._failures, self._blocked_until
         while failures and failures[next(iter(failures))][-1] <= since:
             failures.popitem(last=False)
+            if not failures:
+                failures.clear()  # a dict emptied item by item keeps its largest table
         while blocked and blocked[next(iter(blocked))] <= now:
             blocked.popitem(last=False)
+            if not blocked:
+                blocked.clear()
