@@ -5,7 +5,10 @@ A fresh service, one legitimate device connected and subscribed to its commands,
 id, the legitimate device's id with a wrong key, a connection closed before its CONNECT), at most
 `CONCURRENCY` at a time, from loopback addresses 127.0.0.2 and up, for at most `BUDGET_S`. The
 service's RSS, open file descriptors and connected-device gauge are read before, right after and
-after a settle; then a command must still reach the legitimate device.
+after a settle; then a command must still reach the legitimate device. With `--attack-waves`
+above 1 the attack is repeated (fresh client ids each wave, the same addresses) and RSS is read
+after each wave's settle: memory that a refused connection leaves behind grows with every wave,
+the allocator's high-water mark does not.
 
 The throttle would block the attacking addresses after ten failures a minute, and then every
 attempt is refused before any key is looked at, which measures the cheap path only. `raised`
@@ -41,21 +44,26 @@ KINDS = ("fresh_id_wrong_password", "known_id_wrong_key", "closed_before_connect
 
 
 async def run(
-    connections: int, throttle: str, workdir: Path, token: str, src: Path | None
+    connections: int,
+    throttle: str,
+    workdir: Path,
+    token: str,
+    src: Path | None,
+    waves: int = 1,
 ) -> dict[str, Any]:
     modes = ("raised", "default") if throttle == "both" else (throttle,)
-    found: dict[str, Any] = {"connections": connections}
+    found: dict[str, Any] = {"connections": connections, "waves": waves}
     for mode in modes:
         data = workdir / f"attack-{mode}" / "data"
         data.parent.mkdir(parents=True)
         env = RAISED if mode == "raised" else {}
         async with fleetstate_serve(data, token, src, env) as svc:
-            found[mode] = await _against(svc, connections, token)
+            found[mode] = await _against(svc, connections, token, waves)
             found[mode]["exit_code"] = await svc.stop()
     return found
 
 
-async def _against(svc: Process, connections: int, token: str) -> dict[str, Any]:
+async def _against(svc: Process, connections: int, token: str, waves: int) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {token}"}
     timeout = aiohttp.ClientTimeout(total=60)
     async with aiohttp.ClientSession(headers=headers, timeout=timeout) as http:
@@ -64,12 +72,17 @@ async def _against(svc: Process, connections: int, token: str) -> dict[str, Any]
         device = await _Device.connect(host, int(port), device_id, key)
         try:
             before = await _sample(svc, http)
-            t0 = time.monotonic()
-            outcomes = await _attack(host, int(port), device_id, connections)
-            attack_s = time.monotonic() - t0
-            after = await _sample(svc, http)
-            await _settle(svc, before["fds"])
-            settled = await _sample(svc, http)
+            outcomes: Counter[str] = Counter()
+            attack_s, after, settled = 0.0, before, []
+            for wave in range(waves):
+                t0 = time.monotonic()
+                numbers = range(wave * connections, (wave + 1) * connections)
+                outcomes += await _attack(host, int(port), device_id, numbers)
+                attack_s += time.monotonic() - t0
+                if not wave:
+                    after = await _sample(svc, http)
+                await _settle(svc, before["fds"])
+                settled.append(await _sample(svc, http))
             delivered = await _command_reaches(http, svc.http_url, device)
         finally:
             await device.close()
@@ -80,7 +93,8 @@ async def _against(svc: Process, connections: int, token: str) -> dict[str, Any]
         "outcomes": dict(outcomes),
         "before": before,
         "after": after,
-        "settled": settled,
+        "settled": settled[0],
+        "settled_per_wave": settled,
         "command_delivered_after": delivered,
     }
 
@@ -124,9 +138,10 @@ async def _settle(svc: Process, fds: int) -> None:
     await asyncio.sleep(1.0)  # one sweep more, so RSS is read after the dust settled
 
 
-async def _attack(host: str, port: int, known_id: str, connections: int) -> Counter[str]:
+async def _attack(host: str, port: int, known_id: str, attempts: range) -> Counter[str]:
+    """The attempts numbered `attempts`: the number picks the kind, address and client id."""
     outcomes: Counter[str] = Counter()
-    numbers = iter(range(connections))
+    numbers = iter(attempts)
     deadline = time.monotonic() + BUDGET_S
 
     async def attacker() -> None:
@@ -261,4 +276,11 @@ def markdown(found: dict[str, Any]) -> str:
         if mode in found:
             shown = ", ".join(f"{k} {v:,}" for k, v in sorted(found[mode]["outcomes"].items()))
             outcomes.append(f"- {mode}: {shown}")
-    return "\n".join([*lines, "", "Answers (CONNACK return code per kind):", "", *outcomes]) + "\n"
+    lines += ["", "Answers (CONNACK return code per kind):", "", *outcomes]
+    if found.get("waves", 1) > 1:
+        lines += ["", f"RSS MiB settled after each of {found['waves']} waves:", ""]
+        for mode in ("raised", "default"):
+            if mode in found:
+                rss = " / ".join(str(s["rss_mib"]) for s in found[mode]["settled_per_wave"])
+                lines.append(f"- {mode}: {found[mode]['before']['rss_mib']} before, then {rss}")
+    return "\n".join(lines) + "\n"

@@ -71,6 +71,7 @@ def _parser() -> argparse.ArgumentParser:
         default="raised",
         help="attack against raised throttle limits (every key checked), the shipped ones, or both",
     )
+    add("--attack-waves", type=int, default=1, help="attacks one after another (attack)")
     add("--telemetry-seconds", type=float, default=30.0)
     add("--processes", type=int, default=0, help="simulator processes (default: enough for N)")
     add("--ceiling", default="mosquitto", help="bare brokers to compare with (mosquitto)")
@@ -121,7 +122,12 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
             result["ceiling"] = await _ceilings(args, processes, workdir)
         if "attack" in chosen:
             result["attack"] = await attack.run(
-                args.attack_connections, args.attack_throttle, workdir, TOKEN, args.serve_src
+                args.attack_connections,
+                args.attack_throttle,
+                workdir,
+                TOKEN,
+                args.serve_src,
+                args.attack_waves,
             )
             _say(f"attack: {result['attack']}")
     finally:

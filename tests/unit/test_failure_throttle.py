@@ -148,3 +148,32 @@ def test_throttle_forgets_oldest_keys_beyond_max_keys() -> None:
     throttle.failed("new")  # "old" is forgotten: its next failure is a first one again
     assert throttle.failed("old") == []
     assert throttle.failed("new") == ["new"]
+
+
+def test_throttle_forgets_fresh_keys_once_their_window_is_over() -> None:
+    """An attacker naming a fresh id per attempt costs one record each for one window only."""
+    clock = Clock()
+    throttle = FailureThrottle(limit=3, window_s=10, block_s=30, clock=clock)
+    for n in range(1000):
+        throttle.failed("addr:127.0.0.2", f"device:ghost-{n}")
+    assert throttle.keys_held == 1001  # the address is blocked, every id has one failure
+    clock.now += 10
+    assert throttle.blocked("device:someone") is False  # any attempt looks at the front
+    assert throttle.keys_held == 1  # the ids' failures are out of the window; the block is not
+    clock.now += 20
+    assert throttle.blocked("addr:127.0.0.2") is False
+    assert throttle.keys_held == 0
+
+
+def test_throttle_keeps_a_key_whose_last_failure_is_in_the_window() -> None:
+    clock = Clock()
+    throttle = FailureThrottle(limit=3, window_s=10, block_s=30, clock=clock)
+    throttle.failed("a")
+    throttle.failed("b")
+    clock.now += 9
+    throttle.failed("a")
+    clock.now += 2  # b's only failure is out of the window, a's last one is not
+    assert throttle.blocked("b") is False
+    assert throttle.keys_held == 1
+    assert throttle.failed("a") == []  # a's failure at 9 still counts, the one at 0 does not
+    assert throttle.failed("a") == ["a"]

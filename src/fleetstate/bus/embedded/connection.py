@@ -73,6 +73,17 @@ class Session:
         return found
 
 
+def _untie(transport: asyncio.BaseTransport | None) -> None:
+    """Break the reference cycle CPython's selector transport keeps through its read callback
+    (`_read_ready_cb`, a bound method of itself), so the transport, its socket object and its
+    addresses are freed by reference counting when the connection is lost. Left in the cycle,
+    they wait for the cyclic collector, which at the service's thresholds (`app.GC_THRESHOLDS`)
+    runs only after thousands of connections: 10,000 refused ones left 5 MiB of RSS that way.
+    A lost transport reads no more, so nothing calls the callback again."""
+    if getattr(transport, "_read_ready_cb", None) is not None:
+        transport._read_ready_cb = None  # type: ignore[union-attr]
+
+
 class Connection(asyncio.Protocol):
     __slots__ = (
         "_buffer",
@@ -145,6 +156,7 @@ class Connection(asyncio.Protocol):
         self._closed = True
         self._buffer = bytearray()
         self._fail_inflight()
+        _untie(self._transport)
         self._endpoint.lost(self)
 
     def pause_writing(self) -> None:
