@@ -65,9 +65,11 @@ async def test_mqtt_flow_device_over_the_receive_maximum_is_disconnected_with_0x
     limit = service.config.broker.inbound_queue
     assert b"\x21" + limit.to_bytes(2, "big") in connack.body  # announced Receive Maximum
     topic = f"devices/{device_id}/telemetry"
+    # Valid telemetry, so each PUBLISH waits for its commit: an invalid one is refused (and
+    # acknowledged) at once and never counts for long against the Receive Maximum.
+    reading = b'{"status": "online", "telemetries": {"t": 1}}'
     burst = b"".join(
-        mqtt_raw.publish(topic, b'{"t": 1}', qos=1, packet_id=n, level=5)
-        for n in range(1, 3 * limit)
+        mqtt_raw.publish(topic, reading, qos=1, packet_id=n, level=5) for n in range(1, 3 * limit)
     )
     client.send(burst)  # not one PUBACK waited for
     seen = await client.until_closed()
@@ -82,7 +84,12 @@ async def test_mqtt_flow_mqtt311_burst_is_slowed_not_disconnected(
     topic = f"devices/{device_id}/telemetry"
     count = 3 * service.config.broker.inbound_queue
     client.send(
-        b"".join(mqtt_raw.publish(topic, b'{"t": 1}', qos=1, packet_id=n) for n in range(1, count))
+        b"".join(
+            mqtt_raw.publish(
+                topic, b'{"status": "online", "telemetries": {"t": 1}}', qos=1, packet_id=n
+            )
+            for n in range(1, count)
+        )
     )
     acked = set()
     async with asyncio.timeout(WAIT):

@@ -110,6 +110,7 @@ async def start(config: Config) -> AsyncIterator[Service]:
             events,
             bus,
             record_telemetry=recorder.record,
+            record_telemetry_soon=recorder.record_soon,
             max_forbidden=config.max_forbidden_publishes,
             deadlines=deadlines,
             command_locks=LocalLocks(),

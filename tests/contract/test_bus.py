@@ -29,6 +29,8 @@ class Recorder:
     def __init__(self) -> None:
         self.heard: list[tuple[str, ...]] = []
         self._changed = asyncio.Event()
+        self.holding = False
+        self.unanswered: list[Callable[[bool], None]] = []
 
     def _note(self, *event: str) -> None:
         self.heard.append(event)
@@ -55,6 +57,20 @@ class Recorder:
 
     async def message(self, device_id: str, subtopic: str, payload: bytes) -> bool:
         self._note("message", device_id, subtopic, payload.decode())
+        return True
+
+    def message_soon(
+        self, device_id: str, subtopic: str, payload: bytes, answered: Callable[[bool], None]
+    ) -> bool:
+        """Telemetry is taken without a coroutine, as the service takes it: answered later,
+        from a callback (at once while `holding` is False, else when the test says)."""
+        if subtopic != "telemetry":
+            return False
+        self._note("message", device_id, subtopic, payload.decode())
+        if self.holding:
+            self.unanswered.append(answered)
+        else:
+            asyncio.get_running_loop().call_soon(answered, True)
         return True
 
     def forbidden(self, device_id: str, topic: str) -> None:
@@ -173,6 +189,27 @@ async def test_bus_hands_the_service_each_message_in_the_order_sent(running: Run
         await running.events.until("message", "dev-a", "status", "3")
     messages = [e[2:] for e in running.events.heard if e[0] == "message"]
     assert messages == [(subtopic, f"{i}") for i, (subtopic, _qos) in enumerate(sent)]
+
+
+@pytest.mark.parametrize("ok", [True, False], ids=["processed", "failed"])
+async def test_bus_acknowledges_a_message_taken_soon_only_once_answered_ok(
+    running: Running, ok: bool
+) -> None:
+    running.events.holding = True
+    async with running.device("dev-a") as client:
+        published = asyncio.create_task(client.publish("devices/dev-a/telemetry", b"1", qos=1))
+        await running.events.until("message", "dev-a", "telemetry", "1")
+        await asyncio.sleep(0.3)  # time enough for a PUBACK that came too early
+        assert not published.done(), "acknowledged before the service answered"
+        (answered,) = running.events.unanswered
+        answered(ok)
+        if ok:
+            async with asyncio.timeout(WAIT):
+                await published
+        else:
+            await asyncio.sleep(0.3)
+            assert not published.done(), "a message the service failed was acknowledged"
+            published.cancel()
 
 
 async def test_bus_publish_on_another_devices_topic_is_forbidden(running: Running) -> None:

@@ -9,7 +9,7 @@ is next ready for it (`DeviceEvents.connected` / `subscribed` name what it can r
 """
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Literal, Protocol
 
 from fleetstate.domain.topics import DELIVERED as DELIVERED
@@ -45,6 +45,14 @@ class DeviceEvents(Protocol):
 
     async def message(self, device_id: str, subtopic: str, payload: bytes) -> bool:
         """Handle one message; True once it is safely processed (then, and only then, PUBACK)."""
+        ...
+
+    def message_soon(
+        self, device_id: str, subtopic: str, payload: bytes, answered: Callable[[bool], None]
+    ) -> bool:
+        """`message` without a coroutine, for the kinds the service can take so: True when
+        taken, and `answered(ok)` follows once processed (perhaps at once); False when not
+        taken, so the bus calls `message`. A bus may call `message` always."""
         ...
 
     def forbidden(self, device_id: str, topic: str) -> None: ...

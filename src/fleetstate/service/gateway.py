@@ -22,6 +22,7 @@ from fleetstate.service.command_delivery import Deadlines, Dispatcher
 from fleetstate.service.coordination import KeyedLocks
 from fleetstate.service.desired import DesiredChange
 from fleetstate.service.events import EventBus
+from fleetstate.service.telemetry import Settled
 from fleetstate.store import Store
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,9 @@ _status_decoder = msgspec.json.Decoder(Status)
 InboundHandler = Callable[[str, bytes], Awaitable[None]]
 """Handles one device message on a subtopic: (device_id, payload). Raises FleetstateError or
 msgspec.DecodeError for bad input; returns once the effect is committed."""
+SoonHandler = Callable[[str, bytes, Settled], None]
+"""`InboundHandler` without a coroutine: (device_id, payload, settled); `settled` hears
+(result, None) once the effect is committed, or (None, the error)."""
 
 
 class Gateway:
@@ -61,6 +65,7 @@ class Gateway:
         bus: Bus,
         *,
         record_telemetry: InboundHandler,
+        record_telemetry_soon: SoonHandler,
         max_forbidden: int,
         deadlines: Deadlines,
         command_locks: KeyedLocks,
@@ -70,6 +75,7 @@ class Gateway:
         self._tasks = tasks
         self.bus = bus
         self._record_telemetry = record_telemetry
+        self._record_telemetry_soon = record_telemetry_soon
         self._max_forbidden = max_forbidden
         self._verifier = credentials.Verifier()
         self._forbidden: Counter[str] = Counter()
@@ -172,12 +178,38 @@ class Gateway:
             return True
         try:
             await self._dispatch(device_id, subtopic, payload)
-        except msgspec.DecodeError as exc:
-            self.reject(device_id, topic, _decode_error_code(exc), str(exc))
-        except FleetstateError as exc:
-            self.reject(device_id, topic, exc.code, exc.message)
+        except (msgspec.DecodeError, FleetstateError) as exc:
+            return self._refused(device_id, topic, exc)
         except Exception:
             log.exception("processing %s failed; not acknowledging it", topic)
+            return False
+        return True
+
+    def message_soon(
+        self, device_id: str, subtopic: str, payload: bytes, answered: Callable[[bool], None]
+    ) -> bool:
+        """`message` for telemetry, the bulk of device traffic, with no task or future of its
+        own; False for every other message (then `message` takes it)."""
+        if subtopic != "telemetry" or len(payload) > MAX_PAYLOAD:
+            return False
+        self.messages_in[subtopic] += 1
+
+        def settled(_result: Any, failure: BaseException | None) -> None:
+            topic = device_topic(device_id, subtopic)
+            answered(failure is None or self._refused(device_id, topic, failure))
+
+        self._record_telemetry_soon(device_id, payload, settled)
+        return True
+
+    def _refused(self, device_id: str, topic: str, failure: BaseException) -> bool:
+        """Tell the device why its message was refused; True when that is the answer (bad
+        input: acknowledged, so the device moves on), False for a fault of ours."""
+        if isinstance(failure, msgspec.DecodeError):
+            self.reject(device_id, topic, _decode_error_code(failure), str(failure))
+        elif isinstance(failure, FleetstateError):
+            self.reject(device_id, topic, failure.code, failure.message)
+        else:
+            log.error("processing %s failed; not acknowledging it", topic, exc_info=failure)
             return False
         return True
 

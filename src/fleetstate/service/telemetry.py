@@ -13,6 +13,7 @@ before they cost a decode, told with `rate_limited`.
 """
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -56,6 +57,9 @@ _DEFAULTS = Limits()
 _state_decoder = msgspec.json.Decoder(dict[str, Any])
 _encoder = msgspec.json.Encoder()
 
+Settled = Callable[[Any, "BaseException | None"], None]
+"""Told once a message is settled: (its answer, None) after its commit, or (None, the error)."""
+
 
 class _Entry(msgspec.Struct, kw_only=True):
     """One accepted message waiting for the writer."""
@@ -65,7 +69,7 @@ class _Entry(msgspec.Struct, kw_only=True):
     moment: str
     values: dict[str, Value]
     then: "Callable[[Connection, str], Awaitable[Any]] | None"
-    done: "asyncio.Future[Any]"
+    settled: Settled
 
 
 class Recorder:
@@ -95,6 +99,19 @@ class Recorder:
                 raise self._refusal()
             return
         await self._add(device_id, payload, None)
+
+    def record_soon(self, device_id: str, payload: bytes, settled: Settled) -> None:
+        """`record` without a task or a future of its own: `settled` hears (None, None) once
+        the message committed or was quietly dropped for the rate, or (None, the error), at
+        once when it is refused before the writer. An MQTT message costs no task this way, the
+        largest part of the loop's own work per message (docs/benchmarks.md)."""
+        if self._over_rate(device_id):
+            settled(None, self._refusal() if self._tell(device_id) else None)
+            return
+        try:
+            self._enqueue(device_id, payload, None, settled)
+        except (msgspec.DecodeError, FleetstateError) as exc:  # bad input, or a closed store
+            settled(None, exc)
 
     async def record_and_answer(self, device_id: str, payload: bytes) -> "Answer":
         """`record`, and what the device should look at next, read in the same transaction:
@@ -132,6 +149,17 @@ class Recorder:
         payload: bytes,
         then: "Callable[[Connection, str], Awaitable[Any]] | None",
     ) -> "asyncio.Future[Any]":
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._enqueue(device_id, payload, then, functools.partial(_resolve, done))
+        return done
+
+    def _enqueue(
+        self,
+        device_id: str,
+        payload: bytes,
+        then: "Callable[[Connection, str], Awaitable[Any]] | None",
+        settled: Settled,
+    ) -> None:
         device_context(device_id)
         message = decode(payload, self._limits)
         entry = _Entry(
@@ -141,7 +169,7 @@ class Recorder:
             # Status is injected into the telemetries: part of the state and of the history.
             values={**message.telemetries, "status": message.status},
             then=then,
-            done=asyncio.get_running_loop().create_future(),
+            settled=settled,
         )
         if not self._pending:
             # Before the append: a closed store raises here, and must not leave the entry
@@ -150,7 +178,6 @@ class Recorder:
             written = self._store.submit_later(lambda: self._take(taken))
             written.add_done_callback(lambda w: self._settle(taken, w))
         self._pending.append(entry)
-        return entry.done
 
     def _take(self, taken: list[list[_Entry]]) -> "WriteJob[list[tuple[str | None, Any]]]":
         batch, self._pending = self._pending, []
@@ -165,13 +192,13 @@ class Recorder:
         failure = written.exception()
         if failure is not None:
             for entry in batch:
-                entry.done.set_exception(failure)
+                _tell(entry, None, failure)
             return
         for entry, (org_id, value) in zip(batch, written.result(), strict=True):
             if org_id is None:
-                entry.done.set_exception(value)
+                _tell(entry, None, value)
                 continue
-            entry.done.set_result(value)
+            _tell(entry, value, None)
             self._events.publish(
                 org_id,
                 "telemetry",
@@ -181,6 +208,21 @@ class Recorder:
                     "telemetries": entry.values,
                 },
             )
+
+
+def _resolve(done: "asyncio.Future[Any]", value: Any, failure: BaseException | None) -> None:
+    if failure is None:
+        done.set_result(value)
+    else:
+        done.set_exception(failure)
+
+
+def _tell(entry: _Entry, value: Any, failure: BaseException | None) -> None:
+    """One entry's outcome to its caller; a caller's fault must not keep the rest untold."""
+    try:
+        entry.settled(value, failure)
+    except Exception:
+        log.exception("telling the outcome of a telemetry message of %s failed", entry.device_id)
 
 
 async def _write(

@@ -2,16 +2,20 @@
 
 Bytes are parsed into whole packets as they arrive. Packets that need nothing asynchronous
 (PINGREQ, PUBACK, SUBSCRIBE, UNSUBSCRIBE) are answered at once when nothing is queued before them;
-the rest (CONNECT: authentication; PUBLISH: the service's processing) go to a short queue that
-one task per connection works through in order, and only while there is work, so an idle
-connection holds no task. At `inbound_queue` packets, or while the device does not read what we
-send, the connection stops reading: TCP then slows the device down and nothing grows.
+so is a PUBLISH the service takes without a coroutine (`DeviceEvents.message_soon`: telemetry),
+whose PUBACK follows from a callback once it committed, the packets read meanwhile waiting
+behind it. The rest (CONNECT: authentication; other PUBLISHes: the service's processing) go to a
+short queue that one task per connection works through in order, and only while there is work,
+so an idle connection holds no task. At `inbound_queue` packets, or while the device does not
+read what we send, the connection stops reading: TCP then slows the device down and nothing
+grows.
 
 Before its CONNACK 0 a connection touches no state: the CONNECT is checked first, and only an
 accepted one attaches to (or takes over) the device's session (`Endpoint.attach`).
 """
 
 import asyncio
+import functools
 import logging
 import time
 from collections import deque
@@ -86,12 +90,14 @@ def _untie(transport: asyncio.BaseTransport | None) -> None:
 
 class Connection(asyncio.Protocol):
     __slots__ = (
+        "_answer_waiter",
         "_buffer",
         "_closed",
         "_endpoint",
         "_inflight",
         "_next_id",
         "_not_acked",
+        "_publishing",
         "_queue",
         "_read_paused",
         "_transport",
@@ -115,6 +121,9 @@ class Connection(asyncio.Protocol):
         self._buffer = bytearray()
         self._queue: deque[Packet] = deque()
         self._worker: asyncio.Task[None] | None = None
+        self._publishing = False
+        """A PUBLISH taken by `message_soon` is not answered yet: what follows it waits."""
+        self._answer_waiter: asyncio.Future[None] | None = None
         self._closed = False
         self._read_paused = self._write_paused = False
         self._inflight: dict[int, asyncio.Future[bool]] = {}
@@ -186,14 +195,22 @@ class Connection(asyncio.Protocol):
                 self.level = found.level
             elif self._over_receive_maximum(found):
                 return
-            if self._worker is None and not queue and self._answer_at_once(found):
+            if self._idle() and (self._answer_at_once(found) or self._publish_soon(found)):
                 continue
             queue.append(found)
-        if queue and self._worker is None and not self._closed:
+        if queue and not self._closed:
+            self._start_work()
+        self._update_reading()
+
+    def _idle(self) -> bool:
+        return self._worker is None and not self._publishing and not self._queue
+
+    def _start_work(self) -> None:
+        """Work through the queue in a task, unless a task or an unanswered PUBLISH is ahead."""
+        if self._worker is None and not self._publishing:
             self._worker = asyncio.get_running_loop().create_task(
                 self._work(), name=f"mqtt-inbound:{self.address}"
             )
-        self._update_reading()
 
     def _update_reading(self) -> None:
         transport = self._transport
@@ -306,31 +323,79 @@ class Connection(asyncio.Protocol):
     # -- PUBLISH from the device ---------------------------------------------------------------
 
     async def _publish(self, publish: Publish) -> None:
+        subtopic = self._admitted(publish)
+        if subtopic is None:
+            return
+        assert self.session is not None
+        device_id = self.session.device_id
+        ok = await self._endpoint.events.message(device_id, subtopic, publish.payload)
+        if ok and publish.qos:
+            self._acknowledge(publish)
+
+    def _publish_soon(self, packet: Packet) -> bool:
+        """Handle a PUBLISH of an accepted connection without a task when the service can take
+        it so (True); its PUBACK comes from `_answered`."""
+        if type(packet) is not Publish or self.session is None:
+            return False
+        subtopic = self._admitted(packet)
+        if subtopic is None:
+            return True  # refused, and answered as such
+        self._publishing = True  # before the call: the answer may come within it
+        try:
+            taken = self._endpoint.events.message_soon(
+                self.session.device_id,
+                subtopic,
+                packet.payload,
+                functools.partial(self._answered, packet),
+            )
+        except Exception:  # a fault of ours, as in `_work`: this connection ends
+            log.exception("handling a PUBLISH from %s failed", self.address)
+            self._publishing = False
+            self.close(Reason.UNSPECIFIED)
+            return True
+        if not taken:
+            self._publishing = False
+        return taken
+
+    def _answered(self, publish: Publish, ok: bool) -> None:
+        """The service processed a PUBLISH `message_soon` took: PUBACK it, then go on with
+        what was read meanwhile (a Will queued at the connection's end included)."""
+        self._publishing = False
+        if ok and publish.qos:
+            self._acknowledge(publish)
+        if self._queue:
+            self._start_work()
+        self._update_reading()
+        waiter, self._answer_waiter = self._answer_waiter, None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _admitted(self, publish: Publish) -> str | None:
+        """The subtopic of a PUBLISH the device may send; None when it was refused (closed,
+        or acknowledged as not authorized)."""
         session = self.session
         assert session is not None
         device_id = session.device_id
         if publish.qos == 2:
             log.info("%s sent a QoS 2 PUBLISH; closing", device_id)
             self.close(Reason.QOS_NOT_SUPPORTED)  # 3.1.1 has no refusal but closing
-            return
+            return None
         topic = publish.topic
         if Prop.TOPIC_ALIAS in publish.properties.values:
             self.close(Reason.TOPIC_ALIAS_INVALID)  # we allow no aliases (maximum 0)
-            return
+            return None
         if not topic or "#" in topic or "+" in topic or topic.startswith("$"):
             # [MQTT-4.7.3-1], [MQTT-3.3.2-2], [MQTT-4.7.2-1]
             log.warning("%s published on the invalid topic %r; closing", device_id, topic)
             self.close(Reason.TOPIC_NAME_INVALID)
-            return
+            return None
         subtopic = subtopic_of(device_id, topic)
         if subtopic is None or not may_publish(device_id, topic):
             self._endpoint.events.forbidden(device_id, topic)
             if publish.qos:  # acknowledged, so the device moves on; MQTT 5 learns why
                 self._acknowledge(publish, Reason.NOT_AUTHORIZED)
-            return
-        ok = await self._endpoint.events.message(device_id, subtopic, publish.payload)
-        if ok and publish.qos:
-            self._acknowledge(publish)
+            return None
+        return subtopic
 
     def _acknowledge(self, publish: Publish, reason: int = Reason.SUCCESS) -> None:
         """PUBACK a QoS 1 PUBLISH; only then does it leave the device's Receive Maximum."""
@@ -402,19 +467,16 @@ class Connection(asyncio.Protocol):
         discarded by a normal DISCONNECT)."""
         return self._will
 
-    def publish_will(self) -> "asyncio.Task[None] | None":
+    def publish_will(self) -> bool:
         """The connection ended without a normal DISCONNECT (and its Will Delay passed): its
         Will goes to the service as a PUBLISH from the device would, after anything the device
-        sent before it. Returns the task that handles it, for the endpoint to wait for."""
+        sent before it. True when there was one (`finished()` then waits for it too)."""
         will, self._will = self._will, None
         if will is None or self.session is None:
-            return None
+            return False
         self._queue.append(Publish(topic=will.topic, payload=will.payload))
-        if self._worker is None:
-            self._worker = asyncio.get_running_loop().create_task(
-                self._work(), name=f"mqtt-will:{self.session.device_id}"
-            )
-        return self._worker
+        self._start_work()  # or, behind an unanswered PUBLISH, once it is answered
+        return True
 
     # -- to the device ---------------------------------------------------------------------------
 
@@ -480,8 +542,24 @@ class Connection(asyncio.Protocol):
         return self._closed
 
     @property
-    def worker(self) -> "asyncio.Task[None] | None":
-        return self._worker
+    def working(self) -> bool:
+        """Packets read are not processed yet (a task works through them, or a PUBLISH taken by
+        `message_soon` is unanswered)."""
+        return self._worker is not None or self._publishing
+
+    def give_up(self) -> None:
+        """Stop working through what was read (the endpoint stops and its grace is over)."""
+        if self._worker is not None:
+            self._worker.cancel()
+
+    async def finished(self) -> None:
+        """Returns once everything read so far is processed (`working` is False)."""
+        while self.working:
+            if self._worker is not None:
+                await asyncio.wait([self._worker])
+            else:
+                self._answer_waiter = asyncio.get_running_loop().create_future()
+                await self._answer_waiter
 
     def abort(self) -> None:
         """Drop the connection at once, unflushed (it never got as far as a CONNECT)."""

@@ -105,9 +105,9 @@ class EmbeddedBroker:
         self._expiring: dict[str, Session] = {}
         self._held_wills: dict[str, HeldWill] = {}
         """At most one per device id: only its last connection can have ended with one held."""
-        self._will_tasks: set[asyncio.Task[None]] = set()
-        """Connections' workers handling a published Will, waited for by `stop()` like the
-        workers of connections still open."""
+        self._willing: dict[asyncio.Task[None], Connection] = {}
+        """Ended connections still handling a published Will (each until its `finished()`),
+        waited for by `stop()` like the connections still open."""
         self._servers: list[asyncio.Server] = []
         self.refused_total = 0
         self.messages_out: Counter[str] = Counter()
@@ -166,16 +166,19 @@ class EmbeddedBroker:
         self._drop_held_wills()
         for server in self._servers:
             server.close()
-        workers = set(self._will_tasks)
+        working = list(self._willing.values())
         for connection in list(self._connections):
             connection.close(Reason.SHUTTING_DOWN)
-            worker = connection.worker
-            if worker is not None:
-                workers.add(worker)
-        if workers:
-            _done, pending = await asyncio.wait(workers, timeout=STOP_GRACE_S)
-            for worker in pending:
-                worker.cancel()
+            if connection.working:
+                working.append(connection)
+        if working:
+            # What was read before the end is processed to its commit, or given up on.
+            waits = [asyncio.create_task(c.finished()) for c in working]
+            _done, pending = await asyncio.wait(waits, timeout=STOP_GRACE_S)
+            for waiting in pending:
+                waiting.cancel()
+            for connection in working:
+                connection.give_up()
         for server in self._servers:
             await server.wait_closed()
         self._servers.clear()
@@ -319,10 +322,10 @@ class EmbeddedBroker:
             self._held_wills[session.device_id] = HeldWill(connection, due)
 
     def _publish_will(self, connection: Connection) -> None:
-        task = connection.publish_will()
-        if task is not None:
-            self._will_tasks.add(task)
-            task.add_done_callback(self._will_tasks.discard)
+        if connection.publish_will():
+            finished = asyncio.get_running_loop().create_task(connection.finished())
+            self._willing[finished] = connection
+            finished.add_done_callback(self._willing.pop)
 
     # -- the sweep -------------------------------------------------------------------------------
 
