@@ -211,6 +211,8 @@ class Recorder:
 
 
 def _resolve(done: "asyncio.Future[Any]", value: Any, failure: BaseException | None) -> None:
+    if done.done():
+        return  # its caller was cancelled (a client gone): nobody waits for the outcome
     if failure is None:
         done.set_result(value)
     else:
