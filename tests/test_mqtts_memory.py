@@ -17,6 +17,7 @@ import asyncio
 import gc
 import socket
 import ssl
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -63,6 +64,10 @@ def _attempt(port: int, n: int, kind: str, ca: Issuer, stranger: tuple[str, str]
                     pass
             else:
                 _tls_attempt(tcp, n, kind, ca, stranger)
+        except TimeoutError:
+            raise AssertionError(
+                f"{kind}: not closed by the service in {CLIENT_WAIT_S} s"
+            ) from None
         except OSError:  # ssl.SSLError too: how a refused handshake may show on this side
             pass
 
@@ -74,6 +79,10 @@ def _tls_attempt(
     if kind == "certificate_of_another_ca":
         context.load_cert_chain(*stranger)
     with context.wrap_socket(tcp, server_hostname="localhost") as tls:
+        if kind == "handshake_then_nothing":  # no CONNECT: closed at the CONNECT timeout
+            while tls.recv(4096):
+                pass
+            return
         tls.sendall(connect(f"ghost-{n}", f"ghost-{n}", "wrong"))
         answer = tls.recv(4)
         if kind == "handshake_then_wrong_key":
@@ -83,24 +92,22 @@ def _tls_attempt(
             pass
 
 
-def _left_in_memory(port: int) -> tuple[list[object], list[asyncio.BaseTransport]]:
-    """asyncio's TLS layers in this process (each protocol with its 256 KiB buffer, and its
-    transport), and the endpoint's closed TCP transports of `port`."""
-    layers: list[object] = []
-    tcp: list[asyncio.BaseTransport] = []
+def _left_in_memory(port: int) -> Counter[str]:
+    """How many of asyncio's TLS layers are in this process (each protocol with its 256 KiB
+    buffer, and its transport) and of the endpoint's closed TCP transports of `port`, by type.
+    Counted, not listed: a list of them kept between two looks would keep them alive."""
+    found: Counter[str] = Counter()
     for obj in gc.get_objects():
         if not isinstance(obj, asyncio.BaseProtocol | asyncio.BaseTransport):
             continue
-        if type(obj).__module__ == "asyncio.sslproto":
-            layers.append(obj)
-        elif (
+        if type(obj).__module__ == "asyncio.sslproto" or (
             isinstance(obj, asyncio.Transport)
             and obj.is_closing()
             and (sockname := obj.get_extra_info("sockname")) is not None
             and sockname[1] == port
         ):
-            tcp.append(obj)
-    return layers, tcp
+            found[type(obj).__qualname__] += 1
+    return found
 
 
 @pytest.mark.parametrize(
@@ -110,6 +117,7 @@ def _left_in_memory(port: int) -> tuple[list[object], list[asyncio.BaseTransport
         "closed_at_once",
         "stalled",
         "certificate_of_another_ca",
+        "handshake_then_nothing",
         "handshake_then_wrong_key",
     ],
 )
@@ -129,19 +137,55 @@ async def test_mqtts_connections_are_freed_without_the_cyclic_collector(
                     for n in range(start, start + AT_ONCE)
                 )
             )
-        layers, transports = await _left(port)
+        left = await _left(port)
     finally:
         gc.enable()
-    assert not layers, f"{len(layers)} TLS layers of {ATTEMPTS} {kind} wait for the collector"
-    assert not transports, f"{len(transports)} closed transports wait for the collector"
+    assert not left, f"after {ATTEMPTS} {kind}, waiting for the collector: {dict(left)}"
 
 
-async def _left(port: int) -> tuple[list[object], list[asyncio.BaseTransport]]:
+async def _left(port: int) -> Counter[str]:
     """What is still in memory of the ended connections, once the endpoint had time to see
     each end (a loop turn or two, or the handshake timeout for a stalled one)."""
     for _ in range(100):
-        layers, transports = _left_in_memory(port)
-        if not layers and not transports:
+        left = _left_in_memory(port)
+        if not left:
             break
         await asyncio.sleep(0.05)
-    return layers, transports
+    return left
+
+
+def _connect_with_the_finished(port: int, ca: Issuer) -> bytes:
+    """A TLS 1.3 client whose CONNECT goes in one write with its handshake's last message, so
+    the service reads it as the handshake completes: the first 4 bytes answered."""
+    tls = ssl.create_default_context(cafile=ca.cert_file)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    client = tls.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with socket.create_connection(("127.0.0.1", port), timeout=CLIENT_WAIT_S) as tcp:
+        for _ in range(20):  # a handshake is two flights; bounded all the same
+            try:
+                client.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                tcp.sendall(outgoing.read())
+                incoming.write(tcp.recv(65536))
+        client.write(connect("ghost", "ghost", "wrong"))
+        tcp.sendall(outgoing.read())  # the client's Finished and the CONNECT
+        answer = b""
+        for _ in range(20):
+            try:
+                answer += client.read(4 - len(answer))
+            except ssl.SSLWantReadError:
+                incoming.write(tcp.recv(65536))
+            if len(answer) == 4:
+                break
+        return answer
+
+
+async def test_mqtts_connect_read_with_the_handshake_is_answered(
+    tls_service: tuple[app.Service, Issuer],
+) -> None:
+    """The TLS layer hands on what it decrypted along with the handshake's last message before
+    the endpoint's `Connection` took the transport over; that CONNECT must not be lost."""
+    service, ca = tls_service
+    answer = await asyncio.to_thread(_connect_with_the_finished, service.mqtts_port, ca)
+    assert answer == bytes([CONNACK << 4, 2, 0, 4]), answer  # 3.1.1: bad user name or password
