@@ -5,7 +5,7 @@ leaves waits for the cyclic collector.
 In asyncio's TLS server (Python 3.11) the handshake's failure reaches no code of ours, and it
 leaves the TLS layer (`SSLProtocol`, with its 256 KiB read buffer) in reference cycles: the
 exception's traceback holds the frames that raised it, and those frames hold the exception
-(CPython gh-109534) and the future it was set on. Only the cyclic collector frees them, and at the
+and the future it was set on. Only the cyclic collector frees them, and at the
 service's thresholds (`app.GC_THRESHOLDS`) it ran after thousands: 3,000 plain-TCP connections
 to the TLS port took the service from 78 to 488 MiB. Here the failure is an exception in our own
 task, which drops its traceback, so reference counting frees it all at once, and unties the TCP
