@@ -10,6 +10,11 @@ above 1 the attack is repeated (fresh client ids each wave, the same addresses) 
 after each wave's settle: memory that a refused connection leaves behind grows with every wave,
 the allocator's high-water mark does not.
 
+With `--attack-tls` the service runs with `[tls]` (throwaway certificates, `client_ca_file` set)
+and the attack goes to its MQTT-over-TLS port, every handshake failing: a third send an MQTT
+CONNECT in the clear, a third close before sending anything, a third present a client
+certificate from another CA. The legitimate device stays on the plain listener.
+
 The throttle would block the attacking addresses after ten failures a minute, and then every
 attempt is refused before any key is looked at, which measures the cheap path only. `raised`
 starts the service with throttle limits of 10^9 (every wrong key is checked), `default` with the
@@ -19,15 +24,17 @@ shipped ones; `both` measures each on its own fresh service.
 import asyncio
 import contextlib
 import os
+import ssl
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
 
+from bench import certs
 from bench.load import mqtt_connect, mqtt_packet, mqtt_string
-from bench.service import Process, fleetstate_serve
+from bench.service import Process, _free_port, fleetstate_serve
 
 CONCURRENCY = 64
 BUDGET_S = 90.0
@@ -41,6 +48,19 @@ RAISED = {
     "FLEETSTATE_BROKER_AUTH_FAILURE_LIMIT": "1000000000",
 }
 KINDS = ("fresh_id_wrong_password", "known_id_wrong_key", "closed_before_connect")
+TLS_KINDS = ("plain_mqtt_to_tls", "closed_before_handshake", "certificate_of_another_ca")
+
+
+class Target(NamedTuple):
+    """Where the attack goes: the plain listener, or the TLS one with its certificates."""
+
+    host: str
+    port: int
+    tls: certs.Certificates | None = None
+
+    @property
+    def kinds(self) -> tuple[str, ...]:
+        return KINDS if self.tls is None else TLS_KINDS
 
 
 async def run(
@@ -50,26 +70,50 @@ async def run(
     token: str,
     src: Path | None,
     waves: int = 1,
+    tls: bool = False,
 ) -> dict[str, Any]:
     modes = ("raised", "default") if throttle == "both" else (throttle,)
-    found: dict[str, Any] = {"connections": connections, "waves": waves}
+    found: dict[str, Any] = {"connections": connections, "waves": waves, "tls": tls}
     for mode in modes:
         data = workdir / f"attack-{mode}" / "data"
         data.parent.mkdir(parents=True)
         env = RAISED if mode == "raised" else {}
+        made = certs.make(data.parent / "certs") if tls else None
+        mqtts = _free_port() if tls else 0  # the bench reads only the plain listener's address
+        if made is not None:
+            env = {**env, **_tls_settings(made, mqtts)}
         async with fleetstate_serve(data, token, src, env) as svc:
-            found[mode] = await _against(svc, connections, token, waves)
+            found[mode] = await _against(svc, connections, token, waves, made, mqtts)
             found[mode]["exit_code"] = await svc.stop()
     return found
 
 
-async def _against(svc: Process, connections: int, token: str, waves: int) -> dict[str, Any]:
+def _tls_settings(made: certs.Certificates, mqtts_port: int) -> dict[str, str]:
+    return {
+        "FLEETSTATE_TLS_CERT_FILE": str(made.server_cert),
+        "FLEETSTATE_TLS_KEY_FILE": str(made.server_key),
+        "FLEETSTATE_TLS_CLIENT_CA_FILE": str(made.ca_file),
+        "FLEETSTATE_MQTTS": f"127.0.0.1:{mqtts_port}",
+    }
+
+
+async def _against(
+    svc: Process,
+    connections: int,
+    token: str,
+    waves: int,
+    made: certs.Certificates | None = None,
+    mqtts_port: int = 0,
+) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {token}"}
     timeout = aiohttp.ClientTimeout(total=60)
-    async with aiohttp.ClientSession(headers=headers, timeout=timeout) as http:
+    trust = None if made is None else ssl.create_default_context(cafile=made.ca_file)
+    connector = aiohttp.TCPConnector(ssl=trust if trust is not None else True)
+    async with aiohttp.ClientSession(headers=headers, timeout=timeout, connector=connector) as http:
         device_id, key = await _provision(http, svc.http_url)
         host, port = svc.mqtt_url.removeprefix("mqtt://").rsplit(":", 1)
         device = await _Device.connect(host, int(port), device_id, key)
+        target = Target(host, int(port)) if made is None else Target(host, mqtts_port, made)
         try:
             before = await _sample(svc, http)
             outcomes: Counter[str] = Counter()
@@ -77,7 +121,7 @@ async def _against(svc: Process, connections: int, token: str, waves: int) -> di
             for wave in range(waves):
                 t0 = time.monotonic()
                 numbers = range(wave * connections, (wave + 1) * connections)
-                outcomes += await _attack(host, int(port), device_id, numbers)
+                outcomes += await _attack(target, device_id, numbers)
                 attack_s += time.monotonic() - t0
                 if not wave:
                     after = await _sample(svc, http)
@@ -138,20 +182,29 @@ async def _settle(svc: Process, fds: int) -> None:
     await asyncio.sleep(1.0)  # one sweep more, so RSS is read after the dust settled
 
 
-async def _attack(host: str, port: int, known_id: str, attempts: range) -> Counter[str]:
+async def _attack(target: Target, known_id: str, attempts: range) -> Counter[str]:
     """The attempts numbered `attempts`: the number picks the kind, address and client id."""
     outcomes: Counter[str] = Counter()
     numbers = iter(attempts)
     deadline = time.monotonic() + BUDGET_S
+    kinds = target.kinds
+    stranger = None
+    if target.tls is not None:
+        stranger = ssl.create_default_context(cafile=target.tls.ca_file)
+        stranger.load_cert_chain(target.tls.stranger_cert, target.tls.stranger_key)
 
     async def attacker() -> None:
         for n in numbers:
             if time.monotonic() > deadline:
                 outcomes["not_made_in_budget"] += 1
                 continue
-            kind = KINDS[n % len(KINDS)]
+            kind = kinds[n % len(kinds)]
             source = f"127.0.0.{2 + n % SOURCES}"
-            outcomes[f"{kind}:{await _one(host, port, source, kind, n, known_id)}"] += 1
+            if stranger is None:
+                outcome = await _one(target.host, target.port, source, kind, n, known_id)
+            else:
+                outcome = await _one_tls(target.host, target.port, source, kind, stranger)
+            outcomes[f"{kind}:{outcome}"] += 1
 
     await asyncio.gather(*(attacker() for _ in range(CONCURRENCY)))
     return outcomes
@@ -176,6 +229,36 @@ async def _one(host: str, port: int, source: str, kind: str, n: int, known_id: s
     except TimeoutError:
         return "timeout"
     except OSError as exc:
+        return type(exc).__name__
+
+
+async def _one_tls(host: str, port: int, source: str, kind: str, stranger: ssl.SSLContext) -> str:
+    """One connection to the TLS listener whose handshake fails; how it ended on this side."""
+    try:
+        async with asyncio.timeout(WAIT_S):
+            tls = stranger if kind == "certificate_of_another_ca" else None
+            reader, writer = await asyncio.open_connection(
+                host,
+                port,
+                local_addr=(source, 0),
+                ssl=tls,
+                server_hostname="localhost" if tls else None,
+            )
+            try:
+                if kind == "closed_before_handshake":
+                    return "closed"
+                writer.write(mqtt_connect("attacker", "not-over-tls"))
+                answer = await reader.read(4)
+                if not answer:
+                    return "closed_by_service"
+                return "tls_alert" if answer[0] == 0x15 else "answered"
+            finally:
+                writer.close()
+                with contextlib.suppress(ConnectionError, ssl.SSLError):
+                    await writer.wait_closed()
+    except TimeoutError:
+        return "timeout"
+    except OSError as exc:  # ssl.SSLError too: a handshake refused (TLS 1.3 shows it on read)
         return type(exc).__name__
 
 
@@ -253,7 +336,12 @@ async def _read_packet(reader: asyncio.StreamReader) -> tuple[int, bytes]:
 
 def markdown(found: dict[str, Any]) -> str:
     """The figures as the subsection of docs/benchmarks.md shows them."""
-    lines = [
+    lines = (
+        ["Against the MQTT-over-TLS listener, every handshake failing.", ""]
+        if found.get("tls")
+        else []
+    )
+    lines += [
         "| throttle | attempted | in | per s | RSS MiB before / after / settled"
         " | fds before / after / settled | connected before / after / settled"
         " | command delivered after |",
@@ -276,7 +364,10 @@ def markdown(found: dict[str, Any]) -> str:
         if mode in found:
             shown = ", ".join(f"{k} {v:,}" for k, v in sorted(found[mode]["outcomes"].items()))
             outcomes.append(f"- {mode}: {shown}")
-    lines += ["", "Answers (CONNACK return code per kind):", "", *outcomes]
+    how = (
+        "How each ended, per kind" if found.get("tls") else "Answers (CONNACK return code per kind)"
+    )
+    lines += ["", how + ":", "", *outcomes]
     if found.get("waves", 1) > 1:
         lines += ["", f"RSS MiB settled after each of {found['waves']} waves:", ""]
         for mode in ("raised", "default"):

@@ -13,7 +13,8 @@ scenarios in order:
              installed), measured in the same run;
   attack     not in the default list: --attack-connections refused MQTT connections against a
              fresh service of its own (bench/attack.py): RSS, descriptors, the connected gauge,
-             and a legitimate device that still gets its command.
+             and a legitimate device that still gets its command; with --attack-tls the
+             connections go to the TLS listener and fail their handshakes.
 
 Writes bench/results/<date>.json (or --out) and appends a markdown table to docs/benchmarks.md
 (unless --no-append). The simulated devices run in worker processes on the same cores as the
@@ -72,6 +73,11 @@ def _parser() -> argparse.ArgumentParser:
         help="attack against raised throttle limits (every key checked), the shipped ones, or both",
     )
     add("--attack-waves", type=int, default=1, help="attacks one after another (attack)")
+    add(
+        "--attack-tls",
+        action="store_true",
+        help="attack the MQTT-over-TLS listener with failing handshakes instead (attack)",
+    )
     add("--telemetry-seconds", type=float, default=30.0)
     add("--processes", type=int, default=0, help="simulator processes (default: enough for N)")
     add("--ceiling", default="mosquitto", help="bare brokers to compare with (mosquitto)")
@@ -128,6 +134,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
                 TOKEN,
                 args.serve_src,
                 args.attack_waves,
+                args.attack_tls,
             )
             _say(f"attack: {result['attack']}")
     finally:

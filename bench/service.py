@@ -89,7 +89,7 @@ async def _read_addresses(proc: asyncio.subprocess.Process) -> tuple[str, str]:
             kind, _, rest = line.partition(" listening on ")
             if rest:
                 found[kind.strip()] = rest.strip()
-    return found.get("http", ""), found["mqtt"]
+    return found.get("http") or found.get("https", ""), found["mqtt"]  # https: with [tls]
 
 
 @contextlib.asynccontextmanager

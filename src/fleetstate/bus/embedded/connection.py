@@ -77,7 +77,7 @@ class Session:
         return found
 
 
-def _untie(transport: asyncio.BaseTransport | None) -> None:
+def untie(transport: asyncio.BaseTransport | None) -> None:
     """Break the reference cycle CPython's selector transport keeps through its read callback
     (`_read_ready_cb`, a bound method of itself), so the transport, its socket object and its
     addresses are freed by reference counting when the connection is lost. Left in the cycle,
@@ -100,6 +100,7 @@ class Connection(asyncio.Protocol):
         "_publishing",
         "_queue",
         "_read_paused",
+        "_tcp",
         "_transport",
         "_will",
         "_window",
@@ -115,9 +116,13 @@ class Connection(asyncio.Protocol):
         "session",
     )
 
-    def __init__(self, endpoint: "EmbeddedBroker") -> None:
+    def __init__(
+        self, endpoint: "EmbeddedBroker", tcp: asyncio.BaseTransport | None = None
+    ) -> None:
         self._endpoint = endpoint
         self._transport: asyncio.Transport | None = None
+        self._tcp = tcp
+        """Under a TLS transport, the TCP one (untied when lost, as a plain one is)."""
         self._buffer = bytearray()
         self._queue: deque[Packet] = deque()
         self._worker: asyncio.Task[None] | None = None
@@ -165,7 +170,7 @@ class Connection(asyncio.Protocol):
         self._closed = True
         self._buffer = bytearray()
         self._fail_inflight()
-        _untie(self._transport)
+        untie(self._tcp or self._transport)
         self._endpoint.lost(self)
 
     def pause_writing(self) -> None:

@@ -15,17 +15,19 @@ ended; a device that connects again before then takes its Will back.
 
 import asyncio
 import contextlib
+import functools
 import logging
 import ssl
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from typing import TYPE_CHECKING, NamedTuple
 
 from fleetstate import tls
 from fleetstate.bus import DELIVERED, MAX_PAYLOAD, DeviceEvents, Sent, delivered_by, device_topic
 from fleetstate.bus.embedded.codec import Connect, Prop, Reason
 from fleetstate.bus.embedded.connection import Connection, Session
+from fleetstate.bus.embedded.handshake import Handshake
 from fleetstate.config import BrokerLimits, split_hostport
 from fleetstate.domain.throttle import FailureThrottle
 
@@ -109,6 +111,8 @@ class EmbeddedBroker:
         """Ended connections still handling a published Will (each until its `finished()`),
         waited for by `stop()` like the connections still open."""
         self._servers: list[asyncio.Server] = []
+        self._handshakes: set[asyncio.Task[None]] = set()
+        """TLS handshakes under way (`handshake.py`), cancelled by `stop()`."""
         self.refused_total = 0
         self.messages_out: Counter[str] = Counter()
         """Messages published to devices per subtopic, acknowledged or not (read by /metrics)."""
@@ -143,29 +147,33 @@ class EmbeddedBroker:
     async def listen(
         self, host: str, port: int, ssl_context: ssl.SSLContext | None = None
     ) -> tuple[str, int]:
-        """Start one listener (plain or TLS); returns its bound address."""
+        """Start one listener (plain or TLS); returns its bound address. A TLS listener accepts
+        TCP and runs each handshake itself (`handshake.py`: so a failed one is freed at once)."""
         if self._events is None:
             raise RuntimeError("listening before start(events): nobody would hear of devices")
         loop = asyncio.get_running_loop()
-        factory: Callable[[], Connection] = lambda: Connection(self)  # noqa: E731
-        server = await loop.create_server(
-            factory,
-            host,
-            port,
-            ssl=ssl_context,
-            ssl_handshake_timeout=self.limits.connect_timeout_s if ssl_context else None,
-            backlog=BACKLOG,
-            reuse_address=True,
-        )
+        factory: Callable[[], asyncio.Protocol] = functools.partial(Connection, self)
+        if ssl_context is not None:
+            factory = functools.partial(Handshake, self, ssl_context, self._run_handshake)
+        server = await loop.create_server(factory, host, port, backlog=BACKLOG, reuse_address=True)
         self._servers.append(server)
         bound = server.sockets[0].getsockname()
         return str(bound[0]), int(bound[1])
+
+    def _run_handshake(self, handshake: Coroutine[None, None, None]) -> None:
+        task = asyncio.get_running_loop().create_task(handshake, name="mqtts-handshake")
+        self._handshakes.add(task)
+        task.add_done_callback(self._handshakes.discard)
 
     async def stop(self) -> None:
         self._stopping = True  # the service going away is no device's Will
         self._drop_held_wills()
         for server in self._servers:
             server.close()
+        handshakes = list(self._handshakes)
+        for handshake in handshakes:  # none becomes a device's connection now
+            handshake.cancel()
+        await asyncio.gather(*handshakes, return_exceptions=True)
         working = list(self._willing.values())
         for connection in list(self._connections):
             connection.close(Reason.SHUTTING_DOWN)
