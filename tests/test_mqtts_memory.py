@@ -17,6 +17,7 @@ import asyncio
 import gc
 import socket
 import ssl
+import sys
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -189,3 +190,53 @@ async def test_mqtts_connect_read_with_the_handshake_is_answered(
     service, ca = tls_service
     answer = await asyncio.to_thread(_connect_with_the_finished, service.mqtts_port, ca)
     assert answer == bytes([CONNACK << 4, 2, 0, 4]), answer  # 3.1.1: bad user name or password
+
+
+HELD = 300
+_HOLDER = """
+import socket, ssl, sys
+port, ca, count = int(sys.argv[1]), sys.argv[2], int(sys.argv[3])
+context = ssl.create_default_context(cafile=ca)
+def tls():
+    tcp = socket.create_connection(("127.0.0.1", port))
+    return context.wrap_socket(tcp, server_hostname="localhost")
+held = [tls() for _ in range(count)]
+print("held", flush=True)
+sys.stdin.read()  # until the test is done looking
+"""
+
+
+def _rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+async def test_mqtts_an_open_connection_holds_little_memory(tmp_path: Path) -> None:
+    """asyncio's TLS layer keeps a read buffer per connection for its whole life, 256 KiB by
+    default: 10,000 TLS devices would hold 2.6 GiB in them. `app.TLS_READ_BUFFER` makes it small;
+    what a held TLS connection costs the service must stay far below that default."""
+    ca = Issuer(tmp_path, "fleet-ca")
+    limits = BrokerLimits(connect_timeout_s=60)  # held without a CONNECT while they are counted
+    settings = make_config(
+        tmp_path / "data", mqtts="127.0.0.1:0", tls=_tls(ca), mqtt_explicit=False, broker=limits
+    )
+    async with app.start(settings) as service:
+        before = _rss_kib()
+        holder = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *("-c", _HOLDER, str(service.mqtts_port), ca.cert_file, str(HELD)),
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        try:
+            assert holder.stdout is not None
+            async with asyncio.timeout(CLIENT_WAIT_S * 3):
+                assert await holder.stdout.readline() == b"held\n"
+            await asyncio.sleep(0.5)  # the last handshakes handed over to their connections
+            per_connection = (_rss_kib() - before) / HELD
+        finally:
+            holder.kill()
+            await holder.wait()
+    assert per_connection < 100, f"{per_connection:.0f} KiB of service RSS per open TLS connection"
