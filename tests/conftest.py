@@ -22,6 +22,20 @@ ADMIN_TOKEN = "test-admin-token"
 WAIT = 10.0
 
 
+# The few tests that take tens of seconds each. When pytest-xdist spreads the suite over workers
+# (scripts/test), they start first: one of them started last would run alone, as the run's tail.
+LONG_FIRST = (
+    "tests/test_schemathesis.py::test_schemathesis_every_operation_passes_every_check",
+    "tests/test_bench_smoke.py::",
+    "tests/test_crash_safety.py::",
+)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if hasattr(config, "workerinput"):  # only in an xdist worker; every worker sorts alike
+        items.sort(key=lambda item: not item.nodeid.startswith(LONG_FIRST))
+
+
 def make_config(data: Path, **overrides: Any) -> Config:
     defaults: dict[str, Any] = {"http": "127.0.0.1:0", "mqtt": "127.0.0.1:0"}
     return Config(data=str(data), admin_token=ADMIN_TOKEN, **{**defaults, **overrides})

@@ -55,7 +55,10 @@ async def test_token_create_in_a_missing_directory_is_refused_and_creates_nothin
 
 
 async def test_token_create_for_an_unknown_org_fails_clearly(tmp_path: Path) -> None:
-    await (await SqliteStore.open(tmp_path / app.DATABASE)).close()  # a database, without that org
+    # A database without that org. `running` starts the writer, so closing does not wait out
+    # the 30 s a writer that never ran is given.
+    async with SqliteStore.running(tmp_path / app.DATABASE):
+        pass
     code, err = await token_create(tmp_path, org="nope")
     assert code == 2
     assert "nope" in err

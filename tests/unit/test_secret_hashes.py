@@ -22,6 +22,20 @@ SECRET = credentials.new_secret()
         ("scrypt$99$c2FsdA$ZGlnZXN0", SECRET, False),
         ("plain-text", "plain-text", False),
     ],
+    # Fixed ids: the stored values are random, and test ids must be the same in every process
+    # that collects them (pytest-xdist's workers).
+    ids=[
+        "sha256-right",
+        "sha256-longer",
+        "sha256-shorter",
+        "sha256-empty",
+        "scrypt10-right",
+        "scrypt10-wrong",
+        "scrypt4-right",
+        "scheme-only",
+        "scrypt-cost-out-of-range",
+        "no-scheme",
+    ],
 )
 async def test_secret_hashes_verify(stored: str, secret: str, ok: bool) -> None:
     assert credentials.verify_secret_sync(secret, stored) is ok
