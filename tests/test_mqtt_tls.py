@@ -5,6 +5,7 @@ certificates are made for each test in tmp_path (the `cryptography` package)."""
 import asyncio
 import datetime
 import ipaddress
+import logging
 import os
 import ssl
 import sys
@@ -289,3 +290,26 @@ async def test_mqtt_tls_serve_prints_the_mqtts_listener(tmp_path: Path, ca: Issu
     url = next(x for x in lines if x.startswith("mqtts ")).split()[-1]
     assert url.startswith("mqtts://127.0.0.1:")
     assert not any(line.startswith("mqtt listening") for line in lines)
+
+
+async def test_mqtt_tls_device_that_says_goodbye_leaves_no_error(
+    tls_service: app.Service, tls_api: Api, ca: Issuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """mosquitto_pub publishes, sends DISCONNECT and closes at once: the endpoint's close of a
+    TLS connection whose peer is gone must be as quiet as a plain one's."""
+    fleet = Fleet(tls_api)
+    device_id, _key = await fleet.device(await fleet.profile())
+    cert_file, key_file = ca.issue(device_id)
+    code, out, err = await run(
+        MOSQUITTO_PUB,
+        *("-h", "127.0.0.1", "-p", str(tls_service.mqtts_port), "-i", device_id),
+        *("--cafile", ca.cert_file, "--cert", cert_file, "--key", key_file),
+        *("-q", "1", "-t", f"devices/{device_id}/telemetry"),
+        *("-m", '{"status": "online", "telemetries": {"t": 1}}'),
+    )
+    assert code == 0, (out, err)
+    status, state = await tls_api.get(f"/api/v1/devices/{device_id}/telemetry")
+    assert (status, state["state"]) == (200, {"status": "online", "t": 1})
+    await asyncio.sleep(0.3)  # the DISCONNECT and the close behind it, handled
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not errors, [r.getMessage() for r in errors]

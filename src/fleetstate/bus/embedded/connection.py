@@ -579,11 +579,16 @@ class Connection(asyncio.Protocol):
         transport = self._transport
         if self._closed or transport is None:
             return
-        if reason is not None and self.level == MQTT_5 and self.session is not None:
+        # Closing already: the peer went away and `connection_lost` is on its way. A TLS
+        # transport is then half torn down (closing it again drops its TLS layer, and asking
+        # its write buffer raised AttributeError), so there is nothing left to flush or close.
+        gone = transport.is_closing()
+        if reason is not None and self.level == MQTT_5 and self.session is not None and not gone:
             self._write(codec.encode_disconnect(reason))
         self._closed = True
         self._fail_inflight()
-        transport.close()
-        if transport.get_write_buffer_size():
-            asyncio.get_running_loop().call_later(CLOSE_GRACE_S, transport.abort)
+        if not gone:
+            transport.close()
+            if transport.get_write_buffer_size():
+                asyncio.get_running_loop().call_later(CLOSE_GRACE_S, transport.abort)
         self._buffer = bytearray()
