@@ -3,7 +3,8 @@ accepted TCP connection) rather than by asyncio's TLS server, so that nothing a 
 leaves waits for the cyclic collector.
 
 In asyncio's TLS server (Python 3.11) the handshake's failure reaches no code of ours, and it
-leaves the TLS layer (`SSLProtocol`, with its 256 KiB read buffer) in reference cycles: the
+leaves the TLS layer (`SSLProtocol`, with its read buffer: 256 KiB by default,
+`app.TLS_READ_BUFFER` here) in reference cycles: the
 exception's traceback holds the frames that raised it, and those frames hold the exception
 and the future it was set on. Only the cyclic collector frees them, and at the
 service's thresholds (`app.GC_THRESHOLDS`) it ran after thousands: 3,000 plain-TCP connections
