@@ -94,11 +94,9 @@ class Recorder:
         """Returns after the message committed, then tells the organization's subscribers.
         A message over the device's rate is dropped: RateLimited now and then, so the device
         hears why, and quietly in between."""
-        if self._over_rate(device_id):
-            if self._tell(device_id):
-                raise self._refusal()
-            return
-        await self._add(device_id, payload, None)
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.record_soon(device_id, payload, functools.partial(_resolve, done))
+        await done
 
     def record_soon(self, device_id: str, payload: bytes, settled: Settled) -> None:
         """`record` without a task or a future of its own: `settled` hears (None, None) once
