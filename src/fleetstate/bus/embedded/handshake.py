@@ -4,14 +4,14 @@ leaves waits for the cyclic collector.
 
 In asyncio's TLS server (Python 3.11) the handshake's failure reaches no code of ours, and it
 leaves the TLS layer (`SSLProtocol`, with its read buffer: 256 KiB by default,
-`app.TLS_READ_BUFFER` here) in reference cycles: the
-exception's traceback holds the frames that raised it, and those frames hold the exception
-and the future it was set on. Only the cyclic collector frees them, and at the
-service's thresholds (`app.GC_THRESHOLDS`) it ran after thousands: 3,000 plain-TCP connections
-to the TLS port took the service from 78 to 488 MiB. Here the failure is an exception in our own
-task, which drops its traceback, so reference counting frees it all at once, and unties the TCP
-transport as a lost plain connection does (`connection.untie`). A completed handshake hands its
-TLS transport to a `Connection`, told the TCP transport under it to untie in turn when lost.
+`app.TLS_READ_BUFFER` here) in reference cycles: the exception's traceback holds the frames that
+raised it, and those frames hold the exception and the future it was set on. Only the cyclic
+collector frees them, and at the service's thresholds (`app.GC_THRESHOLDS`) it ran after thousands:
+3,000 plain-TCP connections to the TLS port took the service from 78 to 488 MiB. Here the failure
+is an exception in our own task, which drops its traceback, so reference counting frees it all at
+once, and unties the TCP transport as a lost plain connection does (`connection.untie`). A
+completed handshake hands its TLS transport to a `Connection`, told the TCP transport under it to
+untie in turn when lost.
 """
 
 import asyncio
@@ -73,9 +73,8 @@ class Handshake(asyncio.Protocol):
                 server_side=True,
                 ssl_handshake_timeout=self._endpoint.limits.connect_timeout_s,
             )
-        except (
-            OSError
-        ) as exc:  # ssl.SSLError, the peer's close, the timeout's ConnectionAbortedError
+        # ssl.SSLError, the peer's close, the timeout's ConnectionAbortedError: all OSError.
+        except OSError as exc:
             exc.__traceback__ = None  # the frames in it hold the TLS layer (see the module doc)
             tls = None
         if tls is None or self._lost:  # None: the TCP connection was lost during the handshake
